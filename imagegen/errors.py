@@ -1,0 +1,93 @@
+"""Domain errors shared by both services and the clients.
+
+Plain exceptions with no transport in them: imagegen.status turns them into
+gRPC statuses in one place, and the clients turn statuses back into
+PlanningFailed / ExecutionFailed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ERROR_DOMAIN = "imagegen"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: a dotted path such as "plan.size" and what is wrong."""
+
+    field: str
+    description: str
+
+
+class ImagegenError(Exception):
+    """Base of every error the services report on purpose.
+
+    reason is the ErrorInfo reason (UPPER_SNAKE_CASE); retry_after, when set,
+    becomes a RetryInfo; plan, when set, is attached to the status details so
+    a caller can retry it or show it.
+    """
+
+    reason = "INTERNAL"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        plan: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.retry_after = retry_after
+        self.plan = plan
+
+
+class InvalidRequest(ImagegenError):
+    """The request breaks a documented rule; nothing was done."""
+
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, violations: Sequence[FieldViolation], **kwargs: Any) -> None:
+        self.violations = tuple(violations)
+        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        super().__init__(f"invalid request: {summary}", **kwargs)
+
+
+class NotFound(ImagegenError):
+    reason = "NOT_FOUND"
+
+
+# Planning errors: raised by the planner.
+class PlanningError(ImagegenError):
+    reason = "PLANNING_FAILED"
+
+
+class PlannerUnavailable(PlanningError):
+    """The LLM cannot be reached or timed out; a retry may help."""
+
+    reason = "LLM_UNAVAILABLE"
+    retryable = True
+
+
+# Execution errors: raised by the executor; they carry the plan.
+class ExecutionError(ImagegenError):
+    reason = "EXECUTION_FAILED"
+
+
+class ProviderUnavailable(ExecutionError):
+    reason = "PROVIDER_UNAVAILABLE"
+    retryable = True
+
+
+class StorageUnavailable(ExecutionError):
+    reason = "STORAGE_UNAVAILABLE"
+    retryable = True

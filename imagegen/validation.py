@@ -1,0 +1,148 @@
+"""The request rules both services enforce, in one place.
+
+Each check returns FieldViolations rather than raising on the first one, so a
+caller learns every bad field from one INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+
+from imagegen.contract import plan_fingerprint
+from imagegen.errors import FieldViolation, InvalidRequest
+from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+
+MAX_PROMPT_CHARS = 4000
+MIN_SIDE, MAX_SIDE = 64, 4096
+MAX_MAP_ENTRIES = 32
+MAX_MAP_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 1024
+MAX_CONTEXT_VALUE_CHARS = 500
+MAX_REQUEST_ID_CHARS = 128
+
+_SIZE = re.compile(r"([0-9]{2,4})x([0-9]{2,4})")
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_STYLE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+_METADATA_KEY = re.compile(r"[a-z0-9_.-]{1,64}")
+_CONTEXT_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """"WIDTHxHEIGHT" -> (width, height); ValueError naming the rule it breaks."""
+    match = _SIZE.fullmatch(size)
+    if not match:
+        raise ValueError('must be "WIDTHxHEIGHT", for example "1024x1024"')
+    width, height = int(match[1]), int(match[2])
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise ValueError(f"each side must be {MIN_SIDE} to {MAX_SIDE} pixels")
+    return width, height
+
+
+def _prompt(field: str, text: str) -> list[FieldViolation]:
+    if not text.strip():
+        return [FieldViolation(field, "must not be empty")]
+    if len(text) > MAX_PROMPT_CHARS:
+        return [FieldViolation(field, f"must be at most {MAX_PROMPT_CHARS} characters")]
+    return []
+
+
+def _size(field: str, size: str) -> list[FieldViolation]:
+    try:
+        parse_size(size)
+    except ValueError as exc:
+        return [FieldViolation(field, str(exc))]
+    return []
+
+
+def _session_id(field: str, session_id: str) -> list[FieldViolation]:
+    if not session_id:
+        return [FieldViolation(field, "must not be empty")]
+    if len(session_id) > 128:
+        return [FieldViolation(field, "must be at most 128 characters")]
+    if not _SESSION_ID.fullmatch(session_id):
+        return [
+            FieldViolation(
+                field,
+                "must be letters, digits, '_', '-' and '.', starting with a letter or digit",
+            )
+        ]
+    return []
+
+
+def _string_map(
+    field: str, entries: Mapping[str, str], key_pattern: re.Pattern[str], max_value: int
+) -> list[FieldViolation]:
+    violations = []
+    if len(entries) > MAX_MAP_ENTRIES:
+        violations.append(FieldViolation(field, f"must have at most {MAX_MAP_ENTRIES} entries"))
+    for key in sorted(entries):
+        if not key_pattern.fullmatch(key):
+            violations.append(
+                FieldViolation(f"{field}[{key[:70]!r}]", f"key must match {key_pattern.pattern}")
+            )
+        if len(entries[key]) > max_value:
+            violations.append(
+                FieldViolation(f"{field}[{key[:70]!r}]", f"value must be at most {max_value} characters")
+            )
+    return violations
+
+
+def validate_create_plan_request(request: CreatePlanRequest, styles: Collection[str]) -> None:
+    """Raise InvalidRequest unless the request keeps every rule; styles are the known presets."""
+    violations = [
+        *_prompt("prompt", request.prompt),
+        *_session_id("session_id", request.session_id),
+        *_string_map("context", request.context, _CONTEXT_KEY, MAX_CONTEXT_VALUE_CHARS),
+    ]
+    if request.image_type not in ImageType.values():
+        violations.append(FieldViolation("image_type", f"unknown image type {request.image_type}"))
+    if request.style and request.style not in styles:
+        violations.append(
+            FieldViolation("style", f"unknown style preset; expected one of {', '.join(sorted(styles))}")
+        )
+    if request.size:
+        violations += _size("size", request.size)
+    if violations:
+        raise InvalidRequest(violations)
+
+
+def plan_violations(plan: ImageGenerationPlan, path: str = "plan") -> list[FieldViolation]:
+    violations = [
+        *_prompt(f"{path}.enhanced_prompt", plan.enhanced_prompt),
+        *_size(f"{path}.size", plan.size),
+        *_session_id(f"{path}.session_id", plan.session_id),
+        *_string_map(f"{path}.metadata", plan.metadata, _METADATA_KEY, MAX_METADATA_VALUE_CHARS),
+    ]
+    if plan.image_type == ImageType.IMAGE_TYPE_UNSPECIFIED:
+        violations.append(FieldViolation(f"{path}.image_type", "must be specified"))
+    elif plan.image_type not in ImageType.values():
+        violations.append(FieldViolation(f"{path}.image_type", f"unknown image type {plan.image_type}"))
+    if not _STYLE.fullmatch(plan.style):
+        violations.append(
+            FieldViolation(f"{path}.style", "must be 1 to 40 lowercase letters, digits and hyphens")
+        )
+    if plan.plan_id and not violations and plan.plan_id != plan_fingerprint(plan):
+        violations.append(
+            FieldViolation(f"{path}.plan_id", "does not match the plan's content; leave it empty to compute it")
+        )
+    return violations
+
+
+def validate_plan(plan: ImageGenerationPlan, path: str = "plan") -> None:
+    violations = plan_violations(plan, path)
+    if violations:
+        raise InvalidRequest(violations, plan=plan)
+
+
+def validate_execute_plan_request(request: ExecutePlanRequest) -> None:
+    violations = [] if request.HasField("plan") else [FieldViolation("plan", "is required")]
+    violations += plan_violations(request.plan) if request.HasField("plan") else []
+    if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+        violations.append(
+            FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID_CHARS} characters")
+        )
+    if violations:
+        raise InvalidRequest(violations, plan=request.plan if request.HasField("plan") else None)

@@ -1,0 +1,3 @@
+from planner_service.server import main
+
+main()

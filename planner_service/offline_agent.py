@@ -1,0 +1,29 @@
+"""The offline planner behind the PlanningAgent port."""
+
+from __future__ import annotations
+
+from imagegen.contract import image_type_name
+from imagegen.v1.image_plan_pb2 import ImageType
+from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+from planner_service.offline_planner import plan_offline
+from planner_service.ports import PlanDraft
+
+
+class OfflinePlanningAgent:
+    name = "offline"
+    model = ""
+
+    async def draft(self, request: CreatePlanRequest) -> PlanDraft:
+        image_type = (
+            image_type_name(request.image_type)
+            if request.image_type != ImageType.IMAGE_TYPE_UNSPECIFIED
+            else None
+        )
+        plan = plan_offline(
+            request.prompt,
+            image_type=image_type,
+            style=request.style or None,
+            size=request.size or None,
+            context=dict(request.context),
+        )
+        return PlanDraft(plan.enhanced_prompt, plan.image_type, plan.style, plan.size)

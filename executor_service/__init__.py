@@ -1,0 +1,1 @@
+"""The executor: renders the image a plan describes, stores it, and says where it is."""

@@ -1,0 +1,3 @@
+from executor_service.server import main
+
+main()

@@ -1,0 +1,1 @@
+"""Image providers for the executor service."""

@@ -1,0 +1,1 @@
+"""Object stores behind the ObjectStore port."""

@@ -1,0 +1,159 @@
+"""The execution use case with a counting provider and the real local store."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from executor_service.executor import Executor, object_key
+from executor_service.ports import RenderedImage
+from executor_service.stores.local_store import LocalObjectStore
+from imagegen.contract import with_fingerprint
+from imagegen.errors import InvalidRequest, ProviderUnavailable
+from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"pretend image bytes"
+
+
+class CountingProvider:
+    name = "counting"
+
+    def __init__(self, *, fail: Exception | None = None) -> None:
+        self.calls = 0
+        self.fail = fail
+        self.gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
+
+    def mime_type(self, plan: ImageGenerationPlan) -> str:
+        return "image/png"
+
+    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return RenderedImage(PNG, "image/png", 1024, 1024, model="count-1", revised_prompt="revised")
+
+
+def make_plan(**changes: object) -> ImageGenerationPlan:
+    fields = dict(
+        enhanced_prompt="An owlbear in a moonlit glade", image_type=ImageType.IMAGE_TYPE_CREATURE,
+        style="painterly", size="1024x1024", session_id="table-3",
+    )
+    fields.update(changes)
+    return ImageGenerationPlan(**fields)
+
+
+@pytest.fixture
+def provider() -> CountingProvider:
+    return CountingProvider()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalObjectStore:
+    return LocalObjectStore(tmp_path / "store", bucket="images")
+
+
+@pytest.fixture
+def executor(provider: CountingProvider, store: LocalObjectStore) -> Executor:
+    return Executor(provider, store, "https://game.test/images/")
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+async def test_first_execution_renders_stores_and_fills_every_field(
+    executor: Executor, provider: CountingProvider, tmp_path: Path
+) -> None:
+    plan = make_plan()
+    result = await executor.execute(ExecutePlanRequest(plan=plan))
+    key = f"table-3/creature/{with_fingerprint(plan).plan_id}.png"
+    assert provider.calls == 1
+    assert result.storage_path == f"images/{key}"
+    assert result.proxy_url == f"https://game.test/images/{key}"
+    assert result.image_url == (tmp_path / "store" / key).as_uri()
+    assert (tmp_path / "store" / key).read_bytes() == PNG
+    assert (result.mime_type, result.byte_size, result.width, result.height) == ("image/png", len(PNG), 1024, 1024)
+    assert result.content_sha256 == hashlib.sha256(PNG).hexdigest()
+    assert (result.provider.name, result.provider.model, result.provider.revised_prompt) == (
+        "counting", "count-1", "revised",
+    )
+    assert not result.reused
+    assert result.plan.plan_id == with_fingerprint(plan).plan_id
+    assert result.create_time.seconds > 0
+
+
+async def test_second_execution_of_the_same_plan_renders_nothing(
+    executor: Executor, provider: CountingProvider
+) -> None:
+    first = await executor.execute(ExecutePlanRequest(plan=make_plan()))
+    second = await executor.execute(ExecutePlanRequest(plan=make_plan()))
+    assert provider.calls == 1
+    assert second.reused
+    for field in ("storage_path", "content_sha256", "byte_size", "width", "height", "create_time"):
+        assert getattr(second, field) == getattr(first, field)
+    assert (second.provider.name, second.provider.model) == ("counting", "count-1")
+
+
+async def test_a_fresh_executor_finds_what_an_earlier_one_stored(
+    executor: Executor, store: LocalObjectStore
+) -> None:
+    await executor.execute(ExecutePlanRequest(plan=make_plan()))
+    other_provider = CountingProvider()
+    again = await Executor(other_provider, store, "https://game.test/images").execute(
+        ExecutePlanRequest(plan=make_plan())
+    )
+    assert again.reused and other_provider.calls == 0
+
+
+async def test_concurrent_identical_plans_render_once(executor: Executor, provider: CountingProvider) -> None:
+    provider.gate = asyncio.Event()
+    calls = [asyncio.create_task(executor.execute(ExecutePlanRequest(plan=make_plan()))) for _ in range(16)]
+    # Every call joins the shared render in its first step; the render starts
+    # only after a stat() round trip through a worker thread, so by then all 16 wait on it.
+    await provider.started.wait()
+    provider.gate.set()
+    results = await asyncio.gather(*calls)
+    assert provider.calls == 1
+    assert all(result == results[0] for result in results)
+
+
+async def test_request_id_replays_the_first_result(executor: Executor, provider: CountingProvider) -> None:
+    first = await executor.execute(ExecutePlanRequest(plan=make_plan(), request_id="req-1"))
+    again = await executor.execute(ExecutePlanRequest(plan=make_plan(), request_id="req-1"))
+    assert again == first and not again.reused
+    with pytest.raises(InvalidRequest) as caught:
+        await executor.execute(ExecutePlanRequest(plan=make_plan(style="watercolor"), request_id="req-1"))
+    assert caught.value.violations[0].field == "request_id"
+    assert provider.calls == 1
+
+
+async def test_invalid_plan_writes_nothing(executor: Executor, provider: CountingProvider, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await executor.execute(ExecutePlanRequest(plan=make_plan(size="0x0", session_id="../up")))
+    assert {v.field for v in caught.value.violations} == {"plan.size", "plan.session_id"}
+    assert caught.value.plan is not None
+    assert provider.calls == 0
+    assert files_under(tmp_path) == []
+
+
+async def test_provider_failure_stores_nothing_and_carries_the_plan(
+    store: LocalObjectStore, tmp_path: Path
+) -> None:
+    failing = CountingProvider(fail=ProviderUnavailable("provider down"))
+    with pytest.raises(ProviderUnavailable) as caught:
+        await Executor(failing, store, "https://game.test").execute(ExecutePlanRequest(plan=make_plan()))
+    assert caught.value.plan.plan_id == with_fingerprint(make_plan()).plan_id
+    assert files_under(tmp_path) == []
+
+
+def test_object_key_layout() -> None:
+    plan = with_fingerprint(make_plan(image_type=ImageType.IMAGE_TYPE_MAP))
+    assert object_key(plan, "image/webp") == f"table-3/map/{plan.plan_id}.webp"

@@ -1,0 +1,48 @@
+"""Typed readers for environment variables, shared by both services' config.
+
+Each raises ConfigError naming the variable, so a bad deployment fails at
+start with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, "").strip() or default
+
+
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: Collection[str]) -> str:
+    value = env_str(env, name, default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(sorted(choices))}")
+    return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum}")
+    return value

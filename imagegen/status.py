@@ -1,0 +1,133 @@
+"""Domain errors -> gRPC status with google.rpc details, in one place.
+
+ErrorMappingInterceptor wraps every handler of a server: an ImagegenError
+becomes its status code with ErrorInfo (always), BadRequest (invalid
+requests), RetryInfo (when a retry delay is known) and the plan (when the
+error carries one). Anything else becomes INTERNAL with a generic message and
+the traceback in the log; the exception text never reaches the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from imagegen import errors
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first class the error is an instance of wins.
+_CODES: tuple[tuple[type[errors.ImagegenError], grpc.StatusCode], ...] = (
+    (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.PlannerUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.ProviderUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.ImagegenError, grpc.StatusCode.INTERNAL),
+)
+
+
+def status_code_for(error: errors.ImagegenError) -> grpc.StatusCode:
+    return next(code for cls, code in _CODES if isinstance(error, cls))
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(error: errors.ImagegenError) -> grpc.Status:
+    code = status_code_for(error)
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=errors.ERROR_DOMAIN, metadata=error.metadata
+            )
+        )
+    ]
+    if isinstance(error, errors.InvalidRequest):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    if error.plan is not None:
+        details.append(_pack(error.plan))
+    return rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    )
+
+
+_INTERNAL = rpc_status.to_status(
+    status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message="internal error",
+        details=[
+            _pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=errors.ERROR_DOMAIN))
+        ],
+    )
+)
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, errors.ImagegenError):
+        log.info("%s failed: %s (%s)", method, exc.reason, status_code_for(exc).name)
+        await context.abort_with_status(to_status(exc))
+    log.error("%s failed unexpectedly", method, exc_info=exc)
+    await context.abort_with_status(_INTERNAL)
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
+            await _abort_for(exc, context, method)
+
+    return handler
+
+
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await _abort_for(exc, context, method)
+
+    return handler
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+        return handler

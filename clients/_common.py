@@ -1,0 +1,84 @@
+"""What the sync and asyncio clients share: requests, channel options, the legacy payload."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from imagegen.contract import image_type_from_name, image_type_name
+from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ImageType
+from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+
+DEFAULT_PLAN_TIMEOUT = 60.0
+DEFAULT_EXECUTE_TIMEOUT = 300.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What generate() returns: the plan, the executor's result, and the payload
+    the game's callers already expect (legacy_payload)."""
+
+    plan: ImageGenerationPlan
+    result: ImageGenerationResult
+    payload: dict[str, Any]
+
+
+def create_plan_request(
+    prompt: str,
+    *,
+    session_id: str,
+    image_type: str | int | None = None,
+    style: str | None = None,
+    size: str | None = None,
+    context: Mapping[str, str] | None = None,
+) -> CreatePlanRequest:
+    if isinstance(image_type, str):
+        image_type = image_type_from_name(image_type)
+    return CreatePlanRequest(
+        prompt=prompt,
+        session_id=session_id,
+        image_type=image_type or ImageType.IMAGE_TYPE_UNSPECIFIED,
+        style=style or "",
+        size=size or "",
+        context=context or {},
+    )
+
+
+def execute_plan_request(plan: ImageGenerationPlan, request_id: str | None) -> ExecutePlanRequest:
+    return ExecutePlanRequest(plan=plan, request_id=request_id or "")
+
+
+def legacy_payload(result: ImageGenerationResult, original_prompt: str = "") -> dict[str, Any]:
+    """The dict the game's image callers used to get from the image agent."""
+    plan = result.plan
+    return {
+        "success": True,
+        "image_url": result.image_url,
+        "proxy_url": result.proxy_url,
+        "storage_path": result.storage_path,
+        "image_type": image_type_name(plan.image_type),
+        "style": plan.style,
+        "size": plan.size,
+        "prompt": plan.enhanced_prompt,
+        "original_prompt": original_prompt,
+        "session_id": plan.session_id,
+        "plan_id": plan.plan_id,
+        "mime_type": result.mime_type,
+        "width": result.width,
+        "height": result.height,
+        "byte_size": result.byte_size,
+        "content_sha256": result.content_sha256,
+        "provider": result.provider.name,
+        "model": result.provider.model,
+        "provider_latency_ms": result.provider.latency.ToMilliseconds(),
+        "revised_prompt": result.provider.revised_prompt,
+        "reused": result.reused,
+        "created_at": result.create_time.ToJsonString(),
+    }

@@ -1,0 +1,120 @@
+"""asyncio clients, for the backend's event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+
+from clients._common import (
+    CHANNEL_OPTIONS,
+    DEFAULT_EXECUTE_TIMEOUT,
+    DEFAULT_PLAN_TIMEOUT,
+    Generation,
+    create_plan_request,
+    execute_plan_request,
+    legacy_payload,
+)
+from clients.errors import execution_failed, planning_failed
+from imagegen.v1 import executor_service_pb2_grpc, planner_service_pb2_grpc
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
+
+
+def _channel(target: str | grpc.aio.Channel) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) if isinstance(target, str) else target
+
+
+class AsyncPlannerClient:
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout: float = DEFAULT_PLAN_TIMEOUT) -> None:
+        self._own_channel = isinstance(target, str)
+        self._channel = _channel(target)
+        self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def create_plan(
+        self, prompt: str, *, session_id: str, timeout: float | None = None, **options: Any
+    ) -> ImageGenerationPlan:
+        """Plan one image; PlanningFailed on any error. options: image_type, style, size, context."""
+        request = create_plan_request(prompt, session_id=session_id, **options)
+        try:
+            response = await self._stub.CreatePlan(request, timeout=timeout or self._timeout)
+        except grpc.RpcError as error:
+            raise planning_failed(error) from None
+        return response.plan
+
+    async def close(self) -> None:
+        if self._own_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> AsyncPlannerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncExecutorClient:
+    def __init__(self, target: str | grpc.aio.Channel, *, timeout: float = DEFAULT_EXECUTE_TIMEOUT) -> None:
+        self._own_channel = isinstance(target, str)
+        self._channel = _channel(target)
+        self._stub = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def execute_plan(
+        self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
+    ) -> ImageGenerationResult:
+        """Render and store the plan's image; ExecutionFailed (carrying the plan) on any error."""
+        try:
+            response = await self._stub.ExecutePlan(
+                execute_plan_request(plan, request_id), timeout=timeout or self._timeout
+            )
+        except grpc.RpcError as error:
+            raise execution_failed(error, plan) from None
+        return response.result
+
+    async def close(self) -> None:
+        if self._own_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> AsyncExecutorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncImagegenClient:
+    """Both services, and the two-stage generate()."""
+
+    def __init__(self, planner_target: str | grpc.aio.Channel, executor_target: str | grpc.aio.Channel) -> None:
+        self.planner = AsyncPlannerClient(planner_target)
+        self.executor = AsyncExecutorClient(executor_target)
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        session_id: str,
+        image_type: str | int | None = None,
+        style: str | None = None,
+        size: str | None = None,
+        context: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> Generation:
+        """Plan (PlanningFailed here renders nothing), then execute (ExecutionFailed carries the plan)."""
+        plan = await self.planner.create_plan(
+            prompt, session_id=session_id, image_type=image_type, style=style, size=size, context=context
+        )
+        result = await self.executor.execute_plan(plan, request_id=request_id)
+        return Generation(plan, result, legacy_payload(result, prompt))
+
+    async def close(self) -> None:
+        await self.planner.close()
+        await self.executor.close()
+
+    async def __aenter__(self) -> AsyncImagegenClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

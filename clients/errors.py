@@ -1,0 +1,98 @@
+"""The clients' exceptions: planning and execution failures are different types.
+
+Both are built from the server's google.rpc.Status details: reason from
+ErrorInfo, field violations from BadRequest, retry_after from RetryInfo, and
+(for execution) the plan, so a caller can retry it or show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from imagegen.errors import FieldViolation
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
+
+# Codes where the same call may succeed later.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Details:
+    reason: str
+    metadata: dict[str, str]
+    violations: tuple[FieldViolation, ...]
+    retry_after: float | None
+    plan: ImageGenerationPlan | None
+
+
+class ImagegenCallError(Exception):
+    """A call to a service failed; code, reason and message say why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: _Details) -> None:
+        super().__init__(f"{code.name}: {message}" + (f" ({details.reason})" if details.reason else ""))
+        self.code = code
+        self.message = message
+        self.reason = details.reason
+        self.metadata = details.metadata
+        self.violations = details.violations
+        self.retry_after = details.retry_after
+        self.plan = details.plan
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES
+
+
+class PlanningFailed(ImagegenCallError):
+    """The planner could not make a plan; nothing was rendered or stored."""
+
+
+class ExecutionFailed(ImagegenCallError):
+    """The executor could not render or store the plan; .plan is the plan it was given."""
+
+
+def _details(error: grpc.RpcError) -> _Details:
+    reason, metadata, violations, retry_after, plan = "", {}, (), None, None
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:
+        status = None
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = tuple(FieldViolation(v.field, v.description) for v in bad.field_violations)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+        elif detail.Is(ImageGenerationPlan.DESCRIPTOR):
+            plan = ImageGenerationPlan()
+            detail.Unpack(plan)
+    return _Details(reason, metadata, violations, retry_after, plan)
+
+
+def planning_failed(error: grpc.RpcError) -> PlanningFailed:
+    return PlanningFailed(error.code(), error.details() or "", _details(error))  # type: ignore[attr-defined]
+
+
+def execution_failed(error: grpc.RpcError, plan: ImageGenerationPlan) -> ExecutionFailed:
+    details = _details(error)
+    if details.plan is None:  # e.g. a transport failure: the server never saw it
+        details = _Details(details.reason, details.metadata, details.violations, details.retry_after, plan)
+    return ExecutionFailed(error.code(), error.details() or "", details)  # type: ignore[attr-defined]

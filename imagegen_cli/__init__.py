@@ -1,0 +1,177 @@
+"""The imagegen command: run both services, plan, execute, generate. Each prints JSON.
+
+  imagegen up                       both services, embedded defaults, foreground
+  imagegen demo                     both services on free ports, one image, then stop
+  imagegen plan PROMPT --session-id S [--image-type T] [--style S] [--size WxH] [--context k=v ...]
+  imagegen execute [FILE|-]         a plan as JSON, from a file or stdin
+  imagegen generate PROMPT --session-id S [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from clients import ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed
+from clients.aio import AsyncImagegenClient
+from executor_service.config import ExecutorSettings
+from executor_service.server import create_server as create_executor_server
+from imagegen.contract import plan_from_json, plan_to_dict, result_to_dict
+from imagegen.errors import InvalidRequest
+from imagegen.serving import RunningServer, serve_until_signalled
+from imagegen.settings import ConfigError
+from planner_service.config import PlannerSettings
+from planner_service.server import create_server as create_planner_server
+
+DEMO_PROMPT = "A dwarf cleric raising a glowing warhammer in a torchlit crypt"
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _context(pairs: Sequence[str]) -> dict[str, str]:
+    context = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--context takes key=value, got {pair!r}")
+        context[key] = value
+    return context
+
+
+async def _start_both(planner: PlannerSettings, executor: ExecutorSettings) -> tuple[RunningServer, RunningServer]:
+    running_planner = await create_planner_server(planner)
+    try:
+        running_executor = await create_executor_server(executor)
+    except BaseException:
+        await running_planner.stop(None)
+        raise
+    return running_planner, running_executor
+
+
+def _host(address: str) -> str:
+    return address.rpartition(":")[0] or "127.0.0.1"
+
+
+async def _up(args: argparse.Namespace) -> None:
+    planner = replace(PlannerSettings.from_env(), **({"address": args.planner_address} if args.planner_address else {}))
+    executor = replace(ExecutorSettings.from_env(), **({"address": args.executor_address} if args.executor_address else {}))
+    running_planner, running_executor = await _start_both(planner, executor)
+    print(f"planner listening on {_host(planner.address)}:{running_planner.port}", flush=True)
+    print(f"executor listening on {_host(executor.address)}:{running_executor.port}", flush=True)
+    print(f"images are stored under {executor.local_store_dir.resolve()}", flush=True)
+    await serve_until_signalled(
+        (running_planner, planner.shutdown_grace_seconds),
+        (running_executor, executor.shutdown_grace_seconds),
+    )
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    planner = replace(PlannerSettings.from_env(), address="127.0.0.1:0")
+    executor = replace(ExecutorSettings.from_env(), address="127.0.0.1:0")
+    running_planner, running_executor = await _start_both(planner, executor)
+    try:
+        async with AsyncImagegenClient(
+            f"127.0.0.1:{running_planner.port}", f"127.0.0.1:{running_executor.port}"
+        ) as client:
+            generation = await client.generate(args.prompt, session_id=args.session_id)
+    finally:
+        await running_planner.stop(None)
+        await running_executor.stop(None)
+    _print(generation.payload)
+    path = Path(unquote(urlparse(generation.result.image_url).path))
+    print(f"\nimage written to {path}", file=sys.stderr)
+
+
+def _client(args: argparse.Namespace) -> ImagegenClient:
+    return ImagegenClient(args.planner, args.executor)
+
+
+def _plan(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        plan = client.planner.create_plan(
+            args.prompt, session_id=args.session_id, image_type=args.image_type,
+            style=args.style, size=args.size, context=_context(args.context),
+        )
+    _print(plan_to_dict(plan))
+
+
+def _execute(args: argparse.Namespace) -> None:
+    text = sys.stdin.read() if args.plan_file == "-" else Path(args.plan_file).read_text("utf-8")
+    plan = plan_from_json(text)
+    with _client(args) as client:
+        result = client.executor.execute_plan(plan, request_id=args.request_id)
+    _print(result_to_dict(result))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        generation = client.generate(
+            args.prompt, session_id=args.session_id, image_type=args.image_type,
+            style=args.style, size=args.size, context=_context(args.context), request_id=args.request_id,
+        )
+    _print(generation.payload)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagegen", description="Plan, then execute, D&D images over gRPC.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run both services in the foreground (embedded defaults)")
+    up.add_argument("--planner-address", help="overrides PLANNER_ADDRESS")
+    up.add_argument("--executor-address", help="overrides EXECUTOR_ADDRESS")
+
+    demo = commands.add_parser("demo", help="start both services, generate one image, stop")
+    demo.add_argument("prompt", nargs="?", default=DEMO_PROMPT)
+    demo.add_argument("--session-id", default="demo")
+
+    def targets(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--planner", default="127.0.0.1:50051", help="planner target")
+        sub.add_argument("--executor", default="127.0.0.1:50052", help="executor target")
+
+    def plan_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("prompt")
+        sub.add_argument("--session-id", required=True)
+        sub.add_argument("--image-type", help="scene, character, portrait, item, creature, location or map")
+        sub.add_argument("--style")
+        sub.add_argument("--size", help="WIDTHxHEIGHT")
+        sub.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
+        targets(sub)
+
+    plan_options(commands.add_parser("plan", help="create a plan and print it"))
+    execute = commands.add_parser("execute", help="execute a plan read as JSON from a file or stdin")
+    execute.add_argument("plan_file", nargs="?", default="-")
+    execute.add_argument("--request-id")
+    targets(execute)
+    generate = commands.add_parser("generate", help="plan, then execute; print the payload")
+    plan_options(generate)
+    generate.add_argument("--request-id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            asyncio.run(_up(args))
+        elif args.command == "demo":
+            asyncio.run(_demo(args))
+        else:
+            {"plan": _plan, "execute": _execute, "generate": _generate}[args.command](args)
+    except (PlanningFailed, ExecutionFailed, ImagegenCallError) as error:
+        _print({"error": {"kind": type(error).__name__, "code": error.code.name, "reason": error.reason,
+                          "message": error.message, "retryable": error.retryable,
+                          "field_violations": [v.__dict__ for v in error.violations]}})
+        return 1
+    except (InvalidRequest, ConfigError, ValueError, OSError) as error:
+        print(f"imagegen: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from imagegen_cli import main
+
+sys.exit(main())

@@ -78,6 +78,26 @@ class PlannerUnavailable(PlanningError):
     retryable = True
 
 
+class PlannerThrottled(PlanningError):
+    """The LLM rate-limited the planner; retry after retry_after."""
+
+    reason = "LLM_RATE_LIMITED"
+    retryable = True
+
+
+class PlannerMisconfigured(PlanningError):
+    """The planner cannot use its LLM as configured (bad credentials, no LLM
+    configured for mode=llm); no retry helps until an operator acts."""
+
+    reason = "LLM_NOT_USABLE"
+
+
+class PlanOutputInvalid(PlanningError):
+    """The LLM's answer stayed unusable after a repair round trip."""
+
+    reason = "LLM_OUTPUT_INVALID"
+
+
 # Execution errors: raised by the executor; they carry the plan.
 class ExecutionError(ImagegenError):
     reason = "EXECUTION_FAILED"
@@ -86,6 +106,25 @@ class ExecutionError(ImagegenError):
 class ProviderUnavailable(ExecutionError):
     reason = "PROVIDER_UNAVAILABLE"
     retryable = True
+
+
+class ProviderThrottled(ExecutionError):
+    """The image provider rate-limited the executor; retry after retry_after."""
+
+    reason = "PROVIDER_RATE_LIMITED"
+    retryable = True
+
+
+class ProviderMisconfigured(ExecutionError):
+    """The image provider refuses the executor's credentials or settings."""
+
+    reason = "PROVIDER_NOT_USABLE"
+
+
+class ContentRejected(ExecutionError):
+    """The provider refused the prompt's content; the same plan will fail again."""
+
+    reason = "CONTENT_REJECTED"
 
 
 class StorageUnavailable(ExecutionError):

@@ -27,7 +27,12 @@ _CODES: tuple[tuple[type[errors.ImagegenError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.PlannerUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.PlannerThrottled, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.PlannerMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ProviderUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.ProviderThrottled, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.ProviderMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ContentRejected, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ImagegenError, grpc.StatusCode.INTERNAL),
 )

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Collection
 
 from imagegen.contract import image_type_from_name, with_fingerprint
-from imagegen.errors import PlanningError
+from imagegen.errors import PlanOutputInvalid
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, PlanProvenance
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from imagegen.validation import plan_violations, validate_create_plan_request
@@ -38,7 +38,7 @@ class Planner:
         try:
             image_type = image_type_from_name(draft.image_type)
         except ValueError as exc:
-            raise PlanningError(str(exc), reason="PLAN_OUTPUT_INVALID") from None
+            raise PlanOutputInvalid(str(exc)) from None
         plan = ImageGenerationPlan(
             enhanced_prompt=draft.enhanced_prompt,
             image_type=image_type,
@@ -50,5 +50,5 @@ class Planner:
         violations = plan_violations(plan)
         if violations:
             summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-            raise PlanningError(f"the planning agent produced an invalid plan: {summary}", reason="PLAN_OUTPUT_INVALID")
+            raise PlanOutputInvalid(f"the planning agent produced an invalid plan: {summary}")
         return with_fingerprint(plan)

@@ -42,6 +42,21 @@ class ExecutorServiceStub:
                 request_serializer=imagegen_dot_v1_dot_executor__service__pb2.ExecutePlanRequest.SerializeToString,
                 response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.ExecutePlanResponse.FromString,
                 _registered_method=True)
+        self.StreamExecutePlan = channel.unary_stream(
+                '/imagegen.v1.ExecutorService/StreamExecutePlan',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.StreamExecutePlanRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.StreamExecutePlanResponse.FromString,
+                _registered_method=True)
+        self.GetImage = channel.unary_stream(
+                '/imagegen.v1.ExecutorService/GetImage',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.GetImageRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.GetImageResponse.FromString,
+                _registered_method=True)
+        self.SignImageUrl = channel.unary_unary(
+                '/imagegen.v1.ExecutorService/SignImageUrl',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -58,8 +73,41 @@ class ExecutorServiceServicer:
         Returns INVALID_ARGUMENT, with a BadRequest listing each bad field, when
         the plan breaks a rule documented on ImageGenerationPlan; nothing is
         rendered or stored. Returns UNAVAILABLE when the image provider or the
-        store cannot be reached, and INTERNAL for an unexpected failure. Every
-        error carries an ErrorInfo and the plan.
+        store cannot be reached, RESOURCE_EXHAUSTED (with RetryInfo) when the
+        provider is rate limited, FAILED_PRECONDITION when the provider rejects
+        the prompt's content (not retryable), CANCELLED or DEADLINE_EXCEEDED when
+        the caller gives up (nothing is stored), and INTERNAL for an unexpected
+        failure. Every error carries an ErrorInfo and the plan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamExecutePlan(self, request, context):
+        """Executes a plan like ExecutePlan, reporting progress as it goes: ACCEPTED,
+        then RENDERING and STORING (skipped when the image is already stored),
+        then COMPLETED with the result. A failure ends the stream with the same
+        status and details ExecutePlan would return.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImage(self, request, context):
+        """Streams a stored image's bytes in chunks, for the game backend's image
+        route. Returns INVALID_ARGUMENT for a malformed storage_path and
+        NOT_FOUND when nothing is stored there (including any path outside the
+        bucket); UNAVAILABLE when the store cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignImageUrl(self, request, context):
+        """Mints a fresh image_url for a stored image, so an expired link never
+        breaks a page. Returns INVALID_ARGUMENT for a malformed storage_path or
+        expiry, NOT_FOUND when nothing is stored there, and UNAVAILABLE when the
+        store cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +120,21 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.ExecutePlan,
                     request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.ExecutePlanRequest.FromString,
                     response_serializer=imagegen_dot_v1_dot_executor__service__pb2.ExecutePlanResponse.SerializeToString,
+            ),
+            'StreamExecutePlan': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamExecutePlan,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.StreamExecutePlanRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.StreamExecutePlanResponse.SerializeToString,
+            ),
+            'GetImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetImage,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.GetImageRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.GetImageResponse.SerializeToString,
+            ),
+            'SignImageUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignImageUrl,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -104,6 +167,87 @@ class ExecutorService:
             '/imagegen.v1.ExecutorService/ExecutePlan',
             imagegen_dot_v1_dot_executor__service__pb2.ExecutePlanRequest.SerializeToString,
             imagegen_dot_v1_dot_executor__service__pb2.ExecutePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamExecutePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/StreamExecutePlan',
+            imagegen_dot_v1_dot_executor__service__pb2.StreamExecutePlanRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.StreamExecutePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/GetImage',
+            imagegen_dot_v1_dot_executor__service__pb2.GetImageRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.GetImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignImageUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/SignImageUrl',
+            imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,

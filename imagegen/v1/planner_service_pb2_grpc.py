@@ -54,7 +54,11 @@ class PlannerServiceServicer:
         Returns INVALID_ARGUMENT, with a BadRequest listing each bad field, when
         the request breaks a rule documented on CreatePlanRequest. Returns
         UNAVAILABLE when the configured LLM cannot be reached and falling back to
-        the offline planner is off. Every error carries an ErrorInfo.
+        the offline planner is off, RESOURCE_EXHAUSTED (with RetryInfo) when the
+        LLM is rate limited, FAILED_PRECONDITION when the LLM refuses the
+        planner's credentials, and INTERNAL when the LLM's answer stays unusable
+        after a repair round trip and fallback is off. Every error carries an
+        ErrorInfo.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

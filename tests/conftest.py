@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from executor_service.server import create_server as create_executor_server
 from imagegen.serving import RunningServer
 from planner_service.config import PlannerSettings
 from planner_service.server import create_server as create_planner_server
+from tests.support.fake_openai import FakeOpenAI
 
 PUBLIC_BASE = "http://game.test/api/images"
 
@@ -42,3 +43,11 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
     yield Services(planner, executor, store_dir)
     await planner.stop(None)
     await executor.stop(None)
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """An OpenAI-compatible server on loopback for the real openai SDK, scripted per test."""
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()

@@ -57,3 +57,29 @@ def test_import_rules_hold() -> None:
     result = run(BIN / "lint-imports", "--no-cache")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "The planner never imports the executor, a provider or a store KEPT" in result.stdout
+
+
+def _previous_commit_with_protos() -> str:
+    """The newest commit before HEAD that has the contract: what the working tree must not break."""
+    result = run("git", "log", "--format=%H", "--skip=1", "-1", "--", "protos")
+    return result.stdout.strip()
+
+
+def test_buf_breaking_against_the_previous_contract() -> None:
+    previous = _previous_commit_with_protos()
+    assert previous, "no earlier commit with protos/: the history is needed for the breaking check"
+    result = run(BIN / "buf", "breaking", "--against", f".git#ref={previous},subdir=.")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_would_catch_a_removed_field(tmp_path: Path) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    for copy in (before, after):
+        shutil.copytree(ROOT / "protos", copy / "protos")
+        shutil.copy(ROOT / "buf.yaml", copy / "buf.yaml")
+    plan_proto = after / "protos" / "imagegen" / "v1" / "image_plan.proto"
+    plan_proto.write_text(plan_proto.read_text().replace("  string style = 4;\n", ""))
+    result = subprocess.run(
+        [str(BIN / "buf"), "breaking", "--against", str(before)], cwd=after, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and 'field "4" with name "style"' in result.stdout

@@ -28,19 +28,25 @@ IMAGE_TYPE_NAMES: tuple[str, ...] = tuple(
 )
 
 
+_NAME_OF = {ImageType.Value(_TYPE_PREFIX + name.upper()): name for name in IMAGE_TYPE_NAMES}
+_NUMBER_OF = {
+    **{name: number for number, name in _NAME_OF.items()},
+    **{ImageType.Name(number).lower(): number for number in _NAME_OF},
+}
+_ENUM_NAMES = {number: ImageType.Name(number) for number in ImageType.values()}
+
+
 def image_type_name(image_type: int) -> str:
     """The short name of a valid image type: IMAGE_TYPE_PORTRAIT -> "portrait"."""
-    return ImageType.Name(image_type).removeprefix(_TYPE_PREFIX).lower()
+    return _NAME_OF[image_type]
 
 
 def image_type_from_name(name: str) -> int:
     """IMAGE_TYPE_PORTRAIT, "portrait" or "Portrait" -> the enum number; ValueError if unknown."""
-    upper = name.strip().upper()
-    if not upper.startswith(_TYPE_PREFIX):
-        upper = _TYPE_PREFIX + upper
-    if upper == "IMAGE_TYPE_UNSPECIFIED" or upper not in ImageType.keys():
-        raise ValueError(f"unknown image type {name!r}; expected one of {', '.join(IMAGE_TYPE_NAMES)}")
-    return ImageType.Value(upper)
+    try:
+        return _NUMBER_OF[name.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown image type {name!r}; expected one of {', '.join(IMAGE_TYPE_NAMES)}") from None
 
 
 def plan_fingerprint(plan: ImageGenerationPlan) -> str:
@@ -53,9 +59,7 @@ def plan_fingerprint(plan: ImageGenerationPlan) -> str:
         {
             "v": 1,
             "enhanced_prompt": plan.enhanced_prompt,
-            "image_type": ImageType.Name(plan.image_type)
-            if plan.image_type in ImageType.values()
-            else plan.image_type,
+            "image_type": _ENUM_NAMES.get(plan.image_type, plan.image_type),
             "style": plan.style,
             "size": plan.size,
             "metadata": dict(plan.metadata),

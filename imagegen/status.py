@@ -126,11 +126,23 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Ca
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # Wrapped once per method, not per call: handlers never change after start.
+        self._wrapped: dict[str, Any] = {}
+
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrap(await continuation(handler_call_details), method)
+            if wrapped is not None:  # unknown methods are not cached: callers choose their names
+                self._wrapped[method] = wrapped
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: Any, method: str) -> Any:
         if handler is None:
             return None
-        method = handler_call_details.method
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.unary_stream is not None:

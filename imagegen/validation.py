@@ -23,6 +23,9 @@ MAX_METADATA_VALUE_CHARS = 1024
 MAX_CONTEXT_VALUE_CHARS = 500
 MAX_REQUEST_ID_CHARS = 128
 
+# Enum numbers as sets, once: ImageType.values() builds a new list on every call.
+_IMAGE_TYPES = frozenset(ImageType.values())
+
 _SIZE = re.compile(r"([0-9]{2,4})x([0-9]{2,4})")
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _STYLE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
@@ -97,7 +100,7 @@ def validate_create_plan_request(request: CreatePlanRequest, styles: Collection[
         *_session_id("session_id", request.session_id),
         *_string_map("context", request.context, _CONTEXT_KEY, MAX_CONTEXT_VALUE_CHARS),
     ]
-    if request.image_type not in ImageType.values():
+    if request.image_type not in _IMAGE_TYPES:
         violations.append(FieldViolation("image_type", f"unknown image type {request.image_type}"))
     if request.style and request.style not in styles:
         violations.append(
@@ -118,7 +121,7 @@ def plan_violations(plan: ImageGenerationPlan, path: str = "plan") -> list[Field
     ]
     if plan.image_type == ImageType.IMAGE_TYPE_UNSPECIFIED:
         violations.append(FieldViolation(f"{path}.image_type", "must be specified"))
-    elif plan.image_type not in ImageType.values():
+    elif plan.image_type not in _IMAGE_TYPES:
         violations.append(FieldViolation(f"{path}.image_type", f"unknown image type {plan.image_type}"))
     if not _STYLE.fullmatch(plan.style):
         violations.append(

@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup demo up test test-quick proto
+.PHONY: setup demo up test test-quick proto bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,6 @@ test-quick: setup  ## domain and unit tests only
 
 proto: setup  ## regenerate imagegen/v1 from protos/
 	$(PY) scripts/gen_protos.py
+
+bench: setup  ## the benchmarks in bench/; figures go to docs/performance.md
+	$(PY) -m bench

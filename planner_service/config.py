@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from imagegen.settings import env_bool, env_float, env_str
+from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_str
+
+DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 
 
 @dataclass(frozen=True)
@@ -15,13 +17,78 @@ class PlannerSettings:
     reflection: bool = True
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
+    # Planning: which planner by default, and the LLM when there is one.
+    mode: str = "auto"  # auto | llm | offline
+    llm_base_url: str = ""  # empty: OpenAI's, when an API key is set
+    llm_api_key: str = field(default="", repr=False)  # never printed, never logged
+    llm_model: str = "gpt-4.1-mini"
+    llm_path: str = "tools"  # tools | json
+    llm_timeout_seconds: float = 30.0
+    llm_max_retries: int = 2
+    llm_seed: int | None = 0  # None: send no seed
+    fallback: bool = True
+    cache_size: int = 1024
+    cache_ttl_seconds: float = 3600.0
+
+    @property
+    def llm_configured(self) -> bool:
+        """An API key (OpenAI) or a base URL (a compatible server, which may need no key)."""
+        return bool(self.llm_api_key or self.llm_base_url)
+
+    @property
+    def effective_llm_base_url(self) -> str:
+        return self.llm_base_url or DEFAULT_LLM_BASE_URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PlannerSettings:
         env = os.environ if env is None else env
-        return cls(
+        settings = cls(
             address=env_str(env, "PLANNER_ADDRESS", cls.address),
             reflection=env_bool(env, "PLANNER_REFLECTION", cls.reflection),
             shutdown_grace_seconds=env_float(env, "PLANNER_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             log_level=env_str(env, "LOG_LEVEL", cls.log_level).upper(),
+            mode=env_choice(env, "PLANNER_MODE", cls.mode, ("auto", "llm", "offline")),
+            llm_base_url=_env_url(env, "PLANNER_LLM_BASE_URL"),
+            # OPENAI_API_KEY as well, so a deployment that already sets it just works.
+            llm_api_key=env_str(env, "PLANNER_LLM_API_KEY", env_str(env, "OPENAI_API_KEY", "")),
+            llm_model=env_str(env, "PLANNER_LLM_MODEL", cls.llm_model),
+            llm_path=env_choice(env, "PLANNER_LLM_PATH", cls.llm_path, ("tools", "json")),
+            llm_timeout_seconds=env_float(env, "PLANNER_LLM_TIMEOUT_SECONDS", cls.llm_timeout_seconds, minimum=0.001),
+            llm_max_retries=_env_int(env, "PLANNER_LLM_MAX_RETRIES", cls.llm_max_retries),
+            llm_seed=_env_seed(env, "PLANNER_LLM_SEED", cls.llm_seed),
+            fallback=env_bool(env, "PLANNER_LLM_FALLBACK", cls.fallback),
+            cache_size=_env_int(env, "PLANNER_CACHE_SIZE", cls.cache_size),
+            cache_ttl_seconds=env_float(env, "PLANNER_CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
         )
+        if settings.mode == "llm" and not settings.llm_configured:
+            raise ConfigError(
+                "PLANNER_MODE='llm': set PLANNER_LLM_API_KEY (or OPENAI_API_KEY) or PLANNER_LLM_BASE_URL"
+            )
+        return settings
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r}: must be at least 0")
+    return value
+
+
+def _env_seed(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("off", "none"):
+        return None
+    return _env_int(env, name, 0) if raw else default
+
+
+def _env_url(env: Mapping[str, str], name: str) -> str:
+    url = env_str(env, name, "")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={url!r}: expected an http:// or https:// URL")
+    return url.rstrip("/")

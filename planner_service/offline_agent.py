@@ -6,14 +6,15 @@ from imagegen.contract import image_type_name
 from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from planner_service.offline_planner import plan_offline
-from planner_service.ports import PlanDraft
+from planner_service.ports import PlanDraft, Repair
 
 
 class OfflinePlanningAgent:
     name = "offline"
     model = ""
 
-    async def draft(self, request: CreatePlanRequest) -> PlanDraft:
+    async def draft(self, request: CreatePlanRequest, repair: Repair | None = None) -> PlanDraft:
+        # Deterministic and valid by construction, so a repair would change nothing.
         image_type = (
             image_type_name(request.image_type)
             if request.image_type != ImageType.IMAGE_TYPE_UNSPECIFIED
@@ -27,3 +28,6 @@ class OfflinePlanningAgent:
             context=dict(request.context),
         )
         return PlanDraft(plan.enhanced_prompt, plan.image_type, plan.style, plan.size)
+
+    async def aclose(self) -> None:
+        pass

@@ -1,54 +1,168 @@
-"""The planning use case: validate the request, ask an agent, check its draft,
-fingerprint the plan. No I/O of its own."""
+"""The planning use case: validate the request, choose the planner, ask it for a
+draft, check the draft by the contract's rules, fingerprint the plan. No I/O of its own.
+
+The LLM path adds what an LLM needs around it: one repair round trip for an
+unusable answer, a fall back to the offline planner (when configured), and a cache
+so the same request gets the same plan.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Collection
+from functools import partial
 
-from imagegen.contract import image_type_from_name, with_fingerprint
-from imagegen.errors import PlanOutputInvalid
+from imagegen.errors import (
+    FieldViolation,
+    InvalidRequest,
+    PlannerMisconfigured,
+    PlannerUnavailable,
+    PlanOutputInvalid,
+)
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, PlanProvenance
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
-from imagegen.validation import plan_violations, validate_create_plan_request
-from planner_service.ports import PlanDraft, PlanningAgent
+from imagegen.v1.planner_service_pb2 import CreatePlanRequest, PlanningMode
+from imagegen.validation import validate_create_plan_request
+from planner_service.drafts import normalise_draft, plan_from_draft
+from planner_service.plan_cache import PlanCache, request_fingerprint
+from planner_service.ports import DraftUnusable, PlanningAgent, Repair
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "llm", "offline")
+_REQUEST_MODES = {
+    PlanningMode.PLANNING_MODE_UNSPECIFIED: None,  # the server's configured mode
+    PlanningMode.PLANNING_MODE_AUTO: "auto",
+    PlanningMode.PLANNING_MODE_LLM: "llm",
+    PlanningMode.PLANNING_MODE_OFFLINE: "offline",
+}
 
 
 class Planner:
+    """offline is always there; llm only when one is configured.
+
+    mode is the default for requests that name none. With fallback on, an LLM
+    that cannot be reached or whose answer stays unusable after a repair is
+    replaced by the offline planner (provenance.fell_back); a rate limit or
+    refused credentials are never hidden that way: the caller is told.
+    """
+
     def __init__(
         self,
-        agent: PlanningAgent,
+        offline: PlanningAgent,
         styles: Collection[str],
         clock: Callable[[], float] = time.perf_counter,
+        *,
+        llm: PlanningAgent | None = None,
+        mode: str = "auto",
+        fallback: bool = True,
+        cache: PlanCache | None = None,
     ) -> None:
-        self._agent = agent
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self._offline = offline
+        self._llm = llm
         self._styles = frozenset(styles)
         self._clock = clock
+        self._mode = mode
+        self._fallback = fallback
+        self._cache = cache or PlanCache(0, 0)
+        # Identical requests in flight share one LLM round trip, so they get one plan.
+        self._in_flight: dict[str, asyncio.Future[ImageGenerationPlan]] = {}
 
     async def create_plan(self, request: CreatePlanRequest) -> ImageGenerationPlan:
         validate_create_plan_request(request, self._styles)
-        started = self._clock()
-        draft = await self._agent.draft(request)
-        plan = self._plan_from_draft(draft, request.session_id)
-        plan.provenance.CopyFrom(PlanProvenance(planner=self._agent.name, model=self._agent.model))
-        plan.provenance.latency.FromNanoseconds(int((self._clock() - started) * 1e9))
+        if self._uses_llm(request):
+            return await self._llm_plan(request)
+        return await self._offline_plan(request)
+
+    async def aclose(self) -> None:
+        await self._offline.aclose()
+        if self._llm is not None:
+            await self._llm.aclose()
+
+    def _uses_llm(self, request: CreatePlanRequest) -> bool:
+        if request.mode not in _REQUEST_MODES:
+            raise InvalidRequest([FieldViolation("mode", f"unknown planning mode {request.mode}")])
+        mode = _REQUEST_MODES[request.mode] or self._mode
+        if mode == "offline":
+            return False
+        if self._llm is None and mode == "llm":
+            raise PlannerMisconfigured(
+                "planning mode llm was asked for, but this planner has no LLM configured",
+                reason="LLM_NOT_CONFIGURED",
+            )
+        return self._llm is not None
+
+    async def _offline_plan(self, request: CreatePlanRequest, *, fell_back: bool = False,
+                            started: float | None = None) -> ImageGenerationPlan:
+        started = self._clock() if started is None else started
+        draft = await self._offline.draft(request)
+        try:
+            plan = plan_from_draft(draft, request.session_id, self._styles)
+        except DraftUnusable as unusable:  # a bug in the offline planner, not the caller's fault
+            raise PlanOutputInvalid(f"the offline planner produced an invalid plan: {unusable}") from None
+        return self._stamped(plan, PlanProvenance(planner=self._offline.name, fell_back=fell_back), started)
+
+    async def _llm_plan(self, request: CreatePlanRequest) -> ImageGenerationPlan:
+        key = request_fingerprint(request, "llm")
+        plan = self._cache.get(key)
+        if plan is None:
+            flight = self._in_flight.get(key)
+            if flight is None:
+                flight = asyncio.ensure_future(self._plan_with_llm(request, key))
+                self._in_flight[key] = flight
+                flight.add_done_callback(partial(self._landed, key))
+            # Shielded: a caller that gives up does not cancel the others' plan,
+            # and the plan still lands in the cache for its retry.
+            plan = ImageGenerationPlan()
+            plan.CopyFrom(await asyncio.shield(flight))
+        else:
+            log.debug("planning: cache hit for plan %s", plan.plan_id)
+        plan.session_id = request.session_id  # not in the key, nor in plan_id
         return plan
 
-    def _plan_from_draft(self, draft: PlanDraft, session_id: str) -> ImageGenerationPlan:
+    def _landed(self, key: str, flight: asyncio.Future[ImageGenerationPlan]) -> None:
+        self._in_flight.pop(key, None)
+        if not flight.cancelled():
+            flight.exception()  # retrieved here too, in case every caller gave up
+
+    async def _plan_with_llm(self, request: CreatePlanRequest, key: str) -> ImageGenerationPlan:
+        assert self._llm is not None
+        started = self._clock()
         try:
-            image_type = image_type_from_name(draft.image_type)
-        except ValueError as exc:
-            raise PlanOutputInvalid(str(exc)) from None
-        plan = ImageGenerationPlan(
-            enhanced_prompt=draft.enhanced_prompt,
-            image_type=image_type,
-            style=draft.style,
-            size=draft.size,
-            session_id=session_id,
-            metadata=draft.metadata,
-        )
-        violations = plan_violations(plan)
-        if violations:
-            summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-            raise PlanOutputInvalid(f"the planning agent produced an invalid plan: {summary}")
-        return with_fingerprint(plan)
+            plan = await self._draft_with_repair(self._llm, request)
+        except (PlannerUnavailable, PlanOutputInvalid) as exc:
+            if not self._fallback:
+                raise
+            log.warning("LLM planning failed (%s); planning offline instead", exc.reason)
+            plan = await self._offline_plan(request, fell_back=True, started=started)
+        else:
+            plan = self._stamped(plan, PlanProvenance(planner="llm", model=self._llm.model), started)
+            log.info(
+                "planned %s with the LLM (%s) in %d ms",
+                plan.plan_id, self._llm.model, plan.provenance.latency.ToMilliseconds(),
+            )
+        self._cache.put(key, plan)
+        return plan
+
+    async def _draft_with_repair(self, llm: PlanningAgent, request: CreatePlanRequest) -> ImageGenerationPlan:
+        repair: Repair | None = None
+        while True:
+            try:
+                draft = await llm.draft(request, repair)
+                return plan_from_draft(normalise_draft(draft, request), request.session_id, self._styles)
+            except DraftUnusable as unusable:
+                problems = "; ".join(unusable.problems)
+                if repair is not None:
+                    raise PlanOutputInvalid(
+                        f"the LLM's plan was still unusable after a repair: {problems}"
+                    ) from None
+                log.warning("the LLM's plan is unusable, asking it once to repair it: %s", problems)
+                repair = Repair(unusable.answer, unusable.problems)
+
+    def _stamped(self, plan: ImageGenerationPlan, provenance: PlanProvenance, started: float) -> ImageGenerationPlan:
+        plan.provenance.CopyFrom(provenance)
+        plan.provenance.latency.FromNanoseconds(int((self._clock() - started) * 1e9))
+        return plan

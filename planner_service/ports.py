@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,6 +15,8 @@ class PlanDraft:
 
     image_type is a short name ("portrait"); the planner checks every field
     against the contract, so an agent's mistake never becomes a bad plan.
+    answer is the agent's raw answer (an LLM's JSON), kept so that a repair
+    round trip can show the model what it said; empty for the offline planner.
     """
 
     enhanced_prompt: str
@@ -22,10 +24,43 @@ class PlanDraft:
     style: str
     size: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    answer: str = ""
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A second chance: the agent's previous answer and exactly what was wrong with it."""
+
+    answer: str
+    problems: Sequence[str]
+
+
+class DraftUnusable(Exception):
+    """The agent's answer could not even be read as a draft (not JSON, wrong fields).
+
+    Raised by an agent; the planner answers it with a repair round trip, like a
+    draft whose values break the contract.
+    """
+
+    def __init__(self, answer: str, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.answer = answer
+        self.problems = tuple(problems)
 
 
 class PlanningAgent(Protocol):
     name: str  # recorded as provenance.planner
     model: str  # recorded as provenance.model; empty when there is none
 
-    async def draft(self, request: CreatePlanRequest) -> PlanDraft: ...
+    async def draft(self, request: CreatePlanRequest, repair: Repair | None = None) -> PlanDraft:
+        """Propose a plan; with repair, propose it again, fixing repair.problems.
+
+        Raises DraftUnusable for an unreadable answer and the planning errors of
+        imagegen.errors (PlannerUnavailable, PlannerThrottled, PlannerMisconfigured)
+        when the agent's backend fails.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the agent is not used afterwards."""
+        ...

@@ -1,0 +1,279 @@
+"""The LLM planning agent: chat completions through the official openai SDK, against
+OpenAI or any OpenAI-compatible server (gateways, local model servers).
+
+Two ways to get a structured answer, chosen by configuration:
+- tools: one function tool, create_image_plan, with a strict JSON schema derived from
+  the plan contract, and tool_choice forcing it; its arguments are the draft.
+- json: a json_schema response format; a server that rejects it is asked, from then
+  on, for the JSON in the message content instead.
+The planner checks every answer again (planner_service.drafts): a schema is a request
+to the model, not a guarantee from every server.
+
+This is the only planner module that imports the SDK; SDK errors become the planning
+errors of imagegen.errors here.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import openai
+
+from imagegen.contract import image_type_name
+from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
+from imagegen.v1.image_plan_pb2 import ImageType
+from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+from imagegen.validation import MAX_PROMPT_CHARS
+from planner_service.drafts import draft_schema, parse_draft
+from planner_service.offline_planner import DEFAULT_SIZES
+from planner_service.ports import DraftUnusable, PlanDraft, Repair
+
+log = logging.getLogger(__name__)
+
+TOOL_NAME = "create_image_plan"
+SCHEMA_NAME = "image_plan"
+PATHS = ("tools", "json")
+
+_IMAGE_TYPES = {
+    "scene": "action or several characters in a place",
+    "character": "one full-body figure",
+    "portrait": "head and shoulders of one figure",
+    "item": "one object on its own",
+    "creature": "one monster or beast, whole",
+    "location": "a place with no prominent characters",
+    "map": "a top-down map",
+}
+
+
+class _RequestRejected(PlannerMisconfigured):
+    """HTTP 400/422: the server refused the request's shape, e.g. a json_schema format."""
+
+
+class OpenAIPlanningAgent:
+    name = "llm"
+
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        *,
+        model: str,
+        styles: Mapping[str, str],
+        path: str = "tools",
+        seed: int | None = 0,
+    ) -> None:
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {', '.join(PATHS)}, not {path!r}")
+        self.model = model
+        self._client = client
+        self._path = path
+        self._seed = seed
+        self._schema = draft_schema(styles)
+        self._instructions = _instructions(styles, path, self._schema)
+        self._json_schema_accepted = True
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
+        styles: Mapping[str, str],
+        path: str = "tools",
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        seed: int | None = 0,
+    ) -> OpenAIPlanningAgent:
+        """An agent with its own SDK client. No request is made until the first plan."""
+        client = openai.AsyncOpenAI(
+            base_url=base_url,
+            # Local model servers often need no key, but the SDK insists on one.
+            api_key=api_key or "no-key",
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        return cls(client, model=model, styles=styles, path=path, seed=seed)
+
+    async def draft(self, request: CreatePlanRequest, repair: Repair | None = None) -> PlanDraft:
+        messages = self._messages(request, repair)
+        log.debug("planning with %s: messages %s", self.model, json.dumps(messages, ensure_ascii=False))
+        answer = await (self._ask_for_tool_call(messages) if self._path == "tools" else self._ask_for_json(messages))
+        log.debug("planning with %s: answer %s", self.model, answer)
+        return parse_draft(answer)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    # ------------------------------------------------------------------ the two paths
+    async def _ask_for_tool_call(self, messages: list[dict[str, Any]]) -> str:
+        tool = {
+            "type": "function",
+            "function": {
+                "name": TOOL_NAME,
+                "description": "Record the plan for one image.",
+                "parameters": self._schema,
+                "strict": True,
+            },
+        }
+        completion = await self._complete(
+            messages,
+            tools=[tool],
+            tool_choice={"type": "function", "function": {"name": TOOL_NAME}},
+            parallel_tool_calls=False,  # strict schemas hold only for a single call
+        )
+        message = _message(completion)
+        for call in message.tool_calls or ():
+            if call.type == "function" and call.function.name == TOOL_NAME:
+                return call.function.arguments
+        if message.content:  # some compatible servers answer a forced tool call in text
+            return message.content
+        refusal = f" (it refused: {message.refusal})" if message.refusal else ""
+        raise DraftUnusable(message.refusal or "", [f"the answer did not call {TOOL_NAME}{refusal}"])
+
+    async def _ask_for_json(self, messages: list[dict[str, Any]]) -> str:
+        completion = None
+        if self._json_schema_accepted:
+            response_format = {
+                "type": "json_schema",
+                "json_schema": {"name": SCHEMA_NAME, "schema": self._schema, "strict": True},
+            }
+            try:
+                completion = await self._complete(messages, response_format=response_format)
+            except _RequestRejected:
+                # Remembered: the schema is in the instructions, so the content path still
+                # gets it, and later plans skip the refused round trip.
+                self._json_schema_accepted = False
+                log.warning("the planning LLM refuses a json_schema response format; asking for JSON text instead")
+        if completion is None:
+            completion = await self._complete(messages)
+        message = _message(completion)
+        if not message.content:
+            refusal = f" (it refused: {message.refusal})" if message.refusal else ""
+            raise DraftUnusable(message.refusal or "", [f"the answer was empty{refusal}"])
+        return message.content
+
+    # ------------------------------------------------------------------ the request
+    def _messages(self, request: CreatePlanRequest, repair: Repair | None) -> list[dict[str, Any]]:
+        moment: dict[str, Any] = {"moment": request.prompt}
+        if request.image_type != ImageType.IMAGE_TYPE_UNSPECIFIED:
+            moment["image_type"] = image_type_name(request.image_type)
+        if request.style:
+            moment["style"] = request.style
+        if request.size:
+            moment["size"] = request.size
+        if request.context:
+            moment["facts"] = dict(sorted(request.context.items()))
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self._instructions},
+            {"role": "user", "content": json.dumps(moment, ensure_ascii=False, sort_keys=True)},
+        ]
+        if repair is not None:
+            how = f"by calling {TOOL_NAME}" if self._path == "tools" else "as one JSON object"
+            problems = "\n".join(f"- {problem}" for problem in repair.problems)
+            messages += [
+                {"role": "assistant", "content": repair.answer or "(no answer)"},
+                {
+                    "role": "user",
+                    "content": f"That plan cannot be used:\n{problems}\n"
+                    f"Answer again with the whole corrected plan, {how}.",
+                },
+            ]
+        return messages
+
+    async def _complete(self, messages: list[dict[str, Any]], **options: Any) -> Any:
+        if self._seed is not None:
+            options["seed"] = self._seed
+        try:
+            return await self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=0, **options  # type: ignore[arg-type]
+            )
+        except openai.APIError as exc:
+            raise self._planning_error(exc) from None
+
+    def _planning_error(self, exc: openai.APIError) -> PlanningError:
+        # The server's message is not passed on or logged: some echo the API key back.
+        status = getattr(exc, "status_code", None)
+        log.warning(
+            "planning LLM call failed: %s%s (request id %s)",
+            type(exc).__name__, f" HTTP {status}" if status else "", getattr(exc, "request_id", None),
+        )
+        metadata = {"model": self.model}
+        if isinstance(exc, openai.APITimeoutError):
+            return PlannerUnavailable("the planning LLM did not answer in time", metadata=metadata)
+        if isinstance(exc, openai.APIConnectionError):
+            return PlannerUnavailable("cannot reach the planning LLM", metadata=metadata)
+        if isinstance(exc, openai.RateLimitError):
+            return PlannerThrottled(
+                "the planning LLM is rate limiting the planner",
+                metadata=metadata,
+                retry_after=retry_after_seconds(exc.response.headers),
+            )
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            return PlannerMisconfigured(
+                f"the planning LLM refused the planner's credentials (HTTP {status})", metadata=metadata
+            )
+        if status is None or status >= 500 or status in (408, 409):
+            return PlannerUnavailable(f"the planning LLM failed (HTTP {status})", metadata=metadata)
+        if status in (400, 422):
+            return _RequestRejected(f"the planning LLM rejected the request (HTTP {status})", metadata=metadata)
+        return PlannerMisconfigured(
+            f"the planning LLM rejected the request (HTTP {status}); check the model name and base URL",
+            metadata=metadata,
+        )
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from retry-after-ms, or Retry-After as seconds or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _message(completion: Any) -> Any:
+    if not completion.choices:
+        raise DraftUnusable("", ["the answer had no choices"])
+    return completion.choices[0].message
+
+
+def _instructions(styles: Mapping[str, str], path: str, schema: Mapping[str, Any]) -> str:
+    types = "\n".join(f"  - {name}: {what}" for name, what in _IMAGE_TYPES.items())
+    presets = "\n".join(f"  - {name}: {look}" for name, look in sorted(styles.items()))
+    sizes = ", ".join(f"{kind} {size}" for kind, size in DEFAULT_SIZES.items())
+    answer = (
+        f"Answer by calling {TOOL_NAME} once."
+        if path == "tools"
+        else "Answer with one JSON object and nothing else, matching this JSON schema:\n"
+        + json.dumps(schema, sort_keys=True)
+    )
+    return (
+        "You plan one image for a Dungeons & Dragons game. The user message is a JSON object: "
+        "the game moment, and optionally facts (character sheet, place, mood) and the image type, "
+        "style or size the game has already chosen; use those exactly.\n"
+        f"- enhanced_prompt: a vivid, concrete prompt for an image model, at most {MAX_PROMPT_CHARS} "
+        "characters. The subject first, then framing, setting, lighting and mood, then the style. "
+        "Use the facts; contradict none. No text, captions or watermarks, except labels on a map.\n"
+        f"- image_type, one of:\n{types}\n"
+        f"- style, one of these presets:\n{presets}\n"
+        f"- size: WIDTHxHEIGHT in pixels, each side 64 to 4096; usually {sizes}.\n"
+        f"{answer}"
+    )

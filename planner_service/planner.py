@@ -67,7 +67,7 @@ class Planner:
         self._clock = clock
         self._mode = mode
         self._fallback = fallback
-        self._cache = cache or PlanCache(0, 0)
+        self._cache = cache if cache is not None else PlanCache(0, 0)  # an empty cache is falsy
         # Identical requests in flight share one LLM round trip, so they get one plan.
         self._in_flight: dict[str, asyncio.Future[ImageGenerationPlan]] = {}
 

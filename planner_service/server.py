@@ -22,8 +22,9 @@ log = logging.getLogger("planner_service")
 
 
 def build_llm_agent(settings: PlannerSettings) -> PlanningAgent | None:
-    """The LLM agent when one is configured and may be used; it connects on first use."""
-    if settings.mode == "offline" or not settings.llm_configured:
+    """The LLM agent when one is configured; it connects on first use. Built even when
+    PLANNER_MODE is offline, which is only the default: a request may ask for the LLM."""
+    if not settings.llm_configured:
         return None
     # Imported here so an offline planner never loads the SDK.
     from planner_service.openai_agent import OpenAIPlanningAgent

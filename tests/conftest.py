@@ -45,6 +45,14 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
     await executor.stop(None)
 
 
+@pytest.fixture(autouse=True)
+def no_real_llm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never the real cloud: a developer's OPENAI_API_KEY would otherwise configure the
+    planner's LLM in every service started from the environment (the CLI tests' too)."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PLANNER_MODE", "PLANNER_LLM_API_KEY", "PLANNER_LLM_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
     """An OpenAI-compatible server on loopback for the real openai SDK, scripted per test."""

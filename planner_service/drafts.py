@@ -27,13 +27,16 @@ _FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def draft_schema(styles: Collection[str]) -> dict[str, Any]:
-    """A strict JSON schema for one draft: every field required, nothing else allowed."""
+    """A strict JSON schema for one draft: every field required, nothing else allowed.
+
+    Length limits are left to the description and to our own validation (with
+    its repair round trip): strict mode rejects keywords such as maxLength on
+    some servers, which would turn every request into an error."""
     return {
         "type": "object",
         "properties": {
             "enhanced_prompt": {
                 "type": "string",
-                "maxLength": MAX_PROMPT_CHARS,
                 "description": f"The prompt for the image model, at most {MAX_PROMPT_CHARS} characters.",
             },
             "image_type": {"type": "string", "enum": list(IMAGE_TYPE_NAMES)},

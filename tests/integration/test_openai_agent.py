@@ -78,7 +78,8 @@ async def test_tools_path_forces_one_strict_tool_and_returns_its_arguments(
     assert schema["properties"]["image_type"]["enum"] == list(IMAGE_TYPE_NAMES)
     assert schema["properties"]["style"]["enum"] == sorted(STYLE_PRESETS)
     assert schema["properties"]["size"]["pattern"] == SIZE_PATTERN
-    assert schema["properties"]["enhanced_prompt"]["maxLength"] == 4000
+    prompt_schema = schema["properties"]["enhanced_prompt"]
+    assert "maxLength" not in prompt_schema and "at most 4000 characters" in prompt_schema["description"]
     system, user = body["messages"]
     assert system["role"] == "system" and TOOL_NAME in system["content"]
     assert json.loads(user["content"]) == {

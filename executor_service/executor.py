@@ -3,7 +3,9 @@
 The same plan always maps to the same object key, so an image that is already
 stored is returned with reused=True and nothing is rendered; concurrent
 executions of one plan share a single render; a request_id makes a retried
-call return the first call's result.
+call return the first call's result. A render runs as long as one caller
+still waits for it: when the last one goes away (cancelled, deadline passed)
+the render is cancelled and nothing is stored.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from executor_service.ports import ImageProvider, ObjectStore, RenderedImage, StoredObject
-from imagegen.contract import image_type_name, with_fingerprint
-from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
+from executor_service.ports import ImageProvider, ObjectReader, ObjectStore, RenderedImage, SignedUrl, StoredObject
+from imagegen.contract import IMAGE_TYPE_NAMES, image_type_name, with_fingerprint
+from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
+from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo
 from imagegen.validation import validate_execute_plan_request
 
@@ -29,11 +32,79 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # as a fresh one without reading the image back.
 _META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms")
 
+# GetImage sends at most this much per message.
+CHUNK_BYTES = 1024 * 1024
+MAX_STORAGE_PATH_CHARS = 1024
+MIN_URL_EXPIRY = dt.timedelta(seconds=1)
+MAX_URL_EXPIRY = dt.timedelta(days=7)  # SigV4's limit for presigned URLs
+
+# The only keys the executor ever writes; GetImage and SignImageUrl reach nothing else.
+_KEY = re.compile(
+    rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}/(?:{'|'.join(IMAGE_TYPE_NAMES)})/[0-9a-f]{{32}}"
+    rf"\.(?:{'|'.join(_EXTENSIONS.values())})"
+)
+
+OnStage = Callable[["ExecutionStage.ValueType"], None]
+
 
 def object_key(plan: ImageGenerationPlan, mime_type: str) -> str:
     """{session_id}/{image_type}/{plan_id}.{ext}; session_id is validated as a
     safe path segment before this is called."""
     return f"{plan.session_id}/{image_type_name(plan.image_type)}/{plan.plan_id}.{_EXTENSIONS[mime_type]}"
+
+
+def key_from_storage_path(storage_path: str, bucket: str) -> str:
+    """The object key in "bucket/key". InvalidRequest when the path is malformed
+    (empty, "." or ".." segments, backslashes, control characters); NotFound when
+    it names another bucket or a key the executor never writes."""
+    bucket_name, _, key = storage_path.partition("/")
+    if not storage_path:
+        problem = "is required"
+    elif len(storage_path) > MAX_STORAGE_PATH_CHARS:
+        problem = f"must be at most {MAX_STORAGE_PATH_CHARS} characters"
+    elif (
+        not bucket_name
+        or any(segment in ("", ".", "..") for segment in key.split("/"))
+        or "\\" in key
+        or not key.isprintable()
+    ):
+        problem = 'must be "bucket/key" as in a result\'s storage_path'
+    else:
+        problem = ""
+    if problem:
+        raise InvalidRequest([FieldViolation("storage_path", problem)])
+    if bucket_name != bucket or not _KEY.fullmatch(key):
+        raise NotFound(f"no image is stored at {storage_path}")
+    return key
+
+
+class _Flight:
+    """One shared render: its task, how many callers wait on it, and the stage
+    it has reached (replayed to callers who join late)."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[ImageGenerationResult] | None = None
+        self.waiters = 0
+        self.stage: ExecutionStage.ValueType | None = None
+        self.listeners: list[OnStage] = []
+
+    def report(self, stage: ExecutionStage.ValueType) -> None:
+        self.stage = stage
+        for listener in list(self.listeners):
+            listener(stage)
+
+    def join(self, on_stage: OnStage | None) -> None:
+        self.waiters += 1
+        if on_stage is not None:
+            self.listeners.append(on_stage)
+            if self.stage is not None:
+                on_stage(self.stage)
+
+    def leave(self, on_stage: OnStage | None) -> int:
+        self.waiters -= 1
+        if on_stage is not None:
+            self.listeners.remove(on_stage)
+        return self.waiters
 
 
 class Executor:
@@ -50,45 +121,111 @@ class Executor:
         self._store = store
         self._public_base_url = public_base_url.rstrip("/")
         self._clock = clock
-        self._in_flight: dict[str, asyncio.Future[ImageGenerationResult]] = {}
+        self._in_flight: dict[str, _Flight] = {}
         self._by_request_id: OrderedDict[str, ImageGenerationResult] = OrderedDict()
         self._remembered_requests = remembered_requests
 
-    async def execute(self, request: ExecutePlanRequest) -> ImageGenerationResult:
-        validate_execute_plan_request(request)
-        plan = with_fingerprint(request.plan)
-        plan.ClearField("provenance")
+    async def execute(self, request: ExecutePlanRequest, on_stage: OnStage | None = None) -> ImageGenerationResult:
+        """Execute the request's plan; on_stage hears RENDERING and STORING when
+        this call (or the shared render it joins) gets there."""
+        plan = _accepted_plan(request)
+        return await self._run(request.request_id, plan, on_stage)
+
+    async def execute_stream(
+        self, request: ExecutePlanRequest
+    ) -> AsyncIterator[tuple[ExecutionStage.ValueType, ImageGenerationResult | None]]:
+        """(stage, result) events: ACCEPTED, then RENDERING and STORING when this
+        call renders, then COMPLETED with the result. Errors are raised, as by
+        execute(); closing the iterator early leaves the execution like a cancel."""
+        plan = _accepted_plan(request)
+        yield ExecutionStage.EXECUTION_STAGE_ACCEPTED, None
+        stages: asyncio.Queue[ExecutionStage.ValueType | None] = asyncio.Queue()
+        run = asyncio.ensure_future(self._run(request.request_id, plan, stages.put_nowait))
+        run.add_done_callback(lambda _: stages.put_nowait(None))
         try:
-            if request.request_id:
-                earlier = self._by_request_id.get(request.request_id)
+            while (stage := await stages.get()) is not None:
+                yield stage, None
+            yield ExecutionStage.EXECUTION_STAGE_COMPLETED, run.result()
+        finally:
+            if not run.done():
+                run.cancel()
+            elif not run.cancelled():
+                run.exception()  # retrieved here or re-raised above; never "never retrieved"
+
+    async def open_image(self, storage_path: str) -> ObjectReader:
+        """A stored image's bytes in chunks of at most CHUNK_BYTES."""
+        return await self._store.open(key_from_storage_path(storage_path, self._store.bucket), CHUNK_BYTES)
+
+    async def sign_image_url(self, storage_path: str, expires_in: dt.timedelta | None) -> SignedUrl:
+        """A fresh URL for a stored image; expires_in None means the configured expiry."""
+        if expires_in is not None and not MIN_URL_EXPIRY <= expires_in <= MAX_URL_EXPIRY:
+            raise InvalidRequest([FieldViolation("expires_in", "must be 1 second to 7 days")])
+        key = key_from_storage_path(storage_path, self._store.bucket)
+        return await self._store.sign(key, expires_in)
+
+    async def aclose(self) -> None:
+        """Release the provider's connections (the store holds only a connection pool)."""
+        close = getattr(self._provider, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def _run(
+        self, request_id: str, plan: ImageGenerationPlan, on_stage: OnStage | None
+    ) -> ImageGenerationResult:
+        try:
+            if request_id:
+                earlier = self._by_request_id.get(request_id)
                 if earlier is not None:
-                    return self._replay(request.request_id, earlier, plan)
-            result = await self._execute_once(plan)
-            if request.request_id:
-                self._remember(request.request_id, result)
+                    return self._replay(request_id, earlier, plan)
+            result = await self._execute_once(plan, on_stage)
+            if request_id:
+                self._remember(request_id, result)
             return result
         except ImagegenError as error:
             error.plan = error.plan or plan
             raise
 
-    async def _execute_once(self, plan: ImageGenerationPlan) -> ImageGenerationResult:
-        key = object_key(plan, self._provider.mime_type(plan))
-        running = self._in_flight.get(key)
-        if running is None:
-            running = asyncio.ensure_future(self._stored_or_render(plan, key))
-            self._in_flight[key] = running
-            running.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        # Shielded so one caller going away does not cancel the others' render.
-        return await asyncio.shield(running)
+    async def _execute_once(self, plan: ImageGenerationPlan, on_stage: OnStage | None) -> ImageGenerationResult:
+        mime_type = self._provider.mime_type(plan)
+        key = object_key(plan, mime_type)
+        flight = self._in_flight.get(key)
+        if flight is None:
+            flight = self._in_flight[key] = _Flight()
+            task = flight.task = asyncio.ensure_future(self._stored_or_render(plan, key, mime_type, flight.report))
+            task.add_done_callback(lambda _: self._land(key, task))
+        task = flight.task
+        assert task is not None
+        flight.join(on_stage)
+        try:
+            # Shielded: one caller going away must not cancel the others' render.
+            return await asyncio.shield(task)
+        finally:
+            if flight.leave(on_stage) == 0 and not task.done():
+                # The last caller is gone: stop the render (nothing gets stored),
+                # and let the next caller of this plan start afresh.
+                task.cancel()
+                self._land(key, task)
 
-    async def _stored_or_render(self, plan: ImageGenerationPlan, key: str) -> ImageGenerationResult:
+    def _land(self, key: str, task: asyncio.Future[ImageGenerationResult]) -> None:
+        flight = self._in_flight.get(key)
+        if flight is not None and flight.task is task:
+            del self._in_flight[key]
+
+    async def _stored_or_render(
+        self, plan: ImageGenerationPlan, key: str, mime_type: str, report: OnStage
+    ) -> ImageGenerationResult:
         existing = await self._store.stat(key)
         if existing is not None:
             return await self._result(plan, existing, reused=True)
+        report(ExecutionStage.EXECUTION_STAGE_RENDERING)
         started = self._clock()
         image = await self._provider.render(plan)
         latency_ms = round((self._clock() - started) * 1000)
-        stored = await self._store.put(key, image.data, image.mime_type, _metadata(plan, self._provider.name, image, latency_ms))
+        if image.mime_type != mime_type:
+            raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
+        report(ExecutionStage.EXECUTION_STAGE_STORING)
+        provider = image.provider or self._provider.name
+        stored = await self._store.put(key, image.data, image.mime_type, _metadata(plan, provider, image, latency_ms))
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
     async def _result(
@@ -126,6 +263,13 @@ class Executor:
         self._by_request_id[request_id] = result
         while len(self._by_request_id) > self._remembered_requests:
             self._by_request_id.popitem(last=False)
+
+
+def _accepted_plan(request: ExecutePlanRequest) -> ImageGenerationPlan:
+    validate_execute_plan_request(request)
+    plan = with_fingerprint(request.plan)
+    plan.ClearField("provenance")
+    return plan
 
 
 def _metadata(plan: ImageGenerationPlan, provider: str, image: RenderedImage, latency_ms: int) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,6 +18,9 @@ class RenderedImage:
     height: int
     model: str
     revised_prompt: str = ""
+    # The provider that rendered it, when a chain chose among several; empty
+    # means the executor's provider itself.
+    provider: str = ""
 
 
 class ImageProvider(Protocol):
@@ -28,7 +31,10 @@ class ImageProvider(Protocol):
         so the object key (and so dedup) does not need a render."""
         ...
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage: ...
+    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+        """Render the plan's image. Cancelling the call must stop the work it
+        waits on (for a remote provider: the request)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,27 @@ class StoredObject:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SignedUrl:
+    url: str
+    expire_time: dt.datetime | None  # None: the URL does not expire
+
+
+@dataclass
+class ObjectReader:
+    """A stored object's description and its bytes in chunks. The caller must
+    aclose() it (or exhaust chunks) so the store can release its connection."""
+
+    stored: StoredObject
+    chunks: AsyncIterator[bytes]
+
+    async def aclose(self) -> None:
+        await self.chunks.aclose()  # type: ignore[attr-defined]
+
+
 class ObjectStore(Protocol):
+    bucket: str
+
     def storage_path(self, key: str) -> str:
         """ "bucket/key" for the result's storage_path."""
         ...
@@ -56,5 +82,15 @@ class ObjectStore(Protocol):
         ...
 
     async def url(self, key: str) -> str:
-        """A URL that opens the stored object directly."""
+        """A URL that opens the stored object directly (with the configured expiry)."""
+        ...
+
+    async def sign(self, key: str, expires_in: dt.timedelta | None) -> SignedUrl:
+        """A fresh URL for a stored object, valid for expires_in (None: the
+        configured expiry); NotFound when nothing is stored under key."""
+        ...
+
+    async def open(self, key: str, chunk_size: int) -> ObjectReader:
+        """The object's bytes in chunks of at most chunk_size; NotFound when
+        nothing is stored under key."""
         ...

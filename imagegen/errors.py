@@ -130,3 +130,10 @@ class ContentRejected(ExecutionError):
 class StorageUnavailable(ExecutionError):
     reason = "STORAGE_UNAVAILABLE"
     retryable = True
+
+
+class StorageMisconfigured(ExecutionError):
+    """The store refuses the executor's credentials or settings (wrong keys, no
+    access to the bucket); no retry helps until an operator acts."""
+
+    reason = "STORAGE_NOT_USABLE"

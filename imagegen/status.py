@@ -34,6 +34,7 @@ _CODES: tuple[tuple[type[errors.ImagegenError], grpc.StatusCode], ...] = (
     (errors.ProviderMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ContentRejected, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.StorageMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ImagegenError, grpc.StatusCode.INTERNAL),
 )
 

@@ -3,7 +3,8 @@
 Objects are files under root/key with their metadata in a sidecar
 root/key.meta.json. Writes go to a temporary file in the same directory and
 are renamed into place, so a reader never sees a partial image; the temporary
-file is removed on every failure path.
+file is removed on every failure path. Its URLs are file:// URLs, which do not
+expire.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
-from executor_service.ports import StoredObject
-from imagegen.errors import StorageUnavailable
+from executor_service.ports import ObjectReader, SignedUrl, StoredObject
+from imagegen.errors import NotFound, StorageUnavailable
 
 _SIDECAR = ".meta.json"
 
@@ -25,13 +27,13 @@ _SIDECAR = ".meta.json"
 class LocalObjectStore:
     def __init__(self, root: Path, bucket: str = "imagegen") -> None:
         self._root = root.resolve()
-        self._bucket = bucket
+        self.bucket = bucket
 
     def ensure_ready(self) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
 
     def storage_path(self, key: str) -> str:
-        return f"{self._bucket}/{key}"
+        return f"{self.bucket}/{key}"
 
     async def stat(self, key: str) -> StoredObject | None:
         return await asyncio.to_thread(self._stat, key)
@@ -41,6 +43,21 @@ class LocalObjectStore:
 
     async def url(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    async def sign(self, key: str, expires_in: dt.timedelta | None) -> SignedUrl:
+        if await self.stat(key) is None:
+            raise NotFound(f"no image is stored at {self.storage_path(key)}")
+        return SignedUrl(await self.url(key), expire_time=None)
+
+    async def open(self, key: str, chunk_size: int) -> ObjectReader:
+        stored = await self.stat(key)
+        try:
+            file = await asyncio.to_thread(open, self._path(key), "rb") if stored else None
+        except FileNotFoundError:  # removed between stat and open
+            file = None
+        if stored is None or file is None:
+            raise NotFound(f"no image is stored at {self.storage_path(key)}")
+        return ObjectReader(stored, _chunks(file, chunk_size, key))
 
     def _path(self, key: str) -> Path:
         path = (self._root / key).resolve()
@@ -79,6 +96,16 @@ class LocalObjectStore:
         stored = self._stat(key)
         assert stored is not None
         return stored
+
+
+async def _chunks(file: BinaryIO, chunk_size: int, key: str) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(file.read, chunk_size):
+            yield chunk
+    except OSError as exc:
+        raise StorageUnavailable(f"local store cannot read {key}: {exc.strerror}") from exc
+    finally:
+        file.close()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -1,0 +1,242 @@
+"""An S3 bucket (MinIO, or any S3-compatible service) as the object store, on the minio SDK.
+
+The SDK is synchronous, so every call runs in a worker thread. Each image is one
+PUT, which S3 makes visible whole or not at all: never a partial object, and no
+temporary files. The SDK's default HTTP pool waits five minutes and retries five
+times; this store brings its own pool with the configured timeout and retries, so
+a dead store fails fast as StorageUnavailable.
+
+Failures are mapped here: no connection, timeouts and 5xx -> StorageUnavailable
+(retryable); refused credentials or a missing bucket -> StorageMisconfigured (no
+retry helps until an operator acts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.helpers import MIN_PART_SIZE
+from minio.time import from_http_header
+
+from executor_service.ports import ObjectReader, SignedUrl, StoredObject
+from imagegen.errors import ExecutionError, NotFound, StorageMisconfigured, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_META_PREFIX = "x-amz-meta-"
+_NOT_USABLE = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "AllAccessDisabled",
+        "NoSuchBucket",
+        "AuthorizationHeaderMalformed",
+    }
+)
+_MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
+
+
+def http_pool(timeout: float, retries: int) -> urllib3.PoolManager:
+    """Timeouts on connect and read, a few quick retries on connection errors and
+    5xx; after the last retry minio sees the 5xx and raises S3Error/ServerError."""
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=timeout, read=timeout),
+        retries=urllib3.Retry(
+            total=retries,
+            backoff_factor=0.1,
+            status_forcelist=[500, 502, 503, 504] if retries else [],
+            raise_on_status=False,
+        ),
+        maxsize=16,
+    )
+
+
+class MinioObjectStore:
+    def __init__(
+        self,
+        client: Minio,
+        bucket: str,
+        *,
+        region: str = "us-east-1",
+        url_expiry: dt.timedelta = dt.timedelta(hours=1),
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    ) -> None:
+        self._client = client
+        self.bucket = bucket
+        self._region = region
+        self._url_expiry = url_expiry
+        self._now = now
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        secure: bool = True,
+        region: str = "us-east-1",
+        url_expiry: dt.timedelta = dt.timedelta(hours=1),
+        timeout: float = 10.0,
+        retries: int = 2,
+    ) -> MinioObjectStore:
+        """A store with its own SDK client; no request is made until ensure_ready()."""
+        client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,  # known region: no GetBucketLocation round trip, presigning is local
+            http_client=http_pool(timeout, retries),
+        )
+        return cls(client, bucket, region=region, url_expiry=url_expiry)
+
+    def ensure_ready(self) -> None:
+        """Create the bucket when it does not exist. Blocking: called once at start."""
+        try:
+            if not self._client.bucket_exists(self.bucket):
+                self._client.make_bucket(self.bucket)
+                log.info("created bucket %s in %s", self.bucket, self._region)
+        except S3Error as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):  # a racing replica
+                raise _storage_error(exc, f"cannot use bucket {self.bucket}") from None
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise _storage_error(exc, f"cannot use bucket {self.bucket}") from None
+
+    def storage_path(self, key: str) -> str:
+        return f"{self.bucket}/{key}"
+
+    async def stat(self, key: str) -> StoredObject | None:
+        return await self._call(self._stat, key, action=f"cannot read {key}")
+
+    async def put(self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]) -> StoredObject:
+        return await self._call(self._put, key, data, content_type, metadata, action=f"cannot write {key}")
+
+    async def url(self, key: str) -> str:
+        return self._presign(key, self._url_expiry)
+
+    async def sign(self, key: str, expires_in: dt.timedelta | None) -> SignedUrl:
+        if await self.stat(key) is None:
+            raise NotFound(f"no image is stored at {self.storage_path(key)}")
+        expires_in = expires_in or self._url_expiry
+        signed_at = self._now()
+        return SignedUrl(self._presign(key, expires_in, signed_at), signed_at + expires_in)
+
+    async def open(self, key: str, chunk_size: int) -> ObjectReader:
+        response = await self._call(self._get, key, action=f"cannot read {key}")
+        if response is None:
+            raise NotFound(f"no image is stored at {self.storage_path(key)}")
+        return ObjectReader(_stored(key, response.headers), self._chunks(response, chunk_size, key))
+
+    # ------------------------------------------------------------------ blocking parts
+    def _stat(self, key: str) -> StoredObject | None:
+        try:
+            info = self._client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return None
+            raise
+        return StoredObject(
+            key=key,
+            size=info.size or 0,
+            content_type=info.content_type or "application/octet-stream",
+            create_time=info.last_modified or self._now(),
+            metadata=_user_metadata(info.metadata or {}),
+        )
+
+    def _put(self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]) -> StoredObject:
+        self._client.put_object(
+            self.bucket,
+            key,
+            io.BytesIO(data),  # shares data's buffer; the SDK reads it back as the same bytes object
+            len(data),
+            content_type=content_type,
+            metadata=dict(metadata),
+            # One part, so one PUT: atomic, and no multipart upload left behind on failure.
+            part_size=max(len(data), MIN_PART_SIZE),
+            num_parallel_uploads=1,
+        )
+        stored = self._stat(key)  # the server's own create time, as a later stat() will see it
+        if stored is None:
+            raise StorageUnavailable(f"object store lost {key} right after writing it")
+        return stored
+
+    def _get(self, key: str) -> Any:
+        try:
+            return self._client.get_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return None
+            raise
+
+    def _presign(self, key: str, expires_in: dt.timedelta, signed_at: dt.datetime | None = None) -> str:
+        # Signing is local (the region is configured), so no thread is needed.
+        return self._client.presigned_get_object(
+            self.bucket, key, expires=expires_in, request_date=signed_at or self._now()
+        )
+
+    async def _chunks(self, response: Any, chunk_size: int, key: str) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await self._call(response.read, chunk_size, action=f"cannot read {key}"):
+                yield chunk
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def _call(self, function: Callable[..., _T], *args: Any, action: str) -> _T:
+        try:
+            return await asyncio.to_thread(function, *args)
+        except ExecutionError:
+            raise
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _storage_error(exc, action) from None
+
+
+def _storage_error(exc: Exception, action: str) -> ExecutionError:
+    # The SDK's message can carry the request URL; log it, tell the caller the gist.
+    log.warning("object store: %s: %r", action, exc)
+    if isinstance(exc, S3Error):
+        status = exc.response.status if exc.response is not None else None
+        if exc.code in _NOT_USABLE or status in (401, 403):
+            return StorageMisconfigured(
+                f"object store refused the executor ({exc.code}): {action}; check the credentials and bucket",
+                metadata={"s3_code": exc.code or ""},
+            )
+        if status is not None and status < 500:
+            return StorageMisconfigured(f"object store rejected the request ({exc.code}): {action}")
+        return StorageUnavailable(f"object store failed ({exc.code}): {action}")
+    if isinstance(exc, (ServerError, InvalidResponseError)):
+        return StorageUnavailable(f"object store failed: {action}")
+    return StorageUnavailable(f"object store unreachable: {action}")
+
+
+def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name.lower().removeprefix(_META_PREFIX): value
+        for name, value in headers.items()
+        if name.lower().startswith(_META_PREFIX)
+    }
+
+
+def _stored(key: str, headers: Mapping[str, str]) -> StoredObject:
+    modified = headers.get("last-modified")
+    return StoredObject(
+        key=key,
+        size=int(headers.get("content-length", "0")),
+        content_type=headers.get("content-type", "application/octet-stream"),
+        create_time=from_http_header(modified) if modified else dt.datetime.now(dt.timezone.utc),
+        metadata=_user_metadata(headers),
+    )

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from executor_service.ports import RenderedImage
+from executor_service.providers.image_options import MIME_TYPES, output_format, output_mime_type
 from imagegen.contract import image_type_name
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
@@ -400,22 +401,39 @@ def render_png(*, prompt: str, image_type: str, style: str, width: int, height: 
 
 class OfflineRenderer:
     """render_png behind the ImageProvider port; rendering runs in a worker thread
-    so the event loop keeps serving other calls meanwhile."""
+    so the event loop keeps serving other calls meanwhile. The output format is the
+    plan's metadata "output_format" or the configured default, like the OpenAI
+    provider's, so either can stand in for the other in a provider chain."""
 
     name = "offline"
     model = "offline-renderer-1"
 
+    def __init__(self, output_format: str = "png") -> None:
+        self._output_format = output_format
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
-        return "image/png"
+        return output_mime_type(plan, self._output_format)
 
     async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
         width, height = parse_size(plan.size)
+        image_format = output_format(plan, self._output_format)
         data = await asyncio.to_thread(
-            render_png,
+            _render,
+            image_format,
             prompt=plan.enhanced_prompt,
             image_type=image_type_name(plan.image_type),
             style=plan.style,
             width=width,
             height=height,
         )
-        return RenderedImage(data, "image/png", width, height, model=self.model)
+        return RenderedImage(data, MIME_TYPES[image_format], width, height, model=self.model)
+
+
+def _render(image_format: str, **arguments) -> bytes:
+    png = render_png(**arguments)
+    if image_format == "png":
+        return png
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.save(out, format=image_format.upper(), quality=90)  # fixed options: same bytes each time
+    return out.getvalue()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagegen.settings import env_bool, env_choice, env_float, env_str
+from executor_service.providers import image_options
+from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_str
+
+PROVIDERS = ("offline", "openai")
+STORES = ("local", "minio")
+MAX_URL_EXPIRY_SECONDS = 7 * 24 * 3600  # SigV4's limit for presigned URLs
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -16,23 +23,144 @@ class ExecutorSettings:
     reflection: bool = True
     shutdown_grace_seconds: float = 30.0
     log_level: str = "INFO"
-    provider: str = "offline"
+    # Providers, in fallback order.
+    providers: tuple[str, ...] = ("offline",)
+    openai_base_url: str = ""  # empty: OpenAI's
+    openai_api_key: str = field(default="", repr=False)  # never printed, never logged
+    openai_model: str = image_options.DEFAULT_MODEL
+    openai_quality: str = "auto"
+    openai_output_format: str = "png"
+    openai_moderation: str = "auto"
+    openai_timeout_seconds: float = 180.0
+    openai_max_retries: int = 2
+    # Storage.
     store: str = "local"
     local_store_dir: Path = Path("var/images")
     bucket: str = "imagegen"
     public_base_url: str = "http://127.0.0.1:8000/images"
+    minio_endpoint: str = ""
+    minio_access_key: str = field(default="", repr=False)
+    minio_secret_key: str = field(default="", repr=False)
+    minio_secure: bool = False  # in-cluster MinIO is usually plain HTTP; https:// or SECURE=true for TLS
+    minio_region: str = "us-east-1"
+    minio_timeout_seconds: float = 10.0
+    minio_max_retries: int = 2
+    url_expiry_seconds: int = 3600
+
+    @property
+    def output_format(self) -> str:
+        """Every provider renders this format unless a plan's metadata says otherwise,
+        so a fallback provider stores under the same key as the first."""
+        return self.openai_output_format
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
         env = os.environ if env is None else env
-        return cls(
+        minio_endpoint, minio_secure = _endpoint(env, "EXECUTOR_MINIO_ENDPOINT", "EXECUTOR_MINIO_SECURE")
+        settings = cls(
             address=env_str(env, "EXECUTOR_ADDRESS", cls.address),
             reflection=env_bool(env, "EXECUTOR_REFLECTION", cls.reflection),
             shutdown_grace_seconds=env_float(env, "EXECUTOR_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             log_level=env_str(env, "LOG_LEVEL", cls.log_level).upper(),
-            provider=env_choice(env, "EXECUTOR_PROVIDER", cls.provider, {"offline"}),
-            store=env_choice(env, "EXECUTOR_STORE", cls.store, {"local"}),
+            providers=_providers(env, "EXECUTOR_PROVIDER"),
+            openai_base_url=_url(env, "EXECUTOR_OPENAI_BASE_URL"),
+            # OPENAI_API_KEY as well, so a deployment that already sets it just works.
+            openai_api_key=env_str(env, "EXECUTOR_OPENAI_API_KEY", env_str(env, "OPENAI_API_KEY", "")),
+            openai_model=env_str(env, "EXECUTOR_OPENAI_MODEL", cls.openai_model),
+            openai_quality=env_choice(env, "EXECUTOR_OPENAI_QUALITY", cls.openai_quality, image_options.QUALITIES),
+            openai_output_format=env_choice(
+                env, "EXECUTOR_OPENAI_OUTPUT_FORMAT", cls.openai_output_format, image_options.MIME_TYPES
+            ),
+            openai_moderation=env_choice(
+                env, "EXECUTOR_OPENAI_MODERATION", cls.openai_moderation, image_options.MODERATION_LEVELS
+            ),
+            openai_timeout_seconds=env_float(
+                env, "EXECUTOR_OPENAI_TIMEOUT_SECONDS", cls.openai_timeout_seconds, minimum=0.001
+            ),
+            openai_max_retries=_env_int(env, "EXECUTOR_OPENAI_MAX_RETRIES", cls.openai_max_retries),
+            store=env_choice(env, "EXECUTOR_STORE", cls.store, STORES),
             local_store_dir=Path(env_str(env, "EXECUTOR_LOCAL_STORE_DIR", str(cls.local_store_dir))),
             bucket=env_str(env, "EXECUTOR_BUCKET", cls.bucket),
             public_base_url=env_str(env, "EXECUTOR_PUBLIC_BASE_URL", cls.public_base_url),
+            minio_endpoint=minio_endpoint,
+            minio_access_key=env_str(env, "EXECUTOR_MINIO_ACCESS_KEY", ""),
+            minio_secret_key=env_str(env, "EXECUTOR_MINIO_SECRET_KEY", ""),
+            minio_secure=minio_secure,
+            minio_region=env_str(env, "EXECUTOR_MINIO_REGION", cls.minio_region),
+            minio_timeout_seconds=env_float(
+                env, "EXECUTOR_MINIO_TIMEOUT_SECONDS", cls.minio_timeout_seconds, minimum=0.001
+            ),
+            minio_max_retries=_env_int(env, "EXECUTOR_MINIO_MAX_RETRIES", cls.minio_max_retries),
+            url_expiry_seconds=_env_int(env, "EXECUTOR_URL_EXPIRY_SECONDS", cls.url_expiry_seconds),
         )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """ConfigError naming the variable for settings that cannot work together."""
+        if not _BUCKET.fullmatch(self.bucket) or ".." in self.bucket:
+            raise ConfigError(f"EXECUTOR_BUCKET={self.bucket!r}: expected an S3 bucket name (3-63 of a-z 0-9 . -)")
+        if not 1 <= self.url_expiry_seconds <= MAX_URL_EXPIRY_SECONDS:
+            raise ConfigError(
+                f"EXECUTOR_URL_EXPIRY_SECONDS={self.url_expiry_seconds}: must be 1 to {MAX_URL_EXPIRY_SECONDS}"
+            )
+        if "openai" in self.providers:
+            if self.openai_model in image_options.RETIRED_MODELS:
+                raise ConfigError(
+                    f"EXECUTOR_OPENAI_MODEL={self.openai_model!r}: retired; use {image_options.DEFAULT_MODEL}"
+                )
+            if not (self.openai_api_key or self.openai_base_url):
+                raise ConfigError(
+                    "EXECUTOR_PROVIDER includes openai: set EXECUTOR_OPENAI_API_KEY (or OPENAI_API_KEY) "
+                    "or EXECUTOR_OPENAI_BASE_URL"
+                )
+        if self.store == "minio":
+            for name, value in (
+                ("EXECUTOR_MINIO_ENDPOINT", self.minio_endpoint),
+                ("EXECUTOR_MINIO_ACCESS_KEY", self.minio_access_key),
+                ("EXECUTOR_MINIO_SECRET_KEY", self.minio_secret_key),
+            ):
+                if not value:
+                    raise ConfigError(f"EXECUTOR_STORE='minio': set {name}")
+
+
+def _providers(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env_str(env, name, "offline").lower()
+    names = tuple(part.strip() for part in raw.split(","))
+    if any(part not in PROVIDERS for part in names) or len(set(names)) != len(names):
+        raise ConfigError(
+            f"{name}={raw!r}: expected a comma-separated fallback order of distinct {', '.join(PROVIDERS)}"
+        )
+    return names
+
+
+def _endpoint(env: Mapping[str, str], name: str, secure_name: str) -> tuple[str, bool]:
+    """host:port, and whether to use TLS: from an http(s):// prefix, else the secure flag."""
+    endpoint = env_str(env, name, "").rstrip("/")
+    secure = env_bool(env, secure_name, False)
+    for scheme, is_secure in (("https://", True), ("http://", False)):
+        if endpoint.startswith(scheme):
+            endpoint, secure = endpoint[len(scheme):], is_secure
+    if "/" in endpoint:
+        raise ConfigError(f"{name}={endpoint!r}: expected host:port, with no path")
+    return endpoint, secure
+
+
+def _url(env: Mapping[str, str], name: str) -> str:
+    url = env_str(env, name, "")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={url!r}: expected an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r}: must be at least 0")
+    return value

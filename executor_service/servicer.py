@@ -3,9 +3,12 @@ mapped by imagegen.status.ErrorMappingInterceptor, not here."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from executor_service.executor import Executor
+from executor_service.ports import ObjectReader, SignedUrl
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 
 
@@ -18,3 +21,49 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
     ) -> executor_service_pb2.ExecutePlanResponse:
         result = await self._executor.execute(request)
         return executor_service_pb2.ExecutePlanResponse(result=result)
+
+    async def StreamExecutePlan(
+        self, request: executor_service_pb2.StreamExecutePlanRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[executor_service_pb2.StreamExecutePlanResponse]:
+        execute = executor_service_pb2.ExecutePlanRequest(plan=request.plan, request_id=request.request_id)
+        async for stage, result in self._executor.execute_stream(execute):
+            yield executor_service_pb2.StreamExecutePlanResponse(stage=stage, result=result)
+
+    async def GetImage(
+        self, request: executor_service_pb2.GetImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[executor_service_pb2.GetImageResponse]:
+        reader = await self._executor.open_image(request.storage_path)
+        async for message in _image_messages(reader):
+            yield message
+
+    async def SignImageUrl(
+        self, request: executor_service_pb2.SignImageUrlRequest, context: grpc.aio.ServicerContext
+    ) -> executor_service_pb2.SignImageUrlResponse:
+        expires_in = request.expires_in.ToTimedelta() if request.HasField("expires_in") else None
+        return _signed(await self._executor.sign_image_url(request.storage_path, expires_in))
+
+
+async def _image_messages(reader: ObjectReader) -> AsyncIterator[executor_service_pb2.GetImageResponse]:
+    """The image's chunks; the first message also says what the image is, even when it is empty."""
+    first = executor_service_pb2.GetImageResponse(
+        mime_type=reader.stored.content_type, total_size=reader.stored.size
+    )
+    try:
+        async for chunk in reader.chunks:
+            if first is not None:
+                first.chunk_data = chunk
+                chunk_message, first = first, None
+                yield chunk_message
+            else:
+                yield executor_service_pb2.GetImageResponse(chunk_data=chunk)
+        if first is not None:
+            yield first
+    finally:
+        await reader.aclose()
+
+
+def _signed(signed: SignedUrl) -> executor_service_pb2.SignImageUrlResponse:
+    response = executor_service_pb2.SignImageUrlResponse(image_url=signed.url)
+    if signed.expire_time is not None:
+        response.expire_time.FromDatetime(signed.expire_time)
+    return response

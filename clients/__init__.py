@@ -1,20 +1,24 @@
 """What the game backend imports to plan and execute images."""
 
-from clients._common import Generation, legacy_payload
-from clients.aio import AsyncExecutorClient, AsyncImagegenClient, AsyncPlannerClient
+from clients._common import Generation, SignedImageUrl, StoredImage, legacy_payload
+from clients.aio import AsyncExecutorClient, AsyncImageStream, AsyncImagegenClient, AsyncPlannerClient
 from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
-from clients.sync import ExecutorClient, ImagegenClient, PlannerClient
+from clients.sync import ExecutorClient, ImagegenClient, ImageStream, PlannerClient
 
 __all__ = [
     "AsyncExecutorClient",
+    "AsyncImageStream",
     "AsyncImagegenClient",
     "AsyncPlannerClient",
     "ExecutionFailed",
     "ExecutorClient",
     "Generation",
     "ImagegenCallError",
+    "ImageStream",
     "ImagegenClient",
     "PlannerClient",
     "PlanningFailed",
+    "SignedImageUrl",
+    "StoredImage",
     "legacy_payload",
 ]

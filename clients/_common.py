@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from imagegen.contract import image_type_from_name, image_type_name
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
+from imagegen.v1.executor_service_pb2 import (
+    ExecutePlanRequest,
+    SignImageUrlRequest,
+    SignImageUrlResponse,
+    StreamExecutePlanRequest,
+)
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 
 DEFAULT_PLAN_TIMEOUT = 60.0
 DEFAULT_EXECUTE_TIMEOUT = 300.0
+DEFAULT_IMAGE_TIMEOUT = 60.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -28,6 +35,22 @@ class Generation:
     plan: ImageGenerationPlan
     result: ImageGenerationResult
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A stored image's bytes, as GetImage returned them."""
+
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class SignedImageUrl:
+    """A fresh URL to a stored image; expire_time is None when it does not expire."""
+
+    image_url: str
+    expire_time: dt.datetime | None
 
 
 def create_plan_request(
@@ -53,6 +76,23 @@ def create_plan_request(
 
 def execute_plan_request(plan: ImageGenerationPlan, request_id: str | None) -> ExecutePlanRequest:
     return ExecutePlanRequest(plan=plan, request_id=request_id or "")
+
+
+def stream_execute_plan_request(plan: ImageGenerationPlan, request_id: str | None) -> StreamExecutePlanRequest:
+    return StreamExecutePlanRequest(plan=plan, request_id=request_id or "")
+
+
+def sign_image_url_request(storage_path: str, expires_in: float | dt.timedelta | None) -> SignImageUrlRequest:
+    request = SignImageUrlRequest(storage_path=storage_path)
+    if expires_in is not None:
+        seconds = expires_in.total_seconds() if isinstance(expires_in, dt.timedelta) else expires_in
+        request.expires_in.FromNanoseconds(round(seconds * 1e9))
+    return request
+
+
+def signed_image_url(response: SignImageUrlResponse) -> SignedImageUrl:
+    expire_time = response.expire_time.ToDatetime(dt.timezone.utc) if response.HasField("expire_time") else None
+    return SignedImageUrl(response.image_url, expire_time)
 
 
 def legacy_payload(result: ImageGenerationResult, original_prompt: str = "") -> dict[str, Any]:

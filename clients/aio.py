@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -10,14 +11,21 @@ import grpc
 from clients._common import (
     CHANNEL_OPTIONS,
     DEFAULT_EXECUTE_TIMEOUT,
+    DEFAULT_IMAGE_TIMEOUT,
     DEFAULT_PLAN_TIMEOUT,
     Generation,
+    SignedImageUrl,
+    StoredImage,
     create_plan_request,
     execute_plan_request,
     legacy_payload,
+    sign_image_url_request,
+    signed_image_url,
+    stream_execute_plan_request,
 )
 from clients.errors import execution_failed, planning_failed
 from imagegen.v1 import executor_service_pb2_grpc, planner_service_pb2_grpc
+from imagegen.v1.executor_service_pb2 import GetImageRequest, GetImageResponse, StreamExecutePlanResponse
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
@@ -73,6 +81,50 @@ class AsyncExecutorClient:
             raise execution_failed(error, plan) from None
         return response.result
 
+    async def stream_execute_plan(
+        self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
+    ) -> AsyncIterator[StreamExecutePlanResponse]:
+        """Execute the plan, yielding its progress: ACCEPTED, RENDERING, STORING (both
+        skipped when reused), then COMPLETED with .result; ExecutionFailed on any error.
+        Closing the iterator early cancels the call."""
+        call = self._stub.StreamExecutePlan(
+            stream_execute_plan_request(plan, request_id), timeout=timeout or self._timeout
+        )
+        try:
+            async for event in call:
+                yield event
+        except grpc.RpcError as error:
+            raise execution_failed(error, plan) from None
+        finally:
+            call.cancel()  # a no-op once the call has ended
+
+    async def open_image(self, storage_path: str, *, timeout: float | None = None) -> AsyncImageStream:
+        """A stored image as a stream of chunks (mime_type and total_size known up front),
+        for serving it on without holding it whole; ExecutionFailed on any error."""
+        call = self._stub.GetImage(GetImageRequest(storage_path=storage_path), timeout=timeout or DEFAULT_IMAGE_TIMEOUT)
+        try:
+            first = await call.read()
+        except grpc.RpcError as error:
+            raise execution_failed(error, None) from None
+        return AsyncImageStream(call, GetImageResponse() if first is grpc.aio.EOF else first)
+
+    async def get_image(self, storage_path: str, *, timeout: float | None = None) -> StoredImage:
+        """A stored image's bytes ("bucket/key" as in a result's storage_path)."""
+        async with await self.open_image(storage_path, timeout=timeout) as stream:
+            return StoredImage(b"".join([chunk async for chunk in stream]), stream.mime_type)
+
+    async def sign_image_url(
+        self, storage_path: str, *, expires_in: float | dt.timedelta | None = None, timeout: float | None = None
+    ) -> SignedImageUrl:
+        """A fresh URL to a stored image, valid for expires_in seconds (default: the server's expiry)."""
+        try:
+            response = await self._stub.SignImageUrl(
+                sign_image_url_request(storage_path, expires_in), timeout=timeout or DEFAULT_IMAGE_TIMEOUT
+            )
+        except grpc.RpcError as error:
+            raise execution_failed(error, None) from None
+        return signed_image_url(response)
+
     async def close(self) -> None:
         if self._own_channel:
             await self._channel.close()
@@ -82,6 +134,37 @@ class AsyncExecutorClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class AsyncImageStream:
+    """A stored image's chunks, from AsyncExecutorClient.open_image; iterate once,
+    then close (or use with async with) to end the call early."""
+
+    def __init__(self, call: Any, first: GetImageResponse) -> None:
+        self._call = call
+        self._first: GetImageResponse | None = first
+        self.mime_type = first.mime_type
+        self.total_size = first.total_size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                if first.chunk_data:
+                    yield first.chunk_data
+            while (message := await self._call.read()) is not grpc.aio.EOF:
+                yield message.chunk_data
+        except grpc.RpcError as error:
+            raise execution_failed(error, None) from None
+
+    async def aclose(self) -> None:
+        self._call.cancel()
+
+    async def __aenter__(self) -> AsyncImageStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class AsyncImagegenClient:

@@ -59,7 +59,8 @@ class PlanningFailed(ImagegenCallError):
 
 
 class ExecutionFailed(ImagegenCallError):
-    """The executor could not render or store the plan; .plan is the plan it was given."""
+    """The executor could not render or store the plan (.plan is the plan it was
+    given), or could not serve a stored image (.plan is None)."""
 
 
 def _details(error: grpc.RpcError) -> _Details:
@@ -91,7 +92,7 @@ def planning_failed(error: grpc.RpcError) -> PlanningFailed:
     return PlanningFailed(error.code(), error.details() or "", _details(error))  # type: ignore[attr-defined]
 
 
-def execution_failed(error: grpc.RpcError, plan: ImageGenerationPlan) -> ExecutionFailed:
+def execution_failed(error: grpc.RpcError, plan: ImageGenerationPlan | None) -> ExecutionFailed:
     details = _details(error)
     if details.plan is None:  # e.g. a transport failure: the server never saw it
         details = _Details(details.reason, details.metadata, details.violations, details.retry_after, plan)

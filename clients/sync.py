@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -10,14 +11,21 @@ import grpc
 from clients._common import (
     CHANNEL_OPTIONS,
     DEFAULT_EXECUTE_TIMEOUT,
+    DEFAULT_IMAGE_TIMEOUT,
     DEFAULT_PLAN_TIMEOUT,
     Generation,
+    SignedImageUrl,
+    StoredImage,
     create_plan_request,
     execute_plan_request,
     legacy_payload,
+    sign_image_url_request,
+    signed_image_url,
+    stream_execute_plan_request,
 )
 from clients.errors import execution_failed, planning_failed
 from imagegen.v1 import executor_service_pb2_grpc, planner_service_pb2_grpc
+from imagegen.v1.executor_service_pb2 import GetImageRequest, GetImageResponse, StreamExecutePlanResponse
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
@@ -64,11 +72,85 @@ class ExecutorClient:
             raise execution_failed(error, plan) from None
         return response.result
 
+    def stream_execute_plan(
+        self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
+    ) -> Iterator[StreamExecutePlanResponse]:
+        """Execute the plan, yielding its progress: ACCEPTED, RENDERING, STORING (both
+        skipped when reused), then COMPLETED with .result; ExecutionFailed on any error.
+        Closing the iterator early cancels the call."""
+        call = self._stub.StreamExecutePlan(
+            stream_execute_plan_request(plan, request_id), timeout=timeout or self._timeout
+        )
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise execution_failed(error, plan) from None
+        finally:
+            call.cancel()  # a no-op once the call has ended
+
+    def open_image(self, storage_path: str, *, timeout: float | None = None) -> ImageStream:
+        """A stored image as a stream of chunks (mime_type and total_size known up front),
+        for serving it on without holding it whole; ExecutionFailed on any error."""
+        call = self._stub.GetImage(GetImageRequest(storage_path=storage_path), timeout=timeout or DEFAULT_IMAGE_TIMEOUT)
+        try:
+            first = next(call, GetImageResponse())
+        except grpc.RpcError as error:
+            raise execution_failed(error, None) from None
+        return ImageStream(call, first)
+
+    def get_image(self, storage_path: str, *, timeout: float | None = None) -> StoredImage:
+        """A stored image's bytes ("bucket/key" as in a result's storage_path)."""
+        with self.open_image(storage_path, timeout=timeout) as stream:
+            return StoredImage(b"".join(stream), stream.mime_type)
+
+    def sign_image_url(
+        self, storage_path: str, *, expires_in: float | dt.timedelta | None = None, timeout: float | None = None
+    ) -> SignedImageUrl:
+        """A fresh URL to a stored image, valid for expires_in seconds (default: the server's expiry)."""
+        try:
+            response = self._stub.SignImageUrl(
+                sign_image_url_request(storage_path, expires_in), timeout=timeout or DEFAULT_IMAGE_TIMEOUT
+            )
+        except grpc.RpcError as error:
+            raise execution_failed(error, None) from None
+        return signed_image_url(response)
+
     def close(self) -> None:
         if self._own_channel:
             self._channel.close()
 
     def __enter__(self) -> ExecutorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ImageStream:
+    """A stored image's chunks, from ExecutorClient.open_image; iterate once, then
+    close (or use as a context manager) to end the call early."""
+
+    def __init__(self, call: Any, first: GetImageResponse) -> None:
+        self._call = call
+        self._first: GetImageResponse | None = first
+        self.mime_type = first.mime_type
+        self.total_size = first.total_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                if first.chunk_data:
+                    yield first.chunk_data
+            for message in self._call:
+                yield message.chunk_data
+        except grpc.RpcError as error:
+            raise execution_failed(error, None) from None
+
+    def close(self) -> None:
+        self._call.cancel()
+
+    def __enter__(self) -> ImageStream:
         return self
 
     def __exit__(self, *exc: object) -> None:

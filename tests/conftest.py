@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from imagegen.serving import RunningServer
 from planner_service.config import PlannerSettings
 from planner_service.server import create_server as create_planner_server
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.s3_server import ExternalS3, S3Server, s3_from_environment_or_start
 
 PUBLIC_BASE = "http://game.test/api/images"
 
@@ -59,3 +61,26 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     server = FakeOpenAI().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server | ExternalS3]:
+    """One S3 endpoint for the whole run: SeaweedFS on loopback, or the service named
+    by S3_TEST_ENDPOINT / S3_TEST_ACCESS_KEY / S3_TEST_SECRET_KEY (a real MinIO)."""
+    server = s3_from_environment_or_start(tmp_path_factory.mktemp("s3"))
+    yield server
+    if not server.external:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server | ExternalS3) -> Iterator[str]:
+    """A bucket name of this test's own; not created (stores create their bucket),
+    emptied and removed afterwards."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    yield name
+    client = s3_server.client()
+    if client.bucket_exists(name):
+        for item in client.list_objects(name, recursive=True):
+            client.remove_object(name, item.object_name)
+        client.remove_bucket(name)

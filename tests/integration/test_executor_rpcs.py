@@ -1,0 +1,232 @@
+"""StreamExecutePlan, GetImage and SignImageUrl, and dedup, through a real executor
+server and clients/; the store is MinIO (the session's S3 server) unless a test
+is about the local store."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+
+from clients import AsyncExecutorClient, ExecutionFailed, ExecutorClient
+from executor_service.executor import Executor
+from executor_service.stores.local_store import LocalObjectStore
+from executor_service.stores.minio_store import MinioObjectStore
+from imagegen.contract import with_fingerprint
+from imagegen.errors import ProviderUnavailable
+from imagegen.v1 import executor_service_pb2_grpc
+from imagegen.v1.executor_service_pb2 import ExecutionStage, GetImageRequest
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from tests.conftest import PUBLIC_BASE
+from tests.integration.test_minio_store import http_get
+from tests.integration.test_openai_images import image_bytes, openai_provider
+from tests.support import fake_openai as fo
+from tests.support.executor_server import HeldProvider, running_executor
+from tests.support.s3_server import ExternalS3, S3Server
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+def make_plan(**changes: object) -> ImageGenerationPlan:
+    fields = dict(
+        enhanced_prompt="A mimic disguised as a chest", image_type=ImageType.IMAGE_TYPE_ITEM,
+        style="painterly", size="1024x1024", session_id="table-9",
+    )
+    fields.update(changes)
+    return ImageGenerationPlan(**fields)
+
+
+@pytest.fixture
+def minio_store(s3_server: S3Server | ExternalS3, s3_bucket: str) -> MinioObjectStore:
+    store = MinioObjectStore.connect(
+        endpoint=s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key,
+        bucket=s3_bucket, secure=s3_server.secure, region=s3_server.region, timeout=5.0, retries=0,
+    )
+    store.ensure_ready()
+    return store
+
+
+async def stages(client: AsyncExecutorClient, plan: ImageGenerationPlan, **options: object) -> list:
+    return [(ExecutionStage.Name(event.stage), event) async for event in client.stream_execute_plan(plan, **options)]
+
+
+async def test_stream_reports_each_stage_then_the_result_and_skips_them_when_reused(
+    minio_store: MinioObjectStore,
+) -> None:
+    provider = HeldProvider(b"\x89PNG streamed")
+    async with running_executor(Executor(provider, minio_store, PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            first = await stages(client, make_plan())
+            again = await stages(client, make_plan())
+            unary = await client.execute_plan(make_plan())
+    assert [name for name, _ in first] == [
+        "EXECUTION_STAGE_ACCEPTED", "EXECUTION_STAGE_RENDERING", "EXECUTION_STAGE_STORING", "EXECUTION_STAGE_COMPLETED",
+    ]
+    assert [event.HasField("result") for _, event in first] == [False, False, False, True]
+    assert [name for name, _ in again] == ["EXECUTION_STAGE_ACCEPTED", "EXECUTION_STAGE_COMPLETED"]
+    fresh, reused = first[-1][1].result, again[-1][1].result
+    assert not fresh.reused and reused.reused and unary.reused
+    assert reused.storage_path == fresh.storage_path == unary.storage_path
+    assert provider.calls == 1
+
+
+async def test_a_failed_stream_ends_with_the_status_execute_plan_gives(tmp_path: Path) -> None:
+    failing = HeldProvider()
+    failing.render = _raise(ProviderUnavailable("provider down"))  # type: ignore[method-assign]
+    async with running_executor(Executor(failing, LocalObjectStore(tmp_path), PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            seen = []
+            with pytest.raises(ExecutionFailed) as streamed:
+                async for event in client.stream_execute_plan(make_plan()):
+                    seen.append(ExecutionStage.Name(event.stage))
+            with pytest.raises(ExecutionFailed) as unary:
+                await client.execute_plan(make_plan())
+            with pytest.raises(ExecutionFailed) as invalid:
+                await stages(client, make_plan(size="12x12"))
+    assert seen == ["EXECUTION_STAGE_ACCEPTED", "EXECUTION_STAGE_RENDERING"]
+    for error in (streamed.value, unary.value):
+        assert (error.code, error.reason, error.retryable) == (grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE", True)
+        assert error.plan == with_fingerprint(make_plan())
+    assert invalid.value.code == grpc.StatusCode.INVALID_ARGUMENT and invalid.value.plan == make_plan(size="12x12")
+
+
+def _raise(error: Exception):  # type: ignore[no-untyped-def]
+    async def render(plan: ImageGenerationPlan) -> None:
+        raise error
+
+    return render
+
+
+async def test_get_image_streams_a_large_image_exactly_in_chunks(minio_store: MinioObjectStore) -> None:
+    data = os.urandom(5 * MiB + 123)
+    async with running_executor(Executor(HeldProvider(data), minio_store, PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            result = await client.execute_plan(make_plan())
+            image = await client.get_image(result.storage_path)
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
+                messages = [m async for m in stub.GetImage(GetImageRequest(storage_path=result.storage_path))]
+        synced = await asyncio.to_thread(_sync_get_image, target, result.storage_path)
+    assert image.data == data == synced and image.mime_type == "image/png"
+    assert hashlib.sha256(image.data).hexdigest() == result.content_sha256
+    assert [len(m.chunk_data) for m in messages] == [MiB] * 5 + [123]
+    assert (messages[0].mime_type, messages[0].total_size) == ("image/png", len(data))
+    assert all(not m.mime_type and not m.total_size for m in messages[1:])
+
+
+def _sync_get_image(target: str, storage_path: str) -> bytes:
+    with ExecutorClient(target) as client, client.open_image(storage_path) as stream:
+        assert (stream.mime_type, stream.total_size) == ("image/png", 5 * MiB + 123)
+        return b"".join(stream)
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("{bucket}/table-9/item/" + "0" * 32 + ".png", grpc.StatusCode.NOT_FOUND),  # nothing stored there
+        ("other-bucket/{key}", grpc.StatusCode.NOT_FOUND),  # another bucket
+        ("{bucket}/{key}.meta.json", grpc.StatusCode.NOT_FOUND),  # not a key the executor writes
+        ("{bucket}/table-9/secrets.txt", grpc.StatusCode.NOT_FOUND),
+        ("{bucket}/table-9/../../other-bucket/{key}", grpc.StatusCode.INVALID_ARGUMENT),
+        ("{bucket}/table-9//item/x.png", grpc.StatusCode.INVALID_ARGUMENT),
+        ("{bucket}", grpc.StatusCode.INVALID_ARGUMENT),
+        ("", grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+async def test_get_image_and_sign_reach_nothing_but_stored_images(
+    minio_store: MinioObjectStore, path: str, code: grpc.StatusCode
+) -> None:
+    async with running_executor(Executor(HeldProvider(b"img"), minio_store, PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            stored = await client.execute_plan(make_plan())
+            key = stored.storage_path.partition("/")[2]
+            path = path.format(bucket=minio_store.bucket, key=key)
+            with pytest.raises(ExecutionFailed) as fetched:
+                await client.get_image(path)
+            with pytest.raises(ExecutionFailed) as signed:
+                await client.sign_image_url(path)
+    for error in (fetched.value, signed.value):
+        assert error.code == code and error.plan is None and not error.retryable
+
+
+async def test_sign_image_url_mints_a_working_url_with_its_expiry(minio_store: MinioObjectStore) -> None:
+    async with running_executor(Executor(HeldProvider(b"\x89PNG signed"), minio_store, PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            result = await client.execute_plan(make_plan())
+            signed = await client.sign_image_url(result.storage_path, expires_in=60)
+            default = await client.sign_image_url(result.storage_path)
+            with pytest.raises(ExecutionFailed) as too_long:
+                await client.sign_image_url(result.storage_path, expires_in=dt.timedelta(days=8))
+        sync_signed = await asyncio.to_thread(_sync_sign, target, result.storage_path)
+    assert http_get(signed.image_url) == (200, b"\x89PNG signed")
+    assert http_get(sync_signed) == (200, b"\x89PNG signed")
+    now = dt.datetime.now(dt.timezone.utc)
+    assert signed.expire_time is not None and now < signed.expire_time <= now + dt.timedelta(seconds=60)
+    assert default.expire_time is not None and default.expire_time > now + dt.timedelta(minutes=59)
+    assert too_long.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in too_long.value.violations] == ["expires_in"]
+
+
+def _sync_sign(target: str, storage_path: str) -> str:
+    with ExecutorClient(target) as client:
+        return client.sign_image_url(storage_path, expires_in=30).image_url
+
+
+async def test_the_local_store_signs_file_urls_that_do_not_expire(tmp_path: Path) -> None:
+    async with running_executor(Executor(HeldProvider(b"local"), LocalObjectStore(tmp_path), PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            result = await client.execute_plan(make_plan())
+            signed = await client.sign_image_url(result.storage_path, expires_in=5)
+            image = await client.get_image(result.storage_path)
+    assert signed.image_url == result.image_url and signed.expire_time is None
+    assert image.data == b"local"
+
+
+async def test_a_second_execution_makes_no_provider_call(
+    fake_openai: fo.FakeOpenAI, minio_store: MinioObjectStore
+) -> None:
+    fake_openai.script_images(fo.images_b64(image_bytes()))
+    async with running_executor(Executor(openai_provider(fake_openai), minio_store, PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            first = await client.execute_plan(make_plan())
+            second = await client.execute_plan(make_plan())
+    assert len(fake_openai.image_requests) == 1
+    assert not first.reused and second.reused
+    assert (second.storage_path, second.content_sha256, second.create_time) == (
+        first.storage_path, first.content_sha256, first.create_time,
+    )
+    assert (second.provider.name, second.provider.model) == ("openai", "gpt-image-2")
+
+
+async def test_sixteen_concurrent_identical_plans_make_one_provider_call(
+    fake_openai: fo.FakeOpenAI, minio_store: MinioObjectStore
+) -> None:
+    gate = threading.Event()
+    png = image_bytes()
+    fake_openai.script_images(lambda request: (gate.wait(10), fo.images_b64(png))[1])
+    async with running_executor(Executor(openai_provider(fake_openai), minio_store, PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            rendering = [asyncio.Event() for _ in range(16)]
+
+            async def execute(joined: asyncio.Event) -> object:
+                async for event in client.stream_execute_plan(make_plan()):
+                    if event.stage == ExecutionStage.EXECUTION_STAGE_RENDERING:
+                        joined.set()  # this call has joined the shared render
+                    if event.stage == ExecutionStage.EXECUTION_STAGE_COMPLETED:
+                        return event.result
+                raise AssertionError("no result")
+
+            calls = [asyncio.ensure_future(execute(joined)) for joined in rendering]
+            await asyncio.wait_for(asyncio.gather(*(joined.wait() for joined in rendering)), 10)
+            gate.set()
+            results = await asyncio.gather(*calls)
+    assert len(fake_openai.image_requests) == 1
+    assert all(result == results[0] for result in results) and not results[0].reused

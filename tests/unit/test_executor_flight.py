@@ -1,0 +1,133 @@
+"""The execution use case's shared renders: who may cancel them, what streaming
+callers hear, and which storage paths reach anything."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from executor_service.executor import Executor, key_from_storage_path, object_key
+from executor_service.stores.local_store import LocalObjectStore
+from imagegen.contract import with_fingerprint
+from imagegen.errors import InvalidRequest, NotFound
+from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutionStage
+from tests.support.executor_server import HeldProvider
+from tests.unit.test_executor import files_under, make_plan
+
+KEY = "table-3/creature/" + "a" * 32 + ".png"
+
+
+@pytest.fixture
+def held() -> HeldProvider:
+    return HeldProvider(b"\x89PNG held", hold=True)
+
+
+@pytest.fixture
+def executor(held: HeldProvider, tmp_path: Path) -> Executor:
+    return Executor(held, LocalObjectStore(tmp_path / "store", bucket="images"), "https://game.test/images")
+
+
+def request() -> ExecutePlanRequest:
+    return ExecutePlanRequest(plan=make_plan())
+
+
+async def test_one_caller_leaving_does_not_stop_the_render_the_others_wait_for(
+    executor: Executor, held: HeldProvider, tmp_path: Path
+) -> None:
+    leaving, staying = (asyncio.ensure_future(executor.execute(request())) for _ in range(2))
+    await held.started.wait()
+    leaving.cancel()
+    await asyncio.wait([leaving])  # it has left before the render is released
+    held.release.set()
+    result = await staying
+    assert leaving.cancelled() and not held.cancelled.is_set()
+    assert held.calls == 1 and not result.reused
+    assert len(files_under(tmp_path / "store")) == 2  # the image and its sidecar
+
+
+async def test_when_the_last_caller_leaves_the_render_is_cancelled_and_nothing_stored(
+    executor: Executor, held: HeldProvider, tmp_path: Path
+) -> None:
+    calls = [asyncio.ensure_future(executor.execute(request())) for _ in range(3)]
+    await held.started.wait()
+    for call in calls:
+        call.cancel()
+    await asyncio.wait_for(held.cancelled.wait(), 5)
+    assert files_under(tmp_path / "store") == []
+    held.release.set()
+    again = await executor.execute(request())  # a fresh render, not the cancelled one
+    assert held.calls == 2 and not again.reused
+
+
+async def test_the_stream_reports_stages_and_a_late_joiner_hears_where_the_render_is(
+    executor: Executor, held: HeldProvider
+) -> None:
+    first: list[int] = []
+    late: list[int] = []
+    joined = asyncio.Event()
+
+    def hear(stage: int) -> None:
+        late.append(stage)
+        joined.set()
+
+    leader = asyncio.ensure_future(executor.execute(request(), on_stage=first.append))
+    await held.started.wait()
+    follower = asyncio.ensure_future(executor.execute(request(), on_stage=hear))
+    await asyncio.wait_for(joined.wait(), 5)  # heard on joining, before the render moves on
+    assert late == [ExecutionStage.EXECUTION_STAGE_RENDERING]
+    held.release.set()
+    assert await leader == await follower
+    assert first == late == [ExecutionStage.EXECUTION_STAGE_RENDERING, ExecutionStage.EXECUTION_STAGE_STORING]
+
+
+async def test_closing_the_stream_early_cancels_its_render(executor: Executor, held: HeldProvider, tmp_path: Path) -> None:
+    events = executor.execute_stream(request())
+    assert await anext(events) == (ExecutionStage.EXECUTION_STAGE_ACCEPTED, None)
+    assert await anext(events) == (ExecutionStage.EXECUTION_STAGE_RENDERING, None)
+    await events.aclose()
+    await asyncio.wait_for(held.cancelled.wait(), 5)
+    assert files_under(tmp_path / "store") == []
+
+
+async def test_the_stream_ends_with_the_result(executor: Executor, held: HeldProvider) -> None:
+    held.release.set()
+    events = [event async for event in executor.execute_stream(request())]
+    assert [stage for stage, _ in events] == [
+        ExecutionStage.EXECUTION_STAGE_ACCEPTED, ExecutionStage.EXECUTION_STAGE_RENDERING,
+        ExecutionStage.EXECUTION_STAGE_STORING, ExecutionStage.EXECUTION_STAGE_COMPLETED,
+    ]
+    result = events[-1][1]
+    assert result is not None and result.storage_path == "images/" + object_key(with_fingerprint(make_plan()), "image/png")
+
+
+@pytest.mark.parametrize("path", [f"images/{KEY}"])
+def test_a_stored_image_path_gives_its_key(path: str) -> None:
+    assert key_from_storage_path(path, "images") == KEY
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"other/{KEY}",
+        "images/table-3/creature/" + "a" * 31 + ".png",
+        "images/table-3/selfie/" + "a" * 32 + ".png",
+        f"images/{KEY}.meta.json",
+        "images/table-3/creature/" + "a" * 32 + ".gif",
+        "images/.hidden/creature/" + "a" * 32 + ".png",
+    ],
+)
+def test_paths_the_executor_never_writes_are_not_found(path: str) -> None:
+    with pytest.raises(NotFound):
+        key_from_storage_path(path, "images")
+
+
+@pytest.mark.parametrize(
+    "path", ["", "images", "images/", f"images/../{KEY}", f"images/./{KEY}", "images/a//b.png",
+             f"/{KEY}", "images/a\\b.png", "images/a\x00.png", "images/" + "x" * 1100],
+)
+def test_malformed_paths_are_invalid(path: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        key_from_storage_path(path, "images")
+    assert [v.field for v in caught.value.violations] == ["storage_path"]

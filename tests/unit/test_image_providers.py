@@ -1,0 +1,107 @@
+"""Model-family size rules, plan rendering options, and the provider chain's fallback rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from executor_service.ports import RenderedImage
+from executor_service.providers.chain import ProviderChain
+from executor_service.providers.image_options import output_mime_type, plan_option, size_problem
+from executor_service.providers.offline_renderer import OfflineRenderer
+from executor_service.providers.openai_images import retry_after_seconds
+from imagegen.errors import ContentRejected, ImagegenError, InvalidRequest, ProviderThrottled, ProviderUnavailable
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+
+
+def plan(**metadata: str) -> ImageGenerationPlan:
+    return ImageGenerationPlan(
+        enhanced_prompt="A lantern", image_type=ImageType.IMAGE_TYPE_ITEM, style="painterly",
+        size="1024x1024", session_id="s", metadata=metadata,
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "width", "height", "problem"),
+    [
+        ("gpt-image-2", 1024, 1024, ""),
+        ("gpt-image-2", 1536, 864, ""),
+        ("gpt-image-2", 3840, 2160, ""),
+        ("gpt-image-2.5-flare", 2048, 2048, ""),
+        ("gpt-image-2", 1000, 1000, "multiples of 16"),
+        ("gpt-image-2", 4096, 2048, "at most 3840"),
+        ("gpt-image-2", 3072, 1008, "aspect ratios up to 3:1"),
+        ("gpt-image-2", 512, 512, "pixels in all"),
+        ("gpt-image-2", 3200, 2880, "pixels in all"),
+        ("gpt-image-1.5", 1536, 1024, ""),
+        ("gpt-image-1-mini", 1536, 864, "renders only"),
+        ("some-compatible-model", 2048, 2048, "renders only"),
+    ],
+)
+def test_sizes_per_model_family(model: str, width: int, height: int, problem: str) -> None:
+    found = size_problem(model, width, height)
+    assert (problem in found) if problem else found == ""
+
+
+def test_plan_options_come_from_metadata_or_the_default_and_are_checked() -> None:
+    assert plan_option(plan(), "quality", "low", ("low", "high")) == "low"
+    assert plan_option(plan(quality="high"), "quality", "low", ("low", "high")) == "high"
+    with pytest.raises(InvalidRequest) as caught:
+        plan_option(plan(quality="ultra"), "quality", "low", ("low", "high"))
+    assert [v.field for v in caught.value.violations] == ["plan.metadata['quality']"]
+    assert output_mime_type(plan(), "webp") == "image/webp"
+    assert output_mime_type(plan(output_format="jpeg"), "png") == "image/jpeg"
+
+
+def test_retry_after_reads_milliseconds_seconds_and_dates() -> None:
+    assert retry_after_seconds({"retry-after-ms": "1500"}) == 1.5
+    assert retry_after_seconds({"retry-after": "3"}) == 3.0
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert retry_after_seconds({}) is None
+
+
+class Scripted:
+    def __init__(self, name: str, outcome: Exception | None = None, mime: str = "image/png") -> None:
+        self.name, self.outcome, self.mime, self.calls = name, outcome, mime, 0
+
+    def mime_type(self, plan: ImageGenerationPlan) -> str:
+        return self.mime
+
+    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+        self.calls += 1
+        if self.outcome is not None:
+            raise self.outcome
+        return RenderedImage(b"img", self.mime, 1, 1, model=f"{self.name}-model")
+
+
+async def test_the_chain_falls_back_on_retryable_failures_and_records_who_rendered() -> None:
+    first, second, third = Scripted("a", ProviderUnavailable("down")), Scripted("b", ProviderThrottled("slow")), Scripted("c")
+    image = await ProviderChain([first, second, third]).render(plan())
+    assert (image.provider, image.model) == ("c", "c-model")
+    assert (first.calls, second.calls, third.calls) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("error", [ContentRejected("no"), InvalidRequest([]), ImagegenError("bug")])
+async def test_the_chain_stops_at_a_failure_no_other_provider_can_fix(error: ImagegenError) -> None:
+    fallback = Scripted("b")
+    with pytest.raises(type(error)):
+        await ProviderChain([Scripted("a", error), fallback]).render(plan())
+    assert fallback.calls == 0
+
+
+async def test_the_chain_skips_providers_of_another_media_type_and_reports_the_last_failure() -> None:
+    webp_only = Scripted("b", mime="image/webp")
+    throttled = ProviderThrottled("slow", retry_after=2)
+    chain = ProviderChain([Scripted("a", ProviderUnavailable("down")), webp_only, Scripted("c", throttled)])
+    with pytest.raises(ProviderThrottled) as caught:
+        await chain.render(plan())
+    assert webp_only.calls == 0 and caught.value is throttled
+    assert caught.value.metadata["providers_tried"] == "a,b,c"
+
+
+async def test_the_offline_renderer_renders_the_chosen_format() -> None:
+    renderer = OfflineRenderer("webp")
+    image = await renderer.render(ImageGenerationPlan(
+        enhanced_prompt="A lantern", image_type=ImageType.IMAGE_TYPE_ITEM, style="painterly", size="96x64", session_id="s",
+    ))
+    assert renderer.mime_type(plan()) == image.mime_type == "image/webp"
+    assert image.data[:4] == b"RIFF" and image.data[8:12] == b"WEBP"

@@ -123,7 +123,7 @@ class OpenAIImageProvider:
         await self._client.close()
 
     def _meta(self) -> dict[str, str]:
-        return {"provider": self.name, "model": self.model}
+        return _meta(self.model)
 
     def _execution_error(self, exc: openai.APIError) -> ExecutionError:
         status = getattr(exc, "status_code", None)
@@ -159,11 +159,15 @@ class OpenAIImageProvider:
         )
 
 
+def _meta(model: str) -> dict[str, str]:
+    return {"provider": OpenAIImageProvider.name, "model": model}
+
+
 def _decode(b64: str, model: str) -> bytes:
     try:
         return base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError):
-        raise ProviderUnavailable(f"{model} returned an image that is not valid base64") from None
+        raise ProviderUnavailable(f"{model} returned an image that is not valid base64", metadata=_meta(model)) from None
 
 
 def _describe(data: bytes, model: str) -> tuple[str, int, int]:
@@ -172,7 +176,7 @@ def _describe(data: bytes, model: str) -> tuple[str, int, int]:
         with Image.open(io.BytesIO(data)) as image:
             return _PIL_FORMATS.get(image.format or "", f"image/{(image.format or '').lower()}"), *image.size
     except (UnidentifiedImageError, OSError):
-        raise ProviderUnavailable(f"{model} returned bytes that are not an image") from None
+        raise ProviderUnavailable(f"{model} returned bytes that are not an image", metadata=_meta(model)) from None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

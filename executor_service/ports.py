@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,13 +55,17 @@ class SignedUrl:
 @dataclass
 class ObjectReader:
     """A stored object's description and its bytes in chunks. The caller must
-    aclose() it (or exhaust chunks) so the store can release its connection."""
+    aclose() it, read or not, so the store releases its file or connection."""
 
     stored: StoredObject
     chunks: AsyncIterator[bytes]
+    release: Callable[[], None] = lambda: None  # idempotent
 
     async def aclose(self) -> None:
-        await self.chunks.aclose()  # type: ignore[attr-defined]
+        try:
+            await self.chunks.aclose()  # type: ignore[attr-defined]
+        finally:
+            self.release()
 
 
 class ObjectStore(Protocol):

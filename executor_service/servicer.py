@@ -33,8 +33,11 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
         self, request: executor_service_pb2.GetImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[executor_service_pb2.GetImageResponse]:
         reader = await self._executor.open_image(request.storage_path)
-        async for message in _image_messages(reader):
-            yield message
+        try:
+            async for message in _image_messages(reader):
+                yield message
+        finally:
+            await reader.aclose()
 
     async def SignImageUrl(
         self, request: executor_service_pb2.SignImageUrlRequest, context: grpc.aio.ServicerContext
@@ -45,21 +48,18 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
 
 async def _image_messages(reader: ObjectReader) -> AsyncIterator[executor_service_pb2.GetImageResponse]:
     """The image's chunks; the first message also says what the image is, even when it is empty."""
-    first = executor_service_pb2.GetImageResponse(
+    first: executor_service_pb2.GetImageResponse | None = executor_service_pb2.GetImageResponse(
         mime_type=reader.stored.content_type, total_size=reader.stored.size
     )
-    try:
-        async for chunk in reader.chunks:
-            if first is not None:
-                first.chunk_data = chunk
-                chunk_message, first = first, None
-                yield chunk_message
-            else:
-                yield executor_service_pb2.GetImageResponse(chunk_data=chunk)
+    async for chunk in reader.chunks:
         if first is not None:
-            yield first
-    finally:
-        await reader.aclose()
+            first.chunk_data = chunk
+            chunk_message, first = first, None
+            yield chunk_message
+        else:
+            yield executor_service_pb2.GetImageResponse(chunk_data=chunk)
+    if first is not None:
+        yield first
 
 
 def _signed(signed: SignedUrl) -> executor_service_pb2.SignImageUrlResponse:

@@ -57,7 +57,7 @@ class LocalObjectStore:
             file = None
         if stored is None or file is None:
             raise NotFound(f"no image is stored at {self.storage_path(key)}")
-        return ObjectReader(stored, _chunks(file, chunk_size, key))
+        return ObjectReader(stored, _chunks(file, chunk_size, key), release=file.close)
 
     def _path(self, key: str) -> Path:
         path = (self._root / key).resolve()

@@ -139,7 +139,8 @@ class MinioObjectStore:
         response = await self._call(self._get, key, action=f"cannot read {key}")
         if response is None:
             raise NotFound(f"no image is stored at {self.storage_path(key)}")
-        return ObjectReader(_stored(key, response.headers), self._chunks(response, chunk_size, key))
+        release = _releaser(response)
+        return ObjectReader(_stored(key, response.headers), self._chunks(response, chunk_size, key, release), release)
 
     # ------------------------------------------------------------------ blocking parts
     def _stat(self, key: str) -> StoredObject | None:
@@ -188,13 +189,14 @@ class MinioObjectStore:
             self.bucket, key, expires=expires_in, request_date=signed_at or self._now()
         )
 
-    async def _chunks(self, response: Any, chunk_size: int, key: str) -> AsyncIterator[bytes]:
+    async def _chunks(
+        self, response: Any, chunk_size: int, key: str, release: Callable[[], None]
+    ) -> AsyncIterator[bytes]:
         try:
             while chunk := await self._call(response.read, chunk_size, action=f"cannot read {key}"):
                 yield chunk
         finally:
-            response.close()
-            response.release_conn()
+            release()
 
     async def _call(self, function: Callable[..., _T], *args: Any, action: str) -> _T:
         try:
@@ -221,6 +223,20 @@ def _storage_error(exc: Exception, action: str) -> ExecutionError:
     if isinstance(exc, (ServerError, InvalidResponseError)):
         return StorageUnavailable(f"object store failed: {action}")
     return StorageUnavailable(f"object store unreachable: {action}")
+
+
+def _releaser(response: Any) -> Callable[[], None]:
+    """Close a streamed response and hand its connection back to the pool, once."""
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            response.close()
+            response.release_conn()
+
+    return release
 
 
 def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ when S3_TEST_ENDPOINT (and keys) are set; the same tests either way."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import urllib.error
 import urllib.request
@@ -146,3 +147,19 @@ async def test_missing_objects_are_not_found(store: MinioObjectStore) -> None:
         await store.open(KEY, 1024)
     with pytest.raises(NotFound):
         await store.sign(KEY, None)
+
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_closing_an_unread_reader_releases_its_connection(store: MinioObjectStore) -> None:
+    await store.put(KEY, b"x" * 100_000, "image/png", META)
+    gc.collect()  # earlier tests' clients close their sockets now, not mid-count
+    before = open_fds()
+    readers = [await store.open(KEY, chunk_size=10) for _ in range(10)]  # kept: only aclose may free them
+    assert open_fds() >= before + 9
+    for reader in readers:
+        await reader.aclose()
+    assert open_fds() <= before + 1

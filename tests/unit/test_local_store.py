@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import os
 from pathlib import Path
 from unittest import mock
 
 import pytest
 
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.errors import StorageUnavailable
+from imagegen.errors import NotFound, StorageUnavailable
 
 
 async def test_put_then_stat(tmp_path: Path) -> None:
@@ -35,3 +37,18 @@ async def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
     store = LocalObjectStore(tmp_path / "root")
     with pytest.raises(ValueError):
         await store.stat(key)
+
+
+async def test_open_reads_in_chunks_and_closing_unread_releases_the_file(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path, bucket="b")
+    await store.put("s/item/a.png", b"0123456789", "image/png", {})
+    reader = await store.open("s/item/a.png", chunk_size=4)
+    assert [chunk async for chunk in reader.chunks] == [b"0123", b"4567", b"89"]
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    readers = [await store.open("s/item/a.png", chunk_size=4) for _ in range(10)]
+    for unread in readers:
+        await unread.aclose()
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(NotFound):
+        await store.open("s/item/missing.png", chunk_size=4)

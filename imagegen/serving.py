@@ -43,11 +43,21 @@ class RunningServer:
 
 
 async def start_server(
-    address: str, services: Sequence[ServiceBinding], *, enable_reflection: bool = True
+    address: str,
+    services: Sequence[ServiceBinding],
+    *,
+    enable_reflection: bool = True,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
-    """Start serving on address ("host:port", port 0 picks a free one)."""
+    """Start serving on address ("host:port", port 0 picks a free one).
+
+    interceptors run outside the error mapping, in the order given (so an
+    interceptor sees the final status of every call); credentials, when
+    given, make the port TLS instead of plaintext.
+    """
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[*interceptors, ErrorMappingInterceptor()],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -62,7 +72,9 @@ async def start_server(
         reflection.enable_server_reflection(
             (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-    port = server.add_insecure_port(address)
+    port = (
+        server.add_secure_port(address, credentials) if credentials is not None else server.add_insecure_port(address)
+    )
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()

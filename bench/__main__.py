@@ -14,6 +14,7 @@ BENCHMARKS = {
     "planner": "bench.bench_planner",
     "executor": "bench.bench_executor",
     "two_stage": "bench.bench_two_stage",
+    "storage": "bench.bench_storage",
 }
 
 

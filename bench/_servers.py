@@ -1,10 +1,21 @@
 """Serve what a benchmark measures from its own process, so the load generator
-does not share the servers' GIL: `python -m bench._servers planner|echo`.
+does not share the servers' GIL: `python -m bench._servers KIND`, KIND one of
+
+  planner   the real planner server (offline planner)
+  echo      the planner's baseline: a bare service with a canned reply
+  executor  the real executor server with the configured store (EXECUTOR_* env),
+            its provider replaced by one returning BENCH_IMAGE_BYTES of fresh bytes at once
+  stream    GetImage's context: a bare server-streaming service sending BENCH_IMAGE_BYTES
+            from memory in 1 MiB chunks
+  s3stream  GetImage's baseline: the same bare service, reading the object named in the
+            request from the S3 store (EXECUTOR_MINIO_* env) with the raw minio SDK
+
 Prints the port, then serves until its stdin closes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import grpc
@@ -46,10 +57,70 @@ async def start_echo() -> tuple[grpc.aio.Server, int]:
     return server, port
 
 
+STREAM_METHOD = "/bench.Stream/Stream"
+
+
+async def start_stream(size: int, from_s3: bool) -> tuple[grpc.aio.Server, int]:
+    from minio import Minio
+
+    from imagegen.v1 import executor_service_pb2
+
+    data = bytes(size)
+    chunk = 1024 * 1024
+    env = os.environ
+    client = (
+        Minio(env["EXECUTOR_MINIO_ENDPOINT"], access_key=env["EXECUTOR_MINIO_ACCESS_KEY"],
+              secret_key=env["EXECUTOR_MINIO_SECRET_KEY"], region=env["EXECUTOR_MINIO_REGION"], secure=False)
+        if from_s3 else None
+    )
+
+    async def stream(request: executor_service_pb2.GetImageRequest, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        if client is None:
+            view = memoryview(data)
+            for start in range(0, size, chunk):
+                yield executor_service_pb2.GetImageResponse(chunk_data=bytes(view[start : start + chunk]))
+            return
+        bucket, _, key = request.storage_path.partition("/")
+        response = await asyncio.to_thread(client.get_object, bucket, key)
+        try:
+            while piece := await asyncio.to_thread(response.read, chunk):
+                yield executor_service_pb2.GetImageResponse(chunk_data=piece)
+        finally:
+            response.close()
+            response.release_conn()
+
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    method = grpc.unary_stream_rpc_method_handler(
+        stream,
+        request_deserializer=executor_service_pb2.GetImageRequest.FromString,
+        response_serializer=executor_service_pb2.GetImageResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Stream", {"Stream": method}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+async def start_executor(size: int):  # type: ignore[no-untyped-def]
+    from bench.providers import FreshBytesProvider
+    from executor_service.config import ExecutorSettings
+    from executor_service.executor import Executor
+    from executor_service.server import build_store
+    from executor_service.server import create_server as create_executor_server
+
+    settings = ExecutorSettings.from_env()
+    executor = Executor(FreshBytesProvider(size), build_store(settings), settings.public_base_url)
+    return await create_executor_server(settings, executor)
+
+
 async def main(kind: str) -> None:
-    if kind == "echo":
-        server, port = await start_echo()
+    size = int(os.environ.get("BENCH_IMAGE_BYTES", "0"))
+    if kind in ("echo", "stream", "s3stream"):
+        server, port = await (start_echo() if kind == "echo" else start_stream(size, from_s3=kind == "s3stream"))
         stop = lambda: server.stop(None)  # noqa: E731
+    elif kind == "executor":
+        running = await start_executor(size)
+        port, stop = running.port, lambda: running.stop(None)  # noqa: E731
     else:
         running = await create_planner_server(PlannerSettings(address="127.0.0.1:0"))
         port, stop = running.port, lambda: running.stop(None)  # noqa: E731

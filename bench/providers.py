@@ -45,3 +45,20 @@ class FixedProvider:
         if self.latency:
             await asyncio.sleep(self.latency)  # the provider's own latency, not synchronisation
         return RenderedImage(self.data, "image/png", 512, 512, model="fixed")
+
+
+class FreshBytesProvider:
+    """Returns `size` bytes at once, a new buffer per render, as a real provider's
+    decoded response would be; PNG-signed so nothing downstream mistakes it."""
+
+    name = "bench"
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def mime_type(self, plan: ImageGenerationPlan) -> str:
+        return "image/png"
+
+    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+        data = b"\x89PNG\r\n\x1a\n" + bytes(max(0, self.size - 8))
+        return RenderedImage(data, "image/png", 2048, 2048, model="fresh")

@@ -2,6 +2,7 @@
 
 from clients._common import Generation, SignedImageUrl, StoredImage, legacy_payload
 from clients.aio import AsyncExecutorClient, AsyncImageStream, AsyncImagegenClient, AsyncPlannerClient
+from clients.channels import ChannelOptions, RetryPolicy, aio_channel, sync_channel
 from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
 from clients.sync import ExecutorClient, ImagegenClient, ImageStream, PlannerClient
 
@@ -10,6 +11,7 @@ __all__ = [
     "AsyncImageStream",
     "AsyncImagegenClient",
     "AsyncPlannerClient",
+    "ChannelOptions",
     "ExecutionFailed",
     "ExecutorClient",
     "Generation",
@@ -18,7 +20,10 @@ __all__ = [
     "ImagegenClient",
     "PlannerClient",
     "PlanningFailed",
+    "RetryPolicy",
     "SignedImageUrl",
     "StoredImage",
+    "aio_channel",
     "legacy_payload",
+    "sync_channel",
 ]

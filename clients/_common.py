@@ -1,4 +1,4 @@
-"""What the sync and asyncio clients share: requests, channel options, the legacy payload."""
+"""What the sync and asyncio clients share: requests, default deadlines, the legacy payload."""
 
 from __future__ import annotations
 
@@ -15,16 +15,11 @@ from imagegen.v1.executor_service_pb2 import (
     StreamExecutePlanRequest,
 )
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ImageType
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+from imagegen.v1.planner_service_pb2 import CreatePlanRequest, PlanningMode
 
 DEFAULT_PLAN_TIMEOUT = 60.0
 DEFAULT_EXECUTE_TIMEOUT = 300.0
 DEFAULT_IMAGE_TIMEOUT = 60.0
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-CHANNEL_OPTIONS = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-)
 
 
 @dataclass(frozen=True)
@@ -61,6 +56,7 @@ def create_plan_request(
     style: str | None = None,
     size: str | None = None,
     context: Mapping[str, str] | None = None,
+    mode: str | int | None = None,
 ) -> CreatePlanRequest:
     if isinstance(image_type, str):
         image_type = image_type_from_name(image_type)
@@ -71,7 +67,18 @@ def create_plan_request(
         style=style or "",
         size=size or "",
         context=context or {},
+        mode=planning_mode(mode),
     )
+
+
+def planning_mode(mode: str | int | None) -> int:
+    """The PlanningMode for "auto", "llm" or "offline" (or the enum value); None: the server's default."""
+    if mode is None or isinstance(mode, int):
+        return mode or PlanningMode.PLANNING_MODE_UNSPECIFIED
+    name = f"PLANNING_MODE_{mode.strip().upper().removeprefix('PLANNING_MODE_')}"
+    if name not in PlanningMode.keys() or name == "PLANNING_MODE_UNSPECIFIED":
+        raise ValueError(f"mode={mode!r}: expected auto, llm or offline")
+    return PlanningMode.Value(name)
 
 
 def execute_plan_request(plan: ImageGenerationPlan, request_id: str | None) -> ExecutePlanRequest:

@@ -9,7 +9,6 @@ from typing import Any
 import grpc
 
 from clients._common import (
-    CHANNEL_OPTIONS,
     DEFAULT_EXECUTE_TIMEOUT,
     DEFAULT_IMAGE_TIMEOUT,
     DEFAULT_PLAN_TIMEOUT,
@@ -23,21 +22,36 @@ from clients._common import (
     signed_image_url,
     stream_execute_plan_request,
 )
+from clients.channels import ChannelOptions, sync_channel
 from clients.errors import execution_failed, planning_failed
 from imagegen.v1 import executor_service_pb2_grpc, planner_service_pb2_grpc
 from imagegen.v1.executor_service_pb2 import GetImageRequest, GetImageResponse, StreamExecutePlanResponse
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
+def _channel(target: str | grpc.Channel, options: ChannelOptions | None) -> grpc.Channel:
+    if isinstance(target, str):
+        return sync_channel(target, options)
+    if options is not None:
+        raise ValueError("options build a channel from a target; a ready channel takes none")
+    return target
+
+
 class PlannerClient:
-    def __init__(self, target: str | grpc.Channel, *, timeout: float = DEFAULT_PLAN_TIMEOUT) -> None:
+    """target: "host:port", "dns:///name:port", ... (a channel built from options) or a ready
+    channel; timeout: the default deadline of each call, in seconds."""
+
+    def __init__(
+        self, target: str | grpc.Channel, *, options: ChannelOptions | None = None, timeout: float = DEFAULT_PLAN_TIMEOUT
+    ) -> None:
         self._own_channel = isinstance(target, str)
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS) if isinstance(target, str) else target
+        self._channel = _channel(target, options)
         self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
         self._timeout = timeout
 
     def create_plan(self, prompt: str, *, session_id: str, timeout: float | None = None, **options: Any) -> ImageGenerationPlan:
-        """Plan one image; PlanningFailed on any error. options: image_type, style, size, context."""
+        """Plan one image; PlanningFailed on any error. options: image_type, style, size, context,
+        mode ("auto", "llm" or "offline"; the server's default when absent)."""
         request = create_plan_request(prompt, session_id=session_id, **options)
         try:
             return self._stub.CreatePlan(request, timeout=timeout or self._timeout).plan
@@ -56,11 +70,22 @@ class PlannerClient:
 
 
 class ExecutorClient:
-    def __init__(self, target: str | grpc.Channel, *, timeout: float = DEFAULT_EXECUTE_TIMEOUT) -> None:
+    """As PlannerClient; timeout is the default deadline of an execution, image_timeout
+    that of GetImage and SignImageUrl."""
+
+    def __init__(
+        self,
+        target: str | grpc.Channel,
+        *,
+        options: ChannelOptions | None = None,
+        timeout: float = DEFAULT_EXECUTE_TIMEOUT,
+        image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
+    ) -> None:
         self._own_channel = isinstance(target, str)
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS) if isinstance(target, str) else target
+        self._channel = _channel(target, options)
         self._stub = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._timeout = timeout
+        self._image_timeout = image_timeout
 
     def execute_plan(
         self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
@@ -91,7 +116,7 @@ class ExecutorClient:
     def open_image(self, storage_path: str, *, timeout: float | None = None) -> ImageStream:
         """A stored image as a stream of chunks (mime_type and total_size known up front),
         for serving it on without holding it whole; ExecutionFailed on any error."""
-        call = self._stub.GetImage(GetImageRequest(storage_path=storage_path), timeout=timeout or DEFAULT_IMAGE_TIMEOUT)
+        call = self._stub.GetImage(GetImageRequest(storage_path=storage_path), timeout=timeout or self._image_timeout)
         try:
             first = next(call, GetImageResponse())
         except grpc.RpcError as error:
@@ -109,7 +134,7 @@ class ExecutorClient:
         """A fresh URL to a stored image, valid for expires_in seconds (default: the server's expiry)."""
         try:
             response = self._stub.SignImageUrl(
-                sign_image_url_request(storage_path, expires_in), timeout=timeout or DEFAULT_IMAGE_TIMEOUT
+                sign_image_url_request(storage_path, expires_in), timeout=timeout or self._image_timeout
             )
         except grpc.RpcError as error:
             raise execution_failed(error, None) from None
@@ -158,11 +183,25 @@ class ImageStream:
 
 
 class ImagegenClient:
-    """Both services, and the two-stage generate()."""
+    """Both services, and the two-stage generate(). Each service has its own channel
+    options (its own token, at least) and default deadline."""
 
-    def __init__(self, planner_target: str | grpc.Channel, executor_target: str | grpc.Channel) -> None:
-        self.planner = PlannerClient(planner_target)
-        self.executor = ExecutorClient(executor_target)
+    def __init__(
+        self,
+        planner_target: str | grpc.Channel,
+        executor_target: str | grpc.Channel,
+        *,
+        planner_options: ChannelOptions | None = None,
+        executor_options: ChannelOptions | None = None,
+        plan_timeout: float = DEFAULT_PLAN_TIMEOUT,
+        execute_timeout: float = DEFAULT_EXECUTE_TIMEOUT,
+    ) -> None:
+        self.planner = PlannerClient(planner_target, options=planner_options, timeout=plan_timeout)
+        try:
+            self.executor = ExecutorClient(executor_target, options=executor_options, timeout=execute_timeout)
+        except BaseException:
+            self.planner.close()
+            raise
 
     def generate(
         self,
@@ -174,10 +213,11 @@ class ImagegenClient:
         size: str | None = None,
         context: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        mode: str | None = None,
     ) -> Generation:
         """Plan (PlanningFailed here renders nothing), then execute (ExecutionFailed carries the plan)."""
         plan = self.planner.create_plan(
-            prompt, session_id=session_id, image_type=image_type, style=style, size=size, context=context
+            prompt, session_id=session_id, image_type=image_type, style=style, size=size, context=context, mode=mode
         )
         result = self.executor.execute_plan(plan, request_id=request_id)
         return Generation(plan, result, legacy_payload(result, prompt))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from executor_service.providers import image_options
+from imagegen.security import ServerSecurity
 from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_str
 
 PROVIDERS = ("offline", "openai")
@@ -46,6 +47,9 @@ class ExecutorSettings:
     minio_timeout_seconds: float = 10.0
     minio_max_retries: int = 2
     url_expiry_seconds: int = 3600
+    # Security: TLS / mutual TLS, the bearer token, the plaintext health port
+    # (EXECUTOR_TLS_*, EXECUTOR_AUTH_TOKEN, EXECUTOR_HEALTH_ADDRESS; imagegen.security).
+    security: ServerSecurity = ServerSecurity(prefix="EXECUTOR")
 
     @property
     def output_format(self) -> str:
@@ -92,6 +96,7 @@ class ExecutorSettings:
             ),
             minio_max_retries=_env_int(env, "EXECUTOR_MINIO_MAX_RETRIES", cls.minio_max_retries),
             url_expiry_seconds=_env_int(env, "EXECUTOR_URL_EXPIRY_SECONDS", cls.url_expiry_seconds),
+            security=ServerSecurity.from_env(env, "EXECUTOR"),
         )
         settings.check()
         return settings

@@ -76,7 +76,15 @@ async def create_server(settings: ExecutorSettings, executor: Executor | None = 
     binding = ServiceBinding(
         SERVICE_NAME, servicer, executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server
     )
-    return await start_server(settings.address, [binding], enable_reflection=settings.reflection)
+    security = settings.security
+    return await start_server(
+        settings.address,
+        [binding],
+        enable_reflection=settings.reflection,
+        interceptors=security.interceptors(),
+        credentials=security.server_credentials(),
+        health_address=security.health_address or None,
+    )
 
 
 async def serve(settings: ExecutorSettings) -> None:

@@ -66,6 +66,12 @@ class NotFound(ImagegenError):
     reason = "NOT_FOUND"
 
 
+class Unauthenticated(ImagegenError):
+    """The call carries no valid credentials (the service's bearer token)."""
+
+    reason = "INVALID_CREDENTIALS"
+
+
 # Planning errors: raised by the planner.
 class PlanningError(ImagegenError):
     reason = "PLANNING_FAILED"

@@ -19,6 +19,16 @@ from imagegen.status import ErrorMappingInterceptor
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Clients ping every 30 s, between calls too (clients/channels.py); a server
+# refuses pings more frequent than this with GOAWAY too_many_pings, so it must
+# stay below every client's keepalive time.
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+SERVER_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+)
 
 
 @dataclass(frozen=True)
@@ -36,10 +46,15 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    # The plaintext health-only server (start_server's health_address), if any.
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
 
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:  # probes see NOT_SERVING until the drain ends
+            await self.health_server.stop(None)
 
 
 async def start_server(
@@ -49,19 +64,19 @@ async def start_server(
     enable_reflection: bool = True,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    health_address: str | None = None,
 ) -> RunningServer:
     """Start serving on address ("host:port", port 0 picks a free one).
 
     interceptors run outside the error mapping, in the order given (so an
     interceptor sees the final status of every call); credentials, when
-    given, make the port TLS instead of plaintext.
+    given, make the port TLS instead of plaintext. health_address, when given,
+    also serves the same health statuses (and nothing else) in plaintext there,
+    for probes that cannot do TLS.
     """
     server = grpc.aio.server(
         interceptors=[*interceptors, ErrorMappingInterceptor()],
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ],
+        options=SERVER_OPTIONS,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -78,9 +93,26 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
+    running = RunningServer(server, port, health_servicer, names)
+    if health_address:
+        try:
+            running.health_server, running.health_port = await _start_health_server(health_address, health_servicer)
+        except BaseException:
+            await server.stop(None)
+            raise
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, names)
+    return running
+
+
+async def _start_health_server(address: str, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    return server, port
 
 
 async def serve_until_signalled(*drains: tuple[RunningServer, float]) -> None:

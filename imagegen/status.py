@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 _CODES: tuple[tuple[type[errors.ImagegenError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.PlannerUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.PlannerThrottled, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.PlannerMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
@@ -96,9 +97,16 @@ _INTERNAL = rpc_status.to_status(
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, errors.ImagegenError):
         log.info("%s failed: %s (%s)", method, exc.reason, status_code_for(exc).name)
-        await context.abort_with_status(to_status(exc))
+        await _abort(context, to_status(exc))
     log.error("%s failed unexpectedly", method, exc_info=exc)
-    await context.abort_with_status(_INTERNAL)
+    await _abort(context, _INTERNAL)
+
+
+async def _abort(context: grpc.aio.ServicerContext, status: grpc.Status) -> None:
+    # abort() replaces the trailing metadata: keep what an outer interceptor set
+    # (the x-request-id) beside the status details.
+    trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)
+    await context.abort(status.code, status.details, trailing)
 
 
 def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from imagegen.security import ServerSecurity
 from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_str
 
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
@@ -29,6 +30,9 @@ class PlannerSettings:
     fallback: bool = True
     cache_size: int = 1024
     cache_ttl_seconds: float = 3600.0
+    # Security: TLS / mutual TLS, the bearer token, the plaintext health port
+    # (PLANNER_TLS_*, PLANNER_AUTH_TOKEN, PLANNER_HEALTH_ADDRESS; imagegen.security).
+    security: ServerSecurity = ServerSecurity(prefix="PLANNER")
 
     @property
     def llm_configured(self) -> bool:
@@ -59,6 +63,7 @@ class PlannerSettings:
             fallback=env_bool(env, "PLANNER_LLM_FALLBACK", cls.fallback),
             cache_size=_env_int(env, "PLANNER_CACHE_SIZE", cls.cache_size),
             cache_ttl_seconds=env_float(env, "PLANNER_CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
+            security=ServerSecurity.from_env(env, "PLANNER"),
         )
         if settings.mode == "llm" and not settings.llm_configured:
             raise ConfigError(

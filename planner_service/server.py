@@ -59,7 +59,15 @@ async def create_server(settings: PlannerSettings, planner: Planner | None = Non
     binding = ServiceBinding(
         SERVICE_NAME, servicer, planner_service_pb2_grpc.add_PlannerServiceServicer_to_server
     )
-    return await start_server(settings.address, [binding], enable_reflection=settings.reflection)
+    security = settings.security
+    return await start_server(
+        settings.address,
+        [binding],
+        enable_reflection=settings.reflection,
+        interceptors=security.interceptors(),
+        credentials=security.server_credentials(),
+        health_address=security.health_address or None,
+    )
 
 
 async def serve(settings: PlannerSettings) -> None:

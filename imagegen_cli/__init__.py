@@ -2,9 +2,13 @@
 
   imagegen up                       both services, embedded defaults, foreground
   imagegen demo                     both services on free ports, one image, then stop
-  imagegen plan PROMPT --session-id S [--image-type T] [--style S] [--size WxH] [--context k=v ...]
+  imagegen plan PROMPT --session-id S [--image-type T] [--style S] [--size WxH] [--context k=v ...] [--mode M]
   imagegen execute [FILE|-]         a plan as JSON, from a file or stdin
   imagegen generate PROMPT --session-id S [...]
+
+plan, execute and generate reach secured services with --tls-ca (and --tls-cert /
+--tls-key for mutual TLS) and the tokens in IMAGEGEN_PLANNER_TOKEN and
+IMAGEGEN_EXECUTOR_TOKEN (environment only, so they stay out of shell history and ps).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,12 +24,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from clients import ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed
+from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed
 from clients.aio import AsyncImagegenClient
 from executor_service.config import ExecutorSettings
 from executor_service.server import create_server as create_executor_server
 from imagegen.contract import plan_from_json, plan_to_dict, result_to_dict
 from imagegen.errors import InvalidRequest
+from imagegen.security import ServerSecurity
 from imagegen.serving import RunningServer, serve_until_signalled
 from imagegen.settings import ConfigError
 from planner_service.config import PlannerSettings
@@ -75,8 +81,9 @@ async def _up(args: argparse.Namespace) -> None:
 
 
 async def _demo(args: argparse.Namespace) -> None:
-    planner = replace(PlannerSettings.from_env(), address="127.0.0.1:0")
-    executor = replace(ExecutorSettings.from_env(), address="127.0.0.1:0")
+    # Loopback servers that live for one call: no TLS, no tokens, whatever the environment says.
+    planner = replace(PlannerSettings.from_env(), address="127.0.0.1:0", security=ServerSecurity())
+    executor = replace(ExecutorSettings.from_env(), address="127.0.0.1:0", security=ServerSecurity())
     running_planner, running_executor = await _start_both(planner, executor)
     try:
         async with AsyncImagegenClient(
@@ -91,15 +98,35 @@ async def _demo(args: argparse.Namespace) -> None:
     print(f"\nimage written to {path}", file=sys.stderr)
 
 
+PLANNER_TOKEN_VARIABLE = "IMAGEGEN_PLANNER_TOKEN"
+EXECUTOR_TOKEN_VARIABLE = "IMAGEGEN_EXECUTOR_TOKEN"
+
+
+def _channel_options(args: argparse.Namespace, token_variable: str) -> ChannelOptions:
+    return ChannelOptions(
+        tls=args.tls,
+        root_ca=args.tls_ca,
+        client_cert=args.tls_cert,
+        client_key=args.tls_key,
+        server_name=args.tls_server_name,
+        token=os.environ.get(token_variable, "").strip() or None,
+    )
+
+
 def _client(args: argparse.Namespace) -> ImagegenClient:
-    return ImagegenClient(args.planner, args.executor)
+    return ImagegenClient(
+        args.planner,
+        args.executor,
+        planner_options=_channel_options(args, PLANNER_TOKEN_VARIABLE),
+        executor_options=_channel_options(args, EXECUTOR_TOKEN_VARIABLE),
+    )
 
 
 def _plan(args: argparse.Namespace) -> None:
     with _client(args) as client:
         plan = client.planner.create_plan(
             args.prompt, session_id=args.session_id, image_type=args.image_type,
-            style=args.style, size=args.size, context=_context(args.context),
+            style=args.style, size=args.size, context=_context(args.context), mode=args.mode,
         )
     _print(plan_to_dict(plan))
 
@@ -117,6 +144,7 @@ def _generate(args: argparse.Namespace) -> None:
         generation = client.generate(
             args.prompt, session_id=args.session_id, image_type=args.image_type,
             style=args.style, size=args.size, context=_context(args.context), request_id=args.request_id,
+            mode=args.mode,
         )
     _print(generation.payload)
 
@@ -133,9 +161,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("prompt", nargs="?", default=DEMO_PROMPT)
     demo.add_argument("--session-id", default="demo")
 
+    env = os.environ
+
     def targets(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--planner", default="127.0.0.1:50051", help="planner target")
-        sub.add_argument("--executor", default="127.0.0.1:50052", help="executor target")
+        sub.add_argument("--planner", default=env.get("IMAGEGEN_PLANNER") or "127.0.0.1:50051",
+                         help="planner target, e.g. dns:///planner.imagegen.svc.cluster.local:50051 (IMAGEGEN_PLANNER)")
+        sub.add_argument("--executor", default=env.get("IMAGEGEN_EXECUTOR") or "127.0.0.1:50052",
+                         help="executor target (IMAGEGEN_EXECUTOR)")
+        tls = sub.add_argument_group("TLS (tokens: IMAGEGEN_PLANNER_TOKEN, IMAGEGEN_EXECUTOR_TOKEN)")
+        tls.add_argument("--tls", action="store_true", default=env.get("IMAGEGEN_TLS", "").lower() in ("1", "true", "yes", "on"),
+                         help="TLS with the system's root certificates (IMAGEGEN_TLS=1)")
+        tls.add_argument("--tls-ca", metavar="FILE", default=env.get("IMAGEGEN_TLS_CA") or None,
+                         help="CA certificate that signed the services' certificates; implies --tls (IMAGEGEN_TLS_CA)")
+        tls.add_argument("--tls-cert", metavar="FILE", default=env.get("IMAGEGEN_TLS_CERT") or None,
+                         help="client certificate for mutual TLS (IMAGEGEN_TLS_CERT)")
+        tls.add_argument("--tls-key", metavar="FILE", default=env.get("IMAGEGEN_TLS_KEY") or None,
+                         help="client private key for mutual TLS (IMAGEGEN_TLS_KEY)")
+        tls.add_argument("--tls-server-name", metavar="NAME", default=env.get("IMAGEGEN_TLS_SERVER_NAME") or None,
+                         help="name to check the certificates against instead of the target's host")
 
     def plan_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("prompt")
@@ -144,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--style")
         sub.add_argument("--size", help="WIDTHxHEIGHT")
         sub.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
+        sub.add_argument("--mode", choices=("auto", "llm", "offline"), help="which planner (default: the server's)")
         targets(sub)
 
     plan_options(commands.add_parser("plan", help="create a plan and print it"))

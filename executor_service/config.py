@@ -11,6 +11,7 @@ from pathlib import Path
 from executor_service.providers import image_options
 from imagegen.security import ServerSecurity
 from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_str
+from imagegen.telemetry.settings import TelemetrySettings
 
 PROVIDERS = ("offline", "openai")
 STORES = ("local", "minio")
@@ -47,6 +48,11 @@ class ExecutorSettings:
     minio_timeout_seconds: float = 10.0
     minio_max_retries: int = 2
     url_expiry_seconds: int = 3600
+    # Observability (docs/operations.md): the store health check; metrics, log
+    # format and tracing (EXECUTOR_METRICS_ADDRESS, LOG_FORMAT, OTEL_*).
+    health_interval_seconds: float = 5.0
+    health_timeout_seconds: float = 3.0
+    telemetry: TelemetrySettings = TelemetrySettings(service_name="imagegen-executor")
     # Security: TLS / mutual TLS, the bearer token, the plaintext health port
     # (EXECUTOR_TLS_*, EXECUTOR_AUTH_TOKEN, EXECUTOR_HEALTH_ADDRESS; imagegen.security).
     security: ServerSecurity = ServerSecurity(prefix="EXECUTOR")
@@ -96,6 +102,13 @@ class ExecutorSettings:
             ),
             minio_max_retries=_env_int(env, "EXECUTOR_MINIO_MAX_RETRIES", cls.minio_max_retries),
             url_expiry_seconds=_env_int(env, "EXECUTOR_URL_EXPIRY_SECONDS", cls.url_expiry_seconds),
+            health_interval_seconds=env_float(
+                env, "EXECUTOR_HEALTH_INTERVAL_SECONDS", cls.health_interval_seconds, minimum=0.01
+            ),
+            health_timeout_seconds=env_float(
+                env, "EXECUTOR_HEALTH_TIMEOUT_SECONDS", cls.health_timeout_seconds, minimum=0.01
+            ),
+            telemetry=TelemetrySettings.from_env(env, "EXECUTOR", "imagegen-executor"),
             security=ServerSecurity.from_env(env, "EXECUTOR"),
         )
         settings.check()

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from executor_service.events import ExecutionEvents, NoExecutionEvents
 from executor_service.ports import ImageProvider, ObjectReader, ObjectStore, RenderedImage, SignedUrl, StoredObject
 from imagegen.contract import IMAGE_TYPE_NAMES, image_type_name, with_fingerprint
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
@@ -116,8 +117,10 @@ class Executor:
         *,
         remembered_requests: int = 10_000,
         clock: Callable[[], float] = time.perf_counter,
+        events: ExecutionEvents | None = None,
     ) -> None:
         self._provider = provider
+        self._events: ExecutionEvents = events or NoExecutionEvents()
         self._store = store
         self._public_base_url = public_base_url.rstrip("/")
         self._clock = clock
@@ -163,6 +166,10 @@ class Executor:
         key = key_from_storage_path(storage_path, self._store.bucket)
         return await self._store.sign(key, expires_in)
 
+    async def check_store(self) -> None:
+        """Raise unless the store is usable right now (for health checks)."""
+        await self._store.ping()
+
     async def aclose(self) -> None:
         """Release the provider's connections (the store holds only a connection pool)."""
         close = getattr(self._provider, "aclose", None)
@@ -176,7 +183,9 @@ class Executor:
             if request_id:
                 earlier = self._by_request_id.get(request_id)
                 if earlier is not None:
-                    return self._replay(request_id, earlier, plan)
+                    result = self._replay(request_id, earlier, plan)
+                    self._events.reused("request_id")
+                    return result
             result = await self._execute_once(plan, on_stage)
             if request_id:
                 self._remember(request_id, result)
@@ -189,7 +198,9 @@ class Executor:
         mime_type = self._provider.mime_type(plan)
         key = object_key(plan, mime_type)
         flight = self._in_flight.get(key)
-        if flight is None:
+        if flight is not None:
+            self._events.reused("in_flight")
+        else:
             flight = self._in_flight[key] = _Flight()
             task = flight.task = asyncio.ensure_future(self._stored_or_render(plan, key, mime_type, flight.report))
             task.add_done_callback(lambda _: self._land(key, task))
@@ -216,6 +227,7 @@ class Executor:
     ) -> ImageGenerationResult:
         existing = await self._store.stat(key)
         if existing is not None:
+            self._events.reused("stored")
             return await self._result(plan, existing, reused=True)
         report(ExecutionStage.EXECUTION_STAGE_RENDERING)
         started = self._clock()
@@ -226,6 +238,7 @@ class Executor:
         report(ExecutionStage.EXECUTION_STAGE_STORING)
         provider = image.provider or self._provider.name
         stored = await self._store.put(key, image.data, image.mime_type, _metadata(plan, provider, image, latency_ms))
+        self._events.stored(stored.size)
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
     async def _result(

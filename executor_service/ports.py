@@ -75,6 +75,11 @@ class ObjectStore(Protocol):
         """ "bucket/key" for the result's storage_path."""
         ...
 
+    async def ping(self) -> None:
+        """Return when the store is usable right now, else raise (StorageUnavailable,
+        StorageMisconfigured). Cheap: the health check calls it every few seconds."""
+        ...
+
     async def stat(self, key: str) -> StoredObject | None:
         """The stored object, or None when there is none; cheap (no body)."""
         ...

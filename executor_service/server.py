@@ -7,6 +7,8 @@ import asyncio
 import datetime as dt
 import logging
 
+from opentelemetry.trace import TracerProvider
+
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
 from executor_service.ports import ImageProvider, ObjectStore
@@ -16,7 +18,11 @@ from executor_service.providers.openai_images import OpenAIImageProvider
 from executor_service.servicer import ExecutorServicer
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
+from executor_service.metrics import ExecutorMetrics
+from imagegen.health import DependencyWatch
 from imagegen.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
+from imagegen.telemetry.logs import configure_logging
+from imagegen.telemetry.server import ServerTelemetry
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 
 SERVICE_NAME = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
@@ -44,8 +50,9 @@ def build_store(settings: ExecutorSettings) -> ObjectStore:
     return store
 
 
-def build_provider(settings: ExecutorSettings) -> ImageProvider:
-    """The configured providers in their fallback order; one provider needs no chain."""
+def build_provider(settings: ExecutorSettings, metrics: ExecutorMetrics | None = None) -> ImageProvider:
+    """The configured providers in their fallback order; one provider needs no chain.
+    With metrics, each provider is timed and its failures counted."""
     providers: list[ImageProvider] = []
     for name in settings.providers:
         if name == "openai":
@@ -63,44 +70,76 @@ def build_provider(settings: ExecutorSettings) -> ImageProvider:
             )
         else:
             providers.append(OfflineRenderer(settings.output_format))
+    if metrics is not None:
+        providers = [metrics.observed(provider) for provider in providers]
     return providers[0] if len(providers) == 1 else ProviderChain(providers)
 
 
-def build_executor(settings: ExecutorSettings) -> Executor:
-    return Executor(build_provider(settings), build_store(settings), settings.public_base_url)
+def build_executor(settings: ExecutorSettings, metrics: ExecutorMetrics | None = None) -> Executor:
+    return Executor(
+        build_provider(settings, metrics), build_store(settings), settings.public_base_url, events=metrics
+    )
 
 
-async def create_server(settings: ExecutorSettings, executor: Executor | None = None) -> RunningServer:
-    """Start the executor's gRPC server; settings.address may use port 0."""
-    servicer = ExecutorServicer(executor or build_executor(settings))
+async def create_server(
+    settings: ExecutorSettings, executor: Executor | None = None, *, tracer_provider: TracerProvider | None = None
+) -> RunningServer:
+    """Start the executor's gRPC server; settings.address may use port 0. Without an
+    executor it builds one from settings (with metrics) and closes it on stop; one
+    passed in is the caller's to close. tracer_provider overrides the configured tracing."""
+    telemetry = ServerTelemetry(settings.telemetry, tracer_provider=tracer_provider)
+    owned = executor is None
+    executor = executor or build_executor(settings, ExecutorMetrics(telemetry.registry))
+    servicer = ExecutorServicer(executor)
     binding = ServiceBinding(
         SERVICE_NAME, servicer, executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server
     )
     security = settings.security
-    return await start_server(
+    running = await start_server(
         settings.address,
         [binding],
         enable_reflection=settings.reflection,
-        interceptors=security.interceptors(),
+        interceptors=[*telemetry.interceptors(), *security.interceptors()],
         credentials=security.server_credentials(),
         health_address=security.health_address or None,
     )
+    await _observe(running, settings, telemetry, executor, owned)
+    return running
+
+
+async def _observe(
+    running: RunningServer, settings: ExecutorSettings, telemetry: ServerTelemetry, executor: Executor, owned: bool
+) -> None:
+    """Metrics endpoint, the store's health check, and what stop() closes."""
+    try:
+        telemetry.attach(running)
+    except BaseException:
+        await running.stop(None)
+        raise
+    watch = DependencyWatch(
+        running,
+        executor.check_store,
+        what="the object store",
+        interval=settings.health_interval_seconds,
+        timeout=settings.health_timeout_seconds,
+    )
+    watch.start()
+    running.on_stop.insert(0, watch.aclose)
+    if owned:
+        running.on_stop.append(executor.aclose)
 
 
 async def serve(settings: ExecutorSettings) -> None:
-    executor = build_executor(settings)
-    running = await create_server(settings, executor)
+    running = await create_server(settings)
     log.info(
         "executor listening on port %d (providers %s, store %s)",
         running.port, ",".join(settings.providers), settings.store,
+        extra={"port": running.port, "metrics_port": running.metrics_port},
     )
-    try:
-        await serve_until_signalled((running, settings.shutdown_grace_seconds))
-    finally:
-        await executor.aclose()
+    await serve_until_signalled((running, settings.shutdown_grace_seconds))
 
 
 def main() -> None:
     settings = ExecutorSettings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.telemetry.log_format)
     asyncio.run(serve(settings))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -46,6 +46,10 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    # Observability (imagegen.telemetry): the metrics endpoint's port when one is
+    # served, and what stop() closes once the server has drained (in order).
+    metrics_port: int | None = None
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # The plaintext health-only server (start_server's health_address), if any.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
@@ -53,6 +57,8 @@ class RunningServer:
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        for close in self.on_stop:
+            await close()
         if self.health_server is not None:  # probes see NOT_SERVING until the drain ends
             await self.health_server.stop(None)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from imagegen.security import ServerSecurity
 from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_str
+from imagegen.telemetry.settings import TelemetrySettings
 
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 
@@ -30,6 +31,8 @@ class PlannerSettings:
     fallback: bool = True
     cache_size: int = 1024
     cache_ttl_seconds: float = 3600.0
+    # Observability (docs/operations.md): PLANNER_METRICS_ADDRESS, LOG_FORMAT, OTEL_*.
+    telemetry: TelemetrySettings = TelemetrySettings(service_name="imagegen-planner")
     # Security: TLS / mutual TLS, the bearer token, the plaintext health port
     # (PLANNER_TLS_*, PLANNER_AUTH_TOKEN, PLANNER_HEALTH_ADDRESS; imagegen.security).
     security: ServerSecurity = ServerSecurity(prefix="PLANNER")
@@ -63,6 +66,7 @@ class PlannerSettings:
             fallback=env_bool(env, "PLANNER_LLM_FALLBACK", cls.fallback),
             cache_size=_env_int(env, "PLANNER_CACHE_SIZE", cls.cache_size),
             cache_ttl_seconds=env_float(env, "PLANNER_CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
+            telemetry=TelemetrySettings.from_env(env, "PLANNER", "imagegen-planner"),
             security=ServerSecurity.from_env(env, "PLANNER"),
         )
         if settings.mode == "llm" and not settings.llm_configured:

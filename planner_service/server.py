@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from opentelemetry.trace import TracerProvider
+
 from imagegen.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
+from imagegen.telemetry.logs import configure_logging
+from imagegen.telemetry.server import ServerTelemetry
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from planner_service.config import PlannerSettings
+from planner_service.metrics import PlannerMetrics
 from planner_service.offline_agent import OfflinePlanningAgent
 from planner_service.offline_planner import STYLE_PRESETS
 from planner_service.plan_cache import PlanCache
@@ -41,51 +46,76 @@ def build_llm_agent(settings: PlannerSettings) -> PlanningAgent | None:
     )
 
 
-def build_planner(settings: PlannerSettings, llm: PlanningAgent | None = None) -> Planner:
-    """llm overrides the configured LLM agent (tests pass one built on their own client)."""
+def build_planner(
+    settings: PlannerSettings, llm: PlanningAgent | None = None, metrics: PlannerMetrics | None = None
+) -> Planner:
+    """llm overrides the configured LLM agent (tests pass one built on their own client).
+    With metrics, LLM requests are timed and fallbacks counted."""
+    llm = llm or build_llm_agent(settings)
+    if llm is not None and metrics is not None:
+        llm = metrics.observed(llm)
     return Planner(
         OfflinePlanningAgent(),
         STYLE_PRESETS,
-        llm=llm or build_llm_agent(settings),
+        llm=llm,
         mode=settings.mode,
         fallback=settings.fallback,
         cache=PlanCache(settings.cache_size, settings.cache_ttl_seconds),
+        events=metrics,
     )
 
 
-async def create_server(settings: PlannerSettings, planner: Planner | None = None) -> RunningServer:
-    """Start the planner's gRPC server; settings.address may use port 0."""
-    servicer = PlannerServicer(planner or build_planner(settings))
+async def create_server(
+    settings: PlannerSettings, planner: Planner | None = None, *, tracer_provider: TracerProvider | None = None
+) -> RunningServer:
+    """Start the planner's gRPC server; settings.address may use port 0. Without a
+    planner it builds one from settings (with metrics) and closes it on stop; one
+    passed in is the caller's to close. tracer_provider overrides the configured tracing."""
+    telemetry = ServerTelemetry(settings.telemetry, tracer_provider=tracer_provider)
+    owned = planner is None
+    planner = planner or build_planner(settings, metrics=PlannerMetrics(telemetry.registry))
+    servicer = PlannerServicer(planner)
     binding = ServiceBinding(
         SERVICE_NAME, servicer, planner_service_pb2_grpc.add_PlannerServiceServicer_to_server
     )
     security = settings.security
-    return await start_server(
+    running = await start_server(
         settings.address,
         [binding],
         enable_reflection=settings.reflection,
-        interceptors=security.interceptors(),
+        interceptors=[*telemetry.interceptors(), *security.interceptors()],
         credentials=security.server_credentials(),
         health_address=security.health_address or None,
     )
+    await _observe(running, telemetry, planner if owned else None)
+    return running
+
+
+async def _observe(running: RunningServer, telemetry: ServerTelemetry, owned: Planner | None) -> None:
+    """The metrics endpoint, and what stop() closes. Health is SERVING while the
+    server runs: the planner needs nothing to plan (docs/operations.md)."""
+    try:
+        telemetry.attach(running)
+    except BaseException:
+        await running.stop(None)
+        raise
+    if owned is not None:
+        running.on_stop.append(owned.aclose)
 
 
 async def serve(settings: PlannerSettings) -> None:
-    planner = build_planner(settings)
-    running = await create_server(settings, planner)
+    running = await create_server(settings)
     log.info(
         "planner listening on port %d; planning mode %s, %s",
         running.port,
         settings.mode,
         f"LLM {settings.llm_model} via the {settings.llm_path} path" if settings.llm_configured else "no LLM configured",
+        extra={"port": running.port, "metrics_port": running.metrics_port},
     )
-    try:
-        await serve_until_signalled((running, settings.shutdown_grace_seconds))
-    finally:
-        await planner.aclose()
+    await serve_until_signalled((running, settings.shutdown_grace_seconds))
 
 
 def main() -> None:
     settings = PlannerSettings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.telemetry.log_format)
     asyncio.run(serve(settings))

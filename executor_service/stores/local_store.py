@@ -35,6 +35,11 @@ class LocalObjectStore:
     def storage_path(self, key: str) -> str:
         return f"{self.bucket}/{key}"
 
+    async def ping(self) -> None:
+        """The root is a directory this process can write into."""
+        if not await asyncio.to_thread(_writable_directory, self._root):
+            raise StorageUnavailable(f"local store {self._root} is not a writable directory")
+
     async def stat(self, key: str) -> StoredObject | None:
         return await asyncio.to_thread(self._stat, key)
 
@@ -106,6 +111,10 @@ async def _chunks(file: BinaryIO, chunk_size: int, key: str) -> AsyncIterator[by
         raise StorageUnavailable(f"local store cannot read {key}: {exc.strerror}") from exc
     finally:
         file.close()
+
+
+def _writable_directory(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -119,6 +119,15 @@ class MinioObjectStore:
     def storage_path(self, key: str) -> str:
         return f"{self.bucket}/{key}"
 
+    async def ping(self) -> None:
+        """One HEAD on the bucket. Not logged here: the health check logs changes only."""
+        try:
+            exists = await asyncio.to_thread(self._client.bucket_exists, self.bucket)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _storage_error(exc, f"cannot reach bucket {self.bucket}", quiet=True) from None
+        if not exists:
+            raise StorageMisconfigured(f"bucket {self.bucket} does not exist")
+
     async def stat(self, key: str) -> StoredObject | None:
         return await self._call(self._stat, key, action=f"cannot read {key}")
 
@@ -207,9 +216,10 @@ class MinioObjectStore:
             raise _storage_error(exc, action) from None
 
 
-def _storage_error(exc: Exception, action: str) -> ExecutionError:
+def _storage_error(exc: Exception, action: str, *, quiet: bool = False) -> ExecutionError:
     # The SDK's message can carry the request URL; log it, tell the caller the gist.
-    log.warning("object store: %s: %r", action, exc)
+    if not quiet:
+        log.warning("object store: %s: %r", action, exc)
     if isinstance(exc, S3Error):
         status = exc.response.status if exc.response is not None else None
         if exc.code in _NOT_USABLE or status in (401, 403):

@@ -1,0 +1,44 @@
+"""What a server's telemetry settings start: a metrics registry, the
+interceptors (tracing outermost, so every log line of a call has its trace
+id; then the observing one), the metrics endpoint, and their closing."""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry.trace import TracerProvider
+
+from imagegen.serving import RunningServer
+from imagegen.telemetry.interceptors import ObservingInterceptor
+from imagegen.telemetry.metrics import MetricsEndpoint, RpcMetrics, new_registry
+from imagegen.telemetry.settings import TelemetrySettings
+from imagegen.telemetry.tracing import otlp_tracer_provider, server_interceptor
+
+
+class ServerTelemetry:
+    def __init__(self, settings: TelemetrySettings, *, tracer_provider: TracerProvider | None = None) -> None:
+        """tracer_provider overrides the settings' exporter (tests pass an in-memory one)."""
+        self._settings = settings
+        self.registry = new_registry()
+        self._rpc = RpcMetrics(self.registry)
+        self._owns_provider = tracer_provider is None and bool(settings.tracing_endpoint)
+        self.tracer_provider = tracer_provider or (
+            otlp_tracer_provider(settings.service_name, settings.tracing_endpoint) if self._owns_provider else None
+        )
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        tracing = [server_interceptor(self.tracer_provider)] if self.tracer_provider is not None else []
+        return [*tracing, ObservingInterceptor([self._rpc])]
+
+    def attach(self, running: RunningServer) -> None:
+        """Serve the metrics (when an address is set) and close it all once the server has stopped."""
+        if self._settings.metrics_address:
+            endpoint = MetricsEndpoint.start(self._settings.metrics_address, self.registry)
+            running.metrics_port = endpoint.port
+            running.on_stop.append(endpoint.aclose)
+        if self._owns_provider:
+            running.on_stop.append(self._flush_traces)
+
+    async def _flush_traces(self) -> None:
+        shutdown = getattr(self.tracer_provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()  # exports what is batched; bounded by the exporter's timeout

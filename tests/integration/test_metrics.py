@@ -1,0 +1,175 @@
+"""Prometheus metrics scraped over HTTP from real servers after known calls."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from clients import AsyncExecutorClient, AsyncPlannerClient, ExecutionFailed
+from executor_service.config import ExecutorSettings
+from executor_service.server import create_server as create_executor_server
+from imagegen.serving import RunningServer
+from imagegen.telemetry.settings import TelemetrySettings
+from planner_service.config import PlannerSettings
+from planner_service.server import create_server as create_planner_server
+from tests.conftest import PUBLIC_BASE
+from tests.integration.test_executor_rpcs import make_plan
+from tests.support import fake_openai as fo
+
+pytestmark = pytest.mark.integration
+
+METRICS = TelemetrySettings(metrics_address="127.0.0.1:0")
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _scrape(port: int) -> tuple[str, Samples]:
+    with _NO_PROXY.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return text, samples
+
+
+async def scrape(running: RunningServer) -> Samples:
+    assert running.metrics_port
+    return (await asyncio.to_thread(_scrape, running.metrics_port))[1]
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def rpc(service: str, method: str, code: str, kind: str = "unary") -> dict[str, str]:
+    return dict(grpc_service=f"imagegen.v1.{service}", grpc_method=method, grpc_type=kind, grpc_code=code)
+
+
+@pytest.fixture
+async def executor(tmp_path: Path, fake_openai: fo.FakeOpenAI) -> AsyncIterator[RunningServer]:
+    """openai first (the fake, no retries), then offline; metrics on a port of its own."""
+    settings = ExecutorSettings(
+        address="127.0.0.1:0", local_store_dir=tmp_path / "images", public_base_url=PUBLIC_BASE,
+        providers=("openai", "offline"), openai_base_url=fake_openai.base_url, openai_max_retries=0,
+        telemetry=METRICS,
+    )
+    running = await create_executor_server(settings)
+    yield running
+    await running.stop(None)
+
+
+async def test_executor_metrics_count_calls_codes_dedup_providers_and_bytes(
+    executor: RunningServer, fake_openai: fo.FakeOpenAI
+) -> None:
+    down = fo.error(503, "the images API is down")
+    fake_openai.script_images(down, down)
+    async with AsyncExecutorClient(f"127.0.0.1:{executor.port}") as client:
+        first = await client.execute_plan(make_plan())  # openai fails, offline renders
+        again = await client.execute_plan(make_plan())  # stored already: a dedup hit
+        with pytest.raises(ExecutionFailed) as caught:
+            await client.execute_plan(make_plan(size="12x12"))
+        events = [event async for event in client.stream_execute_plan(make_plan(style="noir"))]
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert not first.reused and again.reused and events[-1].result.byte_size > 0
+
+    samples = await scrape(executor)
+    assert value(samples, "grpc_server_handled_total", **rpc("ExecutorService", "ExecutePlan", "OK")) == 2
+    assert value(samples, "grpc_server_handled_total", **rpc("ExecutorService", "ExecutePlan", "INVALID_ARGUMENT")) == 1
+    assert value(
+        samples, "grpc_server_handled_total", **rpc("ExecutorService", "StreamExecutePlan", "OK", "server_stream")
+    ) == 1
+    assert value(
+        samples, "grpc_server_handling_seconds_count", **rpc("ExecutorService", "ExecutePlan", "OK")
+    ) == 2
+    assert value(samples, "imagegen_executor_dedup_hits_total", kind="stored") == 1
+    assert value(samples, "imagegen_executor_stored_images_total") == 2
+    assert value(samples, "imagegen_executor_stored_bytes_total") == first.byte_size + events[-1].result.byte_size
+    # both renders (the first plan, the noir one) went to openai, which failed, then to offline
+    assert value(samples, "imagegen_executor_provider_errors_total", provider="openai", reason="PROVIDER_UNAVAILABLE") == 2
+    assert value(samples, "imagegen_executor_provider_seconds_count", provider="openai", outcome="error") == 2
+    assert value(samples, "imagegen_executor_provider_seconds_count", provider="offline", outcome="ok") == 2
+    assert value(samples, "process_resident_memory_bytes") > 0
+
+
+async def test_a_request_id_replay_and_a_shared_render_count_as_dedup_hits(executor: RunningServer) -> None:
+    async with AsyncExecutorClient(f"127.0.0.1:{executor.port}") as client:
+        plan = make_plan(style="watercolor")
+        # fake's queue is empty: openai fails fast (500) and offline renders; both callers share it
+        together = await asyncio.gather(client.execute_plan(plan, request_id="r-1"), client.execute_plan(plan))
+        replayed = await client.execute_plan(plan, request_id="r-1")
+    assert replayed == together[0]
+    samples = await scrape(executor)
+    assert value(samples, "imagegen_executor_dedup_hits_total", kind="request_id") == 1
+    assert value(samples, "imagegen_executor_dedup_hits_total", kind="in_flight") == 1
+    assert value(samples, "imagegen_executor_stored_images_total") == 1
+
+
+async def test_two_servers_in_one_process_count_apart(tmp_path: Path) -> None:
+    servers = [
+        await create_executor_server(
+            ExecutorSettings(address="127.0.0.1:0", local_store_dir=tmp_path / name, telemetry=METRICS)
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        async with AsyncExecutorClient(f"127.0.0.1:{servers[0].port}") as client:
+            await client.execute_plan(make_plan())
+        counts = [
+            value(await scrape(server), "grpc_server_handled_total", **rpc("ExecutorService", "ExecutePlan", "OK"))
+            for server in servers
+        ]
+    finally:
+        for server in servers:
+            await server.stop(None)
+    assert counts == [1, 0]
+    assert servers[0].metrics_port != servers[1].metrics_port
+
+
+async def test_the_metrics_port_closes_with_the_server(tmp_path: Path) -> None:
+    running = await create_executor_server(
+        ExecutorSettings(address="127.0.0.1:0", local_store_dir=tmp_path, telemetry=METRICS)
+    )
+    port = running.metrics_port
+    assert port is not None
+    await asyncio.to_thread(_scrape, port)
+    await running.stop(None)
+    with pytest.raises(OSError):
+        await asyncio.to_thread(_scrape, port)
+
+
+async def test_no_metrics_address_serves_no_metrics(tmp_path: Path) -> None:
+    running = await create_executor_server(ExecutorSettings(address="127.0.0.1:0", local_store_dir=tmp_path))
+    try:
+        assert running.metrics_port is None
+    finally:
+        await running.stop(None)
+
+
+async def test_planner_metrics_count_llm_fallbacks_and_llm_errors(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script_chat(fo.error(503, "the LLM is down"))
+    settings = PlannerSettings(
+        address="127.0.0.1:0", llm_base_url=fake_openai.base_url, llm_api_key="sk-test", llm_model="gpt-test",
+        llm_max_retries=0, llm_timeout_seconds=2.0, telemetry=METRICS,
+    )
+    running = await create_planner_server(settings)
+    try:
+        async with AsyncPlannerClient(f"127.0.0.1:{running.port}") as client:
+            plan = await client.create_plan("A goblin chief on a throne of bones", session_id="t-1")
+        samples = await scrape(running)
+    finally:
+        await running.stop(None)
+    assert plan.provenance.fell_back
+    assert value(samples, "grpc_server_handled_total", **rpc("PlannerService", "CreatePlan", "OK")) == 1
+    assert value(samples, "imagegen_planner_llm_fallbacks_total", reason="LLM_UNAVAILABLE") == 1
+    assert value(samples, "imagegen_planner_llm_errors_total", model="gpt-test", reason="LLM_UNAVAILABLE") == 1
+    assert value(samples, "imagegen_planner_llm_seconds_count", model="gpt-test", outcome="error") == 1

@@ -114,6 +114,8 @@ async def start_server(
 async def _start_health_server(address: str, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    # Reflection of health alone, so grpcurl can check it too; it shows nothing of the API.
+    reflection.enable_server_reflection((health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")

@@ -47,9 +47,9 @@ class CallContextFilter(logging.Filter):
 def json_formatter() -> logging.Formatter:
     """One JSON object per line: time, level, logger, message, then any extra fields."""
     return JsonFormatter(
-        "%(asctime)s %(levelname)s %(name)s %(message)s",
-        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",  # ISO 8601 in UTC, to the microsecond
     )
 
 

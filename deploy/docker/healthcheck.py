@@ -4,8 +4,10 @@
 
 The port comes from the service's own settings (PlannerSettings/ExecutorSettings
 .from_env()), read from the same environment the server started with, so the
-check cannot drift from the address the server listens on. Docker and compose
-use it; Kubernetes uses its native grpc probes instead.
+check cannot drift from the address the server listens on: the plaintext health
+port (*_HEALTH_ADDRESS) when there is one, which a TLS server needs for this
+check, else the service's own port. Docker and compose use it; Kubernetes uses
+its native grpc probes instead.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ def listen_address(service: str) -> str:
     if service == "planner":
         from planner_service.config import PlannerSettings
 
-        return PlannerSettings.from_env().address
+        planner = PlannerSettings.from_env()
+        return planner.security.health_address or planner.address
     if service == "executor":
         from executor_service.config import ExecutorSettings
 
-        return ExecutorSettings.from_env().address
+        executor = ExecutorSettings.from_env()
+        return executor.security.health_address or executor.address
     raise SystemExit(f"usage: {sys.argv[0]} planner|executor")
 
 

@@ -25,9 +25,10 @@ TARGETS = {
     "deploy/kubernetes/base": "base.yaml",
     "deploy/kubernetes/overlays/dev": "dev.yaml",
     "deploy/kubernetes/overlays/prod": "prod.yaml",
+    "deploy/kubernetes/overlays/prod-mtls": "prod-mtls.yaml",
 }
 # What gets deployed, and so what checkov must pass; base is only a building block.
-DEPLOYED = ("dev.yaml", "prod.yaml")
+DEPLOYED = ("dev.yaml", "prod.yaml", "prod-mtls.yaml")
 DOCKERFILE = "deploy/docker/Dockerfile"
 COMPOSE_FILE = "deploy/compose.yaml"
 

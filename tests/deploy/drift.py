@@ -117,12 +117,24 @@ def kubernetes_problems(objects: list[dict[str, Any]]) -> list[str]:
         grpc_ports = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == "grpc"]
         if grpc_ports != [port]:
             problems.append(f"{name}: containerPort named grpc {grpc_ports} != listen port {port}")
+        # grpc probes cannot do TLS: a TLS server is probed on its plaintext health port.
+        security = settings.security
+        probe_port, probed = port, "listen port"
+        if security.health_address:
+            probe_port, probed = port_of(security.health_address), "health port"
+            health_ports = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == "health"]
+            if health_ports != [probe_port]:
+                problems.append(f"{name}: containerPort named health {health_ports} != health port {probe_port}")
+        elif security.tls:
+            problems.append(
+                f"{name}: serves TLS, which grpc probes cannot do, and has no {security.variable('HEALTH_ADDRESS')}"
+            )
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             grpc_probe = container.get(probe, {}).get("grpc")
             if grpc_probe is None:
                 problems.append(f"{name}: {probe} is not a grpc probe")
-            elif grpc_probe["port"] != port:
-                problems.append(f"{name}: {probe} port {grpc_probe['port']} != listen port {port}")
+            elif grpc_probe["port"] != probe_port:
+                problems.append(f"{name}: {probe} port {grpc_probe['port']} != {probed} {probe_port}")
         readiness_service = container.get("readinessProbe", {}).get("grpc", {}).get("service")
         if readiness_service != known[name].health_name:
             problems.append(f"{name}: readiness asks for {readiness_service!r}, the server reports {known[name].health_name!r}")

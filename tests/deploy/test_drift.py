@@ -98,6 +98,22 @@ def test_a_termination_grace_shorter_than_the_drain_is_caught(manifests: dict[st
     assert "terminationGracePeriodSeconds" in problem
 
 
+def test_tls_without_a_plaintext_health_port_is_caught(manifests: dict[str, list[dict[str, Any]]]) -> None:
+    objects = copy.deepcopy(manifests["prod.yaml"])
+    del _configmap(objects, "planner-config")["data"]["PLANNER_HEALTH_ADDRESS"]
+    problems = _new_kubernetes_problems(manifests["prod.yaml"], objects)
+    assert "planner: serves TLS, which grpc probes cannot do, and has no PLANNER_HEALTH_ADDRESS" in problems
+    assert any("readinessProbe port 50061 != listen port 50051" in p for p in problems)
+
+
+def test_probes_off_the_health_port_are_caught(manifests: dict[str, list[dict[str, Any]]]) -> None:
+    objects = copy.deepcopy(manifests["prod.yaml"])
+    _container(objects, "executor")["livenessProbe"]["grpc"]["port"] = 50052  # the TLS port
+    assert _new_kubernetes_problems(manifests["prod.yaml"], objects) == [
+        "executor: livenessProbe port 50052 != health port 50062"
+    ]
+
+
 def test_a_readiness_probe_for_another_service_is_caught(manifests: dict[str, list[dict[str, Any]]]) -> None:
     objects = copy.deepcopy(manifests["base.yaml"])
     _container(objects, "executor")["readinessProbe"]["grpc"]["service"] = "imagegen.v1.PlannerService"
@@ -136,6 +152,7 @@ def test_every_secret_the_manifests_reference_is_documented(manifests: dict[str,
     """docs/deploy.md tells operators which Secrets to create, with which keys."""
     docs = (checks.REPO / "docs/deploy.md").read_text()
     refs: set[tuple[str, str]] = set()
+    mounted: set[tuple[str, tuple[str, ...]]] = set()
     for objects in manifests.values():
         assert [o for o in objects if o["kind"] == "Secret"] == [], "Secrets are created by operators, not committed"
         for o in objects:
@@ -144,18 +161,34 @@ def test_every_secret_the_manifests_reference_is_documented(manifests: dict[str,
                     ref = item.get("valueFrom", {}).get("secretKeyRef")
                     if ref:
                         refs.add((ref["name"], ref["key"]))
+            for volume in _pod_spec(o).get("volumes", []):
+                if "secret" in volume:
+                    keys = tuple(item["key"] for item in volume["secret"].get("items", []))
+                    mounted.add((volume["secret"]["secretName"], keys))
     assert refs, "expected the overlays to reference Secrets"
     for name, key in sorted(refs):
         command = f"kubectl create secret generic {name}"
         assert command in docs, f"docs/deploy.md does not say how to create {name}"
         section = docs[docs.index(command) :].split("\n\n", 1)[0]
         assert f"--from-literal={key}=" in section, f"docs/deploy.md does not set {name}'s key {key}"
+    assert mounted, "expected the TLS components to mount Secrets"
+    for name, keys in sorted(mounted):
+        # TLS Secrets: `kubectl create secret tls NAME` (tls.crt, tls.key) or generic with --from-file.
+        commands = [f"kubectl create secret tls {name} ", f"kubectl create secret generic {name} "]
+        found = [c for c in commands if c in docs]
+        assert found, f"docs/deploy.md does not say how to create {name}"
+        section = docs[docs.index(found[0]) :].split("\n\n", 1)[0]
+        for key in keys:
+            assert f"--from-file={key}=" in section, f"docs/deploy.md does not set {name}'s key {key}"
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec", {})
+    return spec.get("jobTemplate", {}).get("spec", spec).get("template", {}).get("spec", {})
 
 
 def _pod_containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = obj.get("spec", {})
-    template = spec.get("jobTemplate", {}).get("spec", spec).get("template", {})
-    return template.get("spec", {}).get("containers", [])
+    return _pod_spec(obj).get("containers", [])
 
 
 def test_deploy_paths_exist() -> None:

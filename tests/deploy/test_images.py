@@ -129,3 +129,24 @@ def test_healthcheck_targets_loopback_for_wildcard_addresses() -> None:
     assert healthcheck.target_for("0.0.0.0:50051") == "127.0.0.1:50051"
     assert healthcheck.target_for("[::]:50052") == "127.0.0.1:50052"
     assert healthcheck.target_for("10.0.0.7:50052") == "10.0.0.7:50052"
+
+
+async def test_healthcheck_uses_the_plaintext_health_port_of_a_tls_server(tmp_path: Path) -> None:
+    from imagegen.security import ServerSecurity
+    from tests.support.pki import make_pki
+
+    pki = make_pki(tmp_path)
+    security = ServerSecurity(
+        tls_cert_file=str(pki.server_cert), tls_key_file=str(pki.server_key), health_address="127.0.0.1:0"
+    )
+    running = await create_planner_server(PlannerSettings(address="127.0.0.1:0", mode="offline", security=security))
+    try:
+        env = {
+            "PLANNER_ADDRESS": f"0.0.0.0:{running.port}", "PLANNER_MODE": "offline",
+            "PLANNER_TLS_CERT_FILE": str(pki.server_cert), "PLANNER_TLS_KEY_FILE": str(pki.server_key),
+        }  # fmt: skip
+        code, _ = await _healthcheck("planner", env)
+        assert code == 1, "a plaintext check cannot pass against the TLS port"
+        assert await _healthcheck("planner", {**env, "PLANNER_HEALTH_ADDRESS": f"0.0.0.0:{running.health_port}"}) == (0, "")
+    finally:
+        await running.stop(None)

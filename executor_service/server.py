@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 
+from grpc_health.v1 import health_pb2
 from opentelemetry.trace import TracerProvider
 
 from executor_service.config import ExecutorSettings
@@ -19,7 +20,7 @@ from executor_service.servicer import ExecutorServicer
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
 from executor_service.metrics import ExecutorMetrics
-from imagegen.health import DependencyWatch
+from imagegen.health import LIVENESS, DependencyWatch
 from imagegen.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
 from imagegen.telemetry.logs import configure_logging
 from imagegen.telemetry.server import ServerTelemetry
@@ -125,6 +126,7 @@ async def _observe(
     )
     watch.start()
     running.on_stop.insert(0, watch.aclose)
+    await running.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     if owned:
         running.on_stop.append(executor.aclose)
 

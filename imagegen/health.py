@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[None]]
 
+# A health name that is SERVING while the process runs (NOT_SERVING once it
+# drains), whatever its dependencies do: what a liveness probe should ask for.
+LIVENESS = "liveness"
+
 
 class DependencyWatch:
     def __init__(self, running: RunningServer, check: Check, *, what: str, interval: float, timeout: float) -> None:

@@ -135,6 +135,7 @@ def kubernetes_problems(objects: list[dict[str, Any]]) -> list[str]:
                 problems.append(f"{name}: {probe} is not a grpc probe")
             elif grpc_probe["port"] != probe_port:
                 problems.append(f"{name}: {probe} port {grpc_probe['port']} != {probed} {probe_port}")
+        problems += _metrics_problems(name, settings, container, deployment)
         readiness_service = container.get("readinessProbe", {}).get("grpc", {}).get("service")
         if readiness_service != known[name].health_name:
             problems.append(f"{name}: readiness asks for {readiness_service!r}, the server reports {known[name].health_name!r}")
@@ -150,14 +151,40 @@ def kubernetes_problems(objects: list[dict[str, Any]]) -> list[str]:
             problems.append(f"{name}: no Service")
             continue
         ports = service["spec"]["ports"]
-        if [p.get("name") for p in ports] != ["grpc"]:
-            problems.append(f"{name}: Service ports are {[p.get('name') for p in ports]}, expected one named grpc")
+        listening = {"grpc": port, **({"metrics": metrics_port} if (metrics_port := _metrics_port(settings)) else {})}
+        if [p.get("name") for p in ports] != list(listening):
+            problems.append(f"{name}: Service ports are {[p.get('name') for p in ports]}, expected {list(listening)}")
         for p in ports:
+            listen = listening.get(p.get("name"), port)
             target = p.get("targetPort", p["port"])
-            target = port if target == "grpc" else target
+            target = listen if target == p.get("name") else target
             # Headless: clients dial pod IPs on the Service's port, so both must be the listen port.
-            if (p["port"], target) != (port, port):
-                problems.append(f"{name}: Service port {p['port']} -> {target} != listen port {port}")
+            if (p["port"], target) != (listen, listen):
+                problems.append(f"{name}: Service port {p['port']} -> {target} != listen port {listen}")
+    return problems
+
+
+def _metrics_port(settings: Any) -> int | None:
+    address = settings.telemetry.metrics_address
+    return port_of(address) if address else None
+
+
+def _metrics_problems(name: str, settings: Any, container: dict[str, Any], deployment: dict[str, Any]) -> list[str]:
+    """Metrics served means: reachable, the container port named metrics, and the
+    scrape annotations pointing at it; no metrics means no such port."""
+    declared = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == "metrics"]
+    port = _metrics_port(settings)
+    if port is None:
+        return [f"{name}: declares a metrics port {declared} but serves no metrics"] if declared else []
+    problems = []
+    if not settings.telemetry.metrics_address.startswith(("0.0.0.0:", "[::]:")):
+        problems.append(f"{name}: metrics on {settings.telemetry.metrics_address}, unreachable from outside the pod")
+    if declared != [port]:
+        problems.append(f"{name}: containerPort named metrics {declared} != metrics port {port}")
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    scrape = (annotations.get("prometheus.io/scrape"), annotations.get("prometheus.io/port"))
+    if scrape != ("true", str(port)):
+        problems.append(f"{name}: prometheus.io scrape annotations {scrape} do not point at metrics port {port}")
     return problems
 
 
@@ -190,8 +217,9 @@ def compose_problems(model: dict[str, Any]) -> list[str]:
             continue
         port = port_of(settings.address)
         published = [str(p).rpartition(":")[2] for p in service.get("ports", [])]
-        if published != [str(port)]:
-            problems.append(f"compose {name}: container ports {published} != listen port {port}")
+        listening = [str(p) for p in (port, _metrics_port(settings)) if p]
+        if published != listening:
+            problems.append(f"compose {name}: container ports {published} != listen and metrics ports {listening}")
         if service.get("build", {}).get("target") != name:
             problems.append(f"compose {name}: builds target {service.get('build', {}).get('target')!r}")
         check = service.get("healthcheck", {}).get("test", [])

@@ -123,11 +123,11 @@ def test_every_pod_is_hardened(manifests: dict[str, list[dict[str, Any]]], name:
             assert set(container["resources"]) == {"requests", "limits"}, workload
 
 
-def test_services_are_headless_with_a_grpc_port(manifests: dict[str, list[dict[str, Any]]]) -> None:
+def test_services_are_headless_with_grpc_and_metrics_ports(manifests: dict[str, list[dict[str, Any]]]) -> None:
     for name in ("planner", "executor"):
         (service,) = [o for o in manifests["prod.yaml"] if o["kind"] == "Service" and o["metadata"]["name"] == name]
         assert service["spec"]["clusterIP"] == "None"
-        assert [p["name"] for p in service["spec"]["ports"]] == ["grpc"]
+        assert [p["name"] for p in service["spec"]["ports"]] == ["grpc", "metrics"]
 
 
 def test_prod_autoscales_and_isolates(manifests: dict[str, list[dict[str, Any]]]) -> None:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from executor_service.config import ExecutorSettings
 from executor_service.server import SERVICE_NAME
 from executor_service.server import create_server as create_executor_server
+from imagegen.health import LIVENESS
 from imagegen.serving import RunningServer
 from planner_service.config import PlannerSettings
 from planner_service.server import create_server as create_planner_server
@@ -80,6 +81,7 @@ async def test_health_follows_the_local_store_directory(tmp_path: Path) -> None:
         await until(target, SERVING)
         shutil.rmtree(store)  # e.g. a volume that went away
         await until(target, NOT_SERVING)
+        assert await statuses(target, LIVENESS) == {NOT_SERVING, SERVING}  # "" is down, liveness is not
         store.mkdir()
         await until(target, SERVING)
     finally:

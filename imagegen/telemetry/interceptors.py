@@ -29,7 +29,9 @@ REQUEST_ID_KEY = "x-request-id"
 # cannot be forged or bloated through metadata.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 # Probes call these every few seconds: their lines are DEBUG, not INFO.
-_QUIET_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+_QUIET_SERVICES = frozenset(
+    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+)
 
 
 @dataclass(frozen=True)

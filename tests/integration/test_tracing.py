@@ -18,6 +18,7 @@ from executor_service.server import create_server as create_executor_server
 from imagegen.telemetry.tracing import instrument_clients
 from planner_service.config import PlannerSettings
 from planner_service.server import create_server as create_planner_server
+from tests.integration.test_logs import JsonLines, json_logs  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ async def targets(spans: tuple[TracerProvider, InMemorySpanExporter], tmp_path: 
 
 
 async def test_one_generate_is_one_trace_across_client_planner_and_executor(
-    spans: tuple[TracerProvider, InMemorySpanExporter], targets: tuple[str, str]
+    spans: tuple[TracerProvider, InMemorySpanExporter], targets: tuple[str, str], json_logs: JsonLines
 ) -> None:
     provider, exporter = spans
     async with AsyncImagegenClient(*targets) as client:
@@ -68,6 +69,13 @@ async def test_one_generate_is_one_trace_across_client_planner_and_executor(
             assert span.parent is not None and span.parent.span_id == clients[span.name].context.span_id
         elif span.kind == SpanKind.CLIENT:
             assert span.parent is not None and span.parent.span_id == parent.get_span_context().span_id
+    # each call's log lines name its trace and its server span
+    servers = {span.name.lstrip("/"): span for span in finished if span.kind == SpanKind.SERVER}
+    lines = [line for line in json_logs.records() if line["logger"] == "imagegen.rpc"]
+    assert sorted(line["method"] for line in lines) == sorted(servers)
+    for line in lines:
+        assert line["trace_id"] == format(trace_id, "032x")
+        assert line["span_id"] == format(servers[line["method"]].context.span_id, "016x")
 
 
 async def test_untraced_servers_and_undone_clients_make_no_spans(tmp_path: Path) -> None:

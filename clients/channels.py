@@ -15,7 +15,9 @@ What a channel gets (docs/architecture.md, "Clients"):
   (imagegen.serving.MIN_CLIENT_PING_INTERVAL_MS), and a service config whose
   retry policy retries only UNAVAILABLE, a bounded number of times with
   exponential backoff. Every RPC of both services is safe to retry: planning has
-  no side effects, and an execution of the same plan stores the same object.
+  no side effects, and an execution of the same plan stores the same object. The
+  services mark the UNAVAILABLE they report themselves (a provider, store or LLM
+  down, already retried) with retry pushback -1, so only the transport's is replayed.
 """
 
 from __future__ import annotations

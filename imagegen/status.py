@@ -40,6 +40,10 @@ _CODES: tuple[tuple[type[errors.ImagegenError], grpc.StatusCode], ...] = (
 )
 
 
+# gRPC's retry pushback (gRFC A6): a negative value tells the client's retry policy not to retry.
+NO_TRANSPARENT_RETRY = ("grpc-retry-pushback-ms", "-1")
+
+
 def status_code_for(error: errors.ImagegenError) -> grpc.StatusCode:
     return next(code for cls, code in _CODES if isinstance(error, cls))
 
@@ -78,9 +82,12 @@ def to_status(error: errors.ImagegenError) -> grpc.Status:
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     if error.plan is not None:
         details.append(_pack(error.plan))
-    return rpc_status.to_status(
-        status_pb2.Status(code=code.value[0], message=error.message, details=details)
-    )
+    status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=error.message, details=details))
+    # The service answered for itself (and has already retried its LLM, provider or
+    # store): the clients' channel retry policy, meant for UNAVAILABLE from the
+    # transport (a pod going away), must not replay the call. The caller decides,
+    # from the code, the reason and RetryInfo.
+    return status._replace(trailing_metadata=(*status.trailing_metadata, NO_TRANSPARENT_RETRY))
 
 
 _INTERNAL = rpc_status.to_status(

@@ -46,7 +46,7 @@ class ScriptedPlanner(planner_service_pb2_grpc.PlannerServiceServicer):
 
 
 @contextlib.asynccontextmanager
-async def serving(*planners: ScriptedPlanner) -> AsyncIterator[list[int]]:
+async def serving(*planners: planner_service_pb2_grpc.PlannerServiceServicer) -> AsyncIterator[list[int]]:
     running = [
         await start_server(
             "127.0.0.1:0",
@@ -163,3 +163,28 @@ async def test_create_plan_sends_the_mode_to_the_real_planner() -> None:
         await running.stop(None)
     assert offline.plan_id
     assert (refused.value.code, refused.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LLM_NOT_CONFIGURED")
+
+
+@dataclass
+class FailingPlanner(planner_service_pb2_grpc.PlannerServiceServicer):
+    """CreatePlan raises a domain error, mapped to its status by the servers' error mapping."""
+
+    error: Exception
+    attempts: int = 0
+
+    async def CreatePlan(self, request, context):  # type: ignore[no-untyped-def]
+        self.attempts += 1
+        raise self.error
+
+
+async def test_an_unavailable_the_service_reports_itself_is_not_replayed() -> None:
+    """PROVIDER_UNAVAILABLE, LLM_UNAVAILABLE, STORAGE_UNAVAILABLE come after the service
+    retried its dependency already: the channel must not multiply those attempts."""
+    from imagegen import errors
+
+    planner = FailingPlanner(errors.PlannerUnavailable("the LLM is down"))
+    async with serving(planner) as (port,):
+        with pytest.raises(PlanningFailed) as failed:
+            await plan(f"127.0.0.1:{port}")
+    assert (failed.value.code, failed.value.reason) == (grpc.StatusCode.UNAVAILABLE, "LLM_UNAVAILABLE")
+    assert planner.attempts == 1

@@ -13,7 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clients import AsyncExecutorClient, AsyncPlannerClient, ExecutionFailed
 from executor_service.config import ExecutorSettings
+from executor_service.executor import Executor
 from executor_service.server import create_server as create_executor_server
+from executor_service.stores.local_store import LocalObjectStore
 from imagegen.serving import RunningServer
 from imagegen.telemetry.settings import TelemetrySettings
 from planner_service.config import PlannerSettings
@@ -21,6 +23,7 @@ from planner_service.server import create_server as create_planner_server
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_executor_rpcs import make_plan
 from tests.support import fake_openai as fo
+from tests.support.executor_server import HeldProvider
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +176,29 @@ async def test_planner_metrics_count_llm_fallbacks_and_llm_errors(fake_openai: f
     assert value(samples, "imagegen_planner_llm_fallbacks_total", reason="LLM_UNAVAILABLE") == 1
     assert value(samples, "imagegen_planner_llm_errors_total", model="gpt-test", reason="LLM_UNAVAILABLE") == 1
     assert value(samples, "imagegen_planner_llm_seconds_count", model="gpt-test", outcome="error") == 1
+
+
+async def test_a_call_past_its_deadline_and_a_cancelled_call_are_counted_as_such(tmp_path: Path) -> None:
+    provider = HeldProvider(hold=True)  # renders wait until released: never, here
+    running = await create_executor_server(
+        ExecutorSettings(address="127.0.0.1:0", telemetry=METRICS),
+        Executor(provider, LocalObjectStore(tmp_path), PUBLIC_BASE),
+    )
+    try:
+        async with AsyncExecutorClient(f"127.0.0.1:{running.port}") as client:
+            with pytest.raises(ExecutionFailed) as caught:
+                await client.execute_plan(make_plan(), timeout=0.3)
+            assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            cancelled = asyncio.ensure_future(client.execute_plan(make_plan(style="noir")))
+            async with asyncio.timeout(10):
+                while provider.calls < 2:
+                    await asyncio.sleep(0.01)
+            cancelled.cancel()
+        expected = {"DEADLINE_EXCEEDED": 1.0, "CANCELLED": 1.0}
+        async with asyncio.timeout(10):  # the server finishes its side just after the client
+            while {code: value(await scrape(running), "grpc_server_handled_total",
+                               **rpc("ExecutorService", "ExecutePlan", code)) for code in expected} != expected:
+                await asyncio.sleep(0.02)
+    finally:
+        await running.stop(None)
+        await provider.aclose()

@@ -27,7 +27,7 @@ import grpc
 
 from imagegen import errors
 from imagegen.settings import ConfigError, env_str
-from imagegen.status import to_status
+from imagegen.status import abort_with_status, to_status
 
 # Health is exempt so that Kubernetes' grpc probes and load balancers work without a token.
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -135,12 +135,12 @@ def _denied(status: grpc.Status, kind: str) -> Any:
     if kind in ("unary_unary", "stream_unary"):
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort_with_status(status)
+            await abort_with_status(context, status)
 
         return deny
 
     async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort_with_status(status)
+        await abort_with_status(context, status)
         yield  # pragma: no cover - makes this an async generator; abort raises first
 
     return deny_stream

@@ -104,12 +104,13 @@ _INTERNAL = rpc_status.to_status(
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, errors.ImagegenError):
         log.info("%s failed: %s (%s)", method, exc.reason, status_code_for(exc).name)
-        await _abort(context, to_status(exc))
+        await abort_with_status(context, to_status(exc))
     log.error("%s failed unexpectedly", method, exc_info=exc)
-    await _abort(context, _INTERNAL)
+    await abort_with_status(context, _INTERNAL)
 
 
-async def _abort(context: grpc.aio.ServicerContext, status: grpc.Status) -> None:
+async def abort_with_status(context: grpc.aio.ServicerContext, status: grpc.Status) -> None:
+    """context.abort_with_status, keeping trailing metadata set earlier in the call."""
     # abort() replaces the trailing metadata: keep what an outer interceptor set
     # (the x-request-id) beside the status details.
     trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)

@@ -27,6 +27,7 @@ from executor_service.config import ExecutorSettings
 from executor_service.server import create_server as create_executor_server
 from imagegen.security import ServerSecurity
 from imagegen.serving import RunningServer
+from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from planner_service.config import PlannerSettings
 from planner_service.server import create_server as create_planner_server
 from tests.support.pki import Pki, make_pki
@@ -246,3 +247,16 @@ async def test_a_tls_server_serves_health_alone_in_plaintext_on_its_health_port(
             await running.health.enter_graceful_shutdown()  # what stop() does first: probes see the drain
             answer = await check(health_pb2.HealthCheckRequest(service="imagegen.v1.PlannerService"), timeout=5)
             assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_a_refused_call_still_returns_its_request_id(tokened: tuple[str, str]) -> None:
+    planner_target, _ = tokened
+    async with grpc.aio.insecure_channel(planner_target) as channel:
+        call = planner_service_pb2_grpc.PlannerServiceStub(channel).CreatePlan(
+            planner_service_pb2.CreatePlanRequest(prompt="A crown", session_id="tok"),
+            metadata=(("x-request-id", "req-no-token"),),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert dict(caught.value.trailing_metadata() or ())["x-request-id"] == "req-no-token"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import io
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -168,7 +169,7 @@ class MinioObjectStore:
         )
 
     def _put(self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]) -> StoredObject:
-        self._client.put_object(
+        written = self._client.put_object(
             self.bucket,
             key,
             io.BytesIO(data),  # shares data's buffer; the SDK reads it back as the same bytes object
@@ -179,10 +180,15 @@ class MinioObjectStore:
             part_size=max(len(data), MIN_PART_SIZE),
             num_parallel_uploads=1,
         )
-        stored = self._stat(key)  # the server's own create time, as a later stat() will see it
-        if stored is None:
-            raise StorageUnavailable(f"object store lost {key} right after writing it")
-        return stored
+        # The store's own clock, as a later stat() reports it (Last-Modified has
+        # whole seconds, like Date), without a second round trip per image.
+        return StoredObject(
+            key=key,
+            size=len(data),
+            content_type=content_type,
+            create_time=_response_date(written.http_headers) or self._now().replace(microsecond=0),
+            metadata=dict(metadata),
+        )
 
     def _get(self, key: str) -> Any:
         try:
@@ -247,6 +253,13 @@ def _releaser(response: Any) -> Callable[[], None]:
             response.release_conn()
 
     return release
+
+
+def _response_date(headers: Mapping[str, str]) -> dt.datetime | None:
+    try:
+        return email.utils.parsedate_to_datetime(headers["Date"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:

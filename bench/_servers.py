@@ -2,6 +2,8 @@
 does not share the servers' GIL: `python -m bench._servers KIND`, KIND one of
 
   planner   the real planner server (offline planner)
+  planner-bare  the same PlannerServicer on a bare grpc.aio server (no interceptors,
+            health or reflection): shows what the interceptors cost
   echo      the planner's baseline: a bare service with a canned reply
   executor  the real executor server with the configured store (EXECUTOR_* env),
             its provider replaced by one returning BENCH_IMAGE_BYTES of fresh bytes at once
@@ -52,6 +54,17 @@ async def start_echo() -> tuple[grpc.aio.Server, int]:
         response_serializer=planner_service_pb2.CreatePlanResponse.SerializeToString,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Echo": method}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+async def start_bare_planner() -> tuple[grpc.aio.Server, int]:
+    from imagegen.v1 import planner_service_pb2_grpc
+    from planner_service.servicer import PlannerServicer
+
+    server = grpc.aio.server()
+    planner_service_pb2_grpc.add_PlannerServiceServicer_to_server(PlannerServicer(build_planner(PlannerSettings())), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port
@@ -117,6 +130,9 @@ async def main(kind: str) -> None:
     size = int(os.environ.get("BENCH_IMAGE_BYTES", "0"))
     if kind in ("echo", "stream", "s3stream"):
         server, port = await (start_echo() if kind == "echo" else start_stream(size, from_s3=kind == "s3stream"))
+        stop = lambda: server.stop(None)  # noqa: E731
+    elif kind == "planner-bare":
+        server, port = await start_bare_planner()
         stop = lambda: server.stop(None)  # noqa: E731
     elif kind == "executor":
         running = await start_executor(size)

@@ -42,16 +42,19 @@ def _request(i: int) -> planner_service_pb2.CreatePlanRequest:
 async def run(quick: bool = False) -> dict:
     counts = {1: 100, 16: 200, 64: 200} if quick else {1: 1500, 16: 5000, 64: 5000}
     rows, by_concurrency = [], {}
-    with server_process("echo") as echo_target, server_process("planner") as planner_target:
+    with server_process("echo") as echo_target, server_process("planner") as planner_target, server_process(
+        "planner-bare"
+    ) as bare_target:
         async with grpc.aio.insecure_channel(echo_target) as echo_channel, grpc.aio.insecure_channel(
             planner_target
-        ) as planner_channel:
+        ) as planner_channel, grpc.aio.insecure_channel(bare_target) as bare_channel:
             echo = echo_channel.unary_unary(
                 ECHO_METHOD,
                 request_serializer=planner_service_pb2.CreatePlanRequest.SerializeToString,
                 response_deserializer=planner_service_pb2.CreatePlanResponse.FromString,
             )
             planner = planner_service_pb2_grpc.PlannerServiceStub(planner_channel)
+            bare = planner_service_pb2_grpc.PlannerServiceStub(bare_channel)
             requests_made = [_request(i) for i in range(max(counts.values()))]
 
             async def call_echo(i: int) -> None:
@@ -60,14 +63,19 @@ async def run(quick: bool = False) -> dict:
             async def call_planner(i: int) -> None:
                 await planner.CreatePlan(requests_made[i])
 
+            async def call_bare(i: int) -> None:  # diagnostic: the same servicer, no interceptors
+                await bare.CreatePlan(requests_made[i])
+
             await run_load(call_echo, requests=200, concurrency=8)  # warm up both
             await run_load(call_planner, requests=200, concurrency=8)
+            await run_load(call_bare, requests=200, concurrency=8)
             for concurrency, requests in counts.items():
                 # Interleaved, so drift on a noisy machine hits both alike.
                 baseline = await run_load(call_echo, requests=requests, concurrency=concurrency)
                 measured = await run_load(call_planner, requests=requests, concurrency=concurrency)
+                diagnostic = await run_load(call_bare, requests=requests, concurrency=concurrency)
                 by_concurrency[concurrency] = measured.throughput / baseline.throughput
-                for name, stats in (("echo", baseline), ("planner", measured)):
+                for name, stats in (("echo", baseline), ("planner", measured), ("planner, no interceptors", diagnostic)):
                     rows.append(
                         {"service": name, "concurrency": concurrency, "requests": requests,
                          "req_per_s": stats.throughput, "p50_ms": stats.p50_ms, "p99_ms": stats.p99_ms}

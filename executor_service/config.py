@@ -10,7 +10,7 @@ from pathlib import Path
 
 from executor_service.providers import image_options
 from imagegen.security import ServerSecurity
-from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_str
+from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str
 from imagegen.telemetry.settings import TelemetrySettings
 
 PROVIDERS = ("offline", "openai")
@@ -87,7 +87,7 @@ class ExecutorSettings:
             openai_timeout_seconds=env_float(
                 env, "EXECUTOR_OPENAI_TIMEOUT_SECONDS", cls.openai_timeout_seconds, minimum=0.001
             ),
-            openai_max_retries=_env_int(env, "EXECUTOR_OPENAI_MAX_RETRIES", cls.openai_max_retries),
+            openai_max_retries=env_int(env, "EXECUTOR_OPENAI_MAX_RETRIES", cls.openai_max_retries),
             store=env_choice(env, "EXECUTOR_STORE", cls.store, STORES),
             local_store_dir=Path(env_str(env, "EXECUTOR_LOCAL_STORE_DIR", str(cls.local_store_dir))),
             bucket=env_str(env, "EXECUTOR_BUCKET", cls.bucket),
@@ -100,8 +100,8 @@ class ExecutorSettings:
             minio_timeout_seconds=env_float(
                 env, "EXECUTOR_MINIO_TIMEOUT_SECONDS", cls.minio_timeout_seconds, minimum=0.001
             ),
-            minio_max_retries=_env_int(env, "EXECUTOR_MINIO_MAX_RETRIES", cls.minio_max_retries),
-            url_expiry_seconds=_env_int(env, "EXECUTOR_URL_EXPIRY_SECONDS", cls.url_expiry_seconds),
+            minio_max_retries=env_int(env, "EXECUTOR_MINIO_MAX_RETRIES", cls.minio_max_retries),
+            url_expiry_seconds=env_int(env, "EXECUTOR_URL_EXPIRY_SECONDS", cls.url_expiry_seconds),
             health_interval_seconds=env_float(
                 env, "EXECUTOR_HEALTH_INTERVAL_SECONDS", cls.health_interval_seconds, minimum=0.01
             ),
@@ -169,16 +169,3 @@ def _url(env: Mapping[str, str], name: str) -> str:
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{name}={url!r}: expected an http:// or https:// URL")
     return url.rstrip("/")
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
-    if value < 0:
-        raise ConfigError(f"{name}={raw!r}: must be at least 0")
-    return value

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from imagegen.security import ServerSecurity
-from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_str
+from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str
 from imagegen.telemetry.settings import TelemetrySettings
 
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
@@ -61,10 +61,10 @@ class PlannerSettings:
             llm_model=env_str(env, "PLANNER_LLM_MODEL", cls.llm_model),
             llm_path=env_choice(env, "PLANNER_LLM_PATH", cls.llm_path, ("tools", "json")),
             llm_timeout_seconds=env_float(env, "PLANNER_LLM_TIMEOUT_SECONDS", cls.llm_timeout_seconds, minimum=0.001),
-            llm_max_retries=_env_int(env, "PLANNER_LLM_MAX_RETRIES", cls.llm_max_retries),
+            llm_max_retries=env_int(env, "PLANNER_LLM_MAX_RETRIES", cls.llm_max_retries),
             llm_seed=_env_seed(env, "PLANNER_LLM_SEED", cls.llm_seed),
             fallback=env_bool(env, "PLANNER_LLM_FALLBACK", cls.fallback),
-            cache_size=_env_int(env, "PLANNER_CACHE_SIZE", cls.cache_size),
+            cache_size=env_int(env, "PLANNER_CACHE_SIZE", cls.cache_size),
             cache_ttl_seconds=env_float(env, "PLANNER_CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
             telemetry=TelemetrySettings.from_env(env, "PLANNER", "imagegen-planner"),
             security=ServerSecurity.from_env(env, "PLANNER"),
@@ -76,24 +76,11 @@ class PlannerSettings:
         return settings
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
-    if value < 0:
-        raise ConfigError(f"{name}={raw!r}: must be at least 0")
-    return value
-
-
 def _env_seed(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     raw = env.get(name, "").strip().lower()
     if raw in ("off", "none"):
         return None
-    return _env_int(env, name, 0) if raw else default
+    return env_int(env, name, 0) if raw else default
 
 
 def _env_url(env: Mapping[str, str], name: str) -> str:

@@ -15,10 +15,8 @@ errors of imagegen.errors here.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +24,7 @@ import openai
 
 from imagegen.contract import image_type_name
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
+from imagegen.retry_after import retry_after_seconds
 from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from imagegen.validation import MAX_PROMPT_CHARS
@@ -225,28 +224,6 @@ class OpenAIPlanningAgent:
             f"the planning LLM rejected the request (HTTP {status}); check the model name and base URL",
             metadata=metadata,
         )
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from retry-after-ms, or Retry-After as seconds or an HTTP date."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _message(completion: Any) -> Any:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import hashlib
 import io
 import logging
-import time
 from collections.abc import Mapping
 
 import openai
@@ -33,6 +31,7 @@ from imagegen.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
+from imagegen.retry_after import retry_after_seconds
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
 
@@ -177,25 +176,3 @@ def _describe(data: bytes, model: str) -> tuple[str, int, int]:
             return _PIL_FORMATS.get(image.format or "", f"image/{(image.format or '').lower()}"), *image.size
     except (UnidentifiedImageError, OSError):
         raise ProviderUnavailable(f"{model} returned bytes that are not an image", metadata=_meta(model)) from None
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from retry-after-ms, or Retry-After as seconds or an HTTP date."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -16,7 +16,8 @@ from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from planner_service.drafts import SIZE_PATTERN
 from planner_service.offline_planner import STYLE_PRESETS
-from planner_service.openai_agent import TOOL_NAME, OpenAIPlanningAgent, retry_after_seconds
+from imagegen.retry_after import retry_after_seconds
+from planner_service.openai_agent import TOOL_NAME, OpenAIPlanningAgent
 from planner_service.ports import DraftUnusable, PlanDraft, Repair
 from tests.support import fake_openai as fo
 

@@ -528,23 +528,6 @@ class ExternalS3:
             "or stop it (skip tests that need to stop/restart the S3 server)"
         )
 
-    def _check_volumes_registered(self, expected: int) -> None:
-        """Raise unless the master knows a volume server and ``expected`` volumes."""
-        url = f"http://127.0.0.1:{self.ports['master']}/dir/status"
-        with _NO_PROXY_OPENER.open(url, timeout=2) as resp:
-            topology = json.load(resp)["Topology"]
-        nodes = [
-            node
-            for dc in topology.get("DataCenters") or []
-            for rack in dc.get("Racks") or []
-            for node in rack.get("DataNodes") or []
-        ]
-        known = sum(node.get("Volumes", 0) for node in nodes)
-        if not nodes or known < expected:
-            raise S3ServerError(
-                f"master knows {len(nodes)} volume server(s) and {known}/{expected} volumes"
-            )
-
     def stop(self, *, graceful: bool = True) -> None:
         raise S3ServerError(
             f"S3 at {self.endpoint} comes from ${ENV_ENDPOINT}; tests cannot start "

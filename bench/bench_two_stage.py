@@ -15,13 +15,13 @@ from bench.providers import FixedProvider, png_bytes
 from clients import AsyncImagegenClient
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
-from executor_service.server import create_server as create_executor_server
+from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from planner_service.config import PlannerSettings
-from planner_service.server import build_planner
-from planner_service.server import create_server as create_planner_server
+from planner_service.bootstrap import build_planner
+from planner_service.bootstrap import create_server as create_planner_server
 
 
 def prompt(i: int, path: str) -> str:

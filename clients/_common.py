@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from imagegen.contract import image_type_from_name, image_type_name
+from imagegen.catalogue import image_type_from_name, image_type_name
 from imagegen.v1.executor_service_pb2 import (
     ExecutePlanRequest,
     SignImageUrlRequest,

@@ -12,7 +12,7 @@ What a channel gets (docs/architecture.md, "Clients"):
   between pods) as an `authorization` header added by a client interceptor.
 - round_robin over every address the target resolves to (`dns:///` names of
   headless Services), keepalive pings that the servers accept
-  (imagegen.serving.MIN_CLIENT_PING_INTERVAL_MS), and a service config whose
+  (imagegen_runtime.serving.MIN_CLIENT_PING_INTERVAL_MS), and a service config whose
   retry policy retries only UNAVAILABLE, a bounded number of times with
   exponential backoff. Every RPC of both services is safe to retry: planning has
   no side effects, and an execution of the same plan stores the same object. The
@@ -32,7 +32,7 @@ import grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVICES = ("imagegen.v1.PlannerService", "imagegen.v1.ExecutorService")
-# The servers answer pings this often and no more (imagegen.serving.MIN_CLIENT_PING_INTERVAL_MS;
+# The servers answer pings this often and no more (imagegen_runtime.serving.MIN_CLIENT_PING_INTERVAL_MS;
 # a test keeps the two equal): a client pinging faster would be sent GOAWAY too_many_pings.
 SERVER_MIN_PING_INTERVAL = 10.0
 Pem = bytes | str | Path  # PEM bytes, or the path of a PEM file

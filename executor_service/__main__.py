@@ -1,3 +1,3 @@
-from executor_service.server import main
+from executor_service.bootstrap import main
 
 main()

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from executor_service.providers import image_options
-from imagegen.security import ServerSecurity
-from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str
-from imagegen.telemetry.settings import TelemetrySettings
+from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str
+from imagegen_runtime.telemetry.settings import TelemetrySettings
 
 PROVIDERS = ("offline", "openai")
 STORES = ("local", "minio")
@@ -54,7 +54,7 @@ class ExecutorSettings:
     health_timeout_seconds: float = 3.0
     telemetry: TelemetrySettings = TelemetrySettings(service_name="imagegen-executor")
     # Security: TLS / mutual TLS, the bearer token, the plaintext health port
-    # (EXECUTOR_TLS_*, EXECUTOR_AUTH_TOKEN, EXECUTOR_HEALTH_ADDRESS; imagegen.security).
+    # (EXECUTOR_TLS_*, EXECUTOR_AUTH_TOKEN, EXECUTOR_HEALTH_ADDRESS; imagegen_runtime.security).
     security: ServerSecurity = ServerSecurity(prefix="EXECUTOR")
 
     @property

@@ -19,9 +19,18 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from executor_service.events import ExecutionEvents, NoExecutionEvents
-from executor_service.ports import ImageProvider, ObjectReader, ObjectStore, RenderedImage, SignedUrl, StoredObject
-from imagegen.contract import IMAGE_TYPE_NAMES, image_type_name, with_fingerprint
+from executor_service.ports import (
+    ExecutionObserver,
+    ImageProvider,
+    NoExecutionObserver,
+    ObjectReader,
+    ObjectStore,
+    RenderedImage,
+    SignedUrl,
+    StoredObject,
+)
+from imagegen.catalogue import IMAGE_TYPE_NAMES, image_type_name
+from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
 from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo
@@ -117,10 +126,10 @@ class Executor:
         *,
         remembered_requests: int = 10_000,
         clock: Callable[[], float] = time.perf_counter,
-        events: ExecutionEvents | None = None,
+        observer: ExecutionObserver | None = None,
     ) -> None:
         self._provider = provider
-        self._events: ExecutionEvents = events or NoExecutionEvents()
+        self._observer: ExecutionObserver = observer or NoExecutionObserver()
         self._store = store
         self._public_base_url = public_base_url.rstrip("/")
         self._clock = clock
@@ -184,7 +193,7 @@ class Executor:
                 earlier = self._by_request_id.get(request_id)
                 if earlier is not None:
                     result = self._replay(request_id, earlier, plan)
-                    self._events.reused("request_id")
+                    self._observer.reused("request_id")
                     return result
             result = await self._execute_once(plan, on_stage)
             if request_id:
@@ -199,7 +208,7 @@ class Executor:
         key = object_key(plan, mime_type)
         flight = self._in_flight.get(key)
         if flight is not None:
-            self._events.reused("in_flight")
+            self._observer.reused("in_flight")
         else:
             flight = self._in_flight[key] = _Flight()
             task = flight.task = asyncio.ensure_future(self._stored_or_render(plan, key, mime_type, flight.report))
@@ -227,7 +236,7 @@ class Executor:
     ) -> ImageGenerationResult:
         existing = await self._store.stat(key)
         if existing is not None:
-            self._events.reused("stored")
+            self._observer.reused("stored")
             return await self._result(plan, existing, reused=True)
         report(ExecutionStage.EXECUTION_STAGE_RENDERING)
         started = self._clock()
@@ -238,7 +247,7 @@ class Executor:
         report(ExecutionStage.EXECUTION_STAGE_STORING)
         provider = image.provider or self._provider.name
         stored = await self._store.put(key, image.data, image.mime_type, _metadata(plan, provider, image, latency_ms))
-        self._events.stored(stored.size)
+        self._observer.stored(stored.size)
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
     async def _result(

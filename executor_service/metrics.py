@@ -1,4 +1,4 @@
-"""The executor's Prometheus metrics: what the use case reports (ExecutionEvents)
+"""The executor's Prometheus metrics: what the use case reports (ExecutionObserver)
 and what each image provider does (ObservedProvider wraps one). Wiring only:
 the domain never imports this module."""
 
@@ -9,10 +9,10 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from executor_service.events import ReuseKind
+from executor_service.ports import ReuseKind
 from executor_service.ports import ImageProvider, RenderedImage
 from imagegen.errors import ImagegenError
-from imagegen.telemetry.metrics import LATENCY_BUCKETS
+from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
 
@@ -41,7 +41,7 @@ class ExecutorMetrics:
             ("provider", "reason"), registry=registry,
         )
 
-    # ExecutionEvents
+    # ExecutionObserver
     def reused(self, kind: ReuseKind) -> None:
         self.dedup_hits.labels(kind).inc()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
@@ -103,3 +103,30 @@ class ObjectStore(Protocol):
         """The object's bytes in chunks of at most chunk_size; NotFound when
         nothing is stored under key."""
         ...
+
+
+# What the execution use case tells an observer (metrics, in the wiring): a port like the
+# provider and the store, pointing outwards. The default does nothing.
+# How an execution got its image without rendering it:
+#   stored      the plan's image was already in the store
+#   in_flight   it joined an identical execution already rendering
+#   request_id  a retried call (same request_id) got the first call's result
+ReuseKind = Literal["stored", "in_flight", "request_id"]
+
+
+class ExecutionObserver(Protocol):
+    def reused(self, kind: ReuseKind) -> None:
+        """An execution was answered without a render of its own."""
+        ...
+
+    def stored(self, byte_size: int) -> None:
+        """A rendered image of byte_size bytes was written to the store."""
+        ...
+
+
+class NoExecutionObserver:
+    def reused(self, kind: ReuseKind) -> None:
+        pass
+
+    def stored(self, byte_size: int) -> None:
+        pass

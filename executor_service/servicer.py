@@ -1,5 +1,5 @@
 """ExecutorService over gRPC: proto in, domain call, proto out. Errors are
-mapped by imagegen.status.ErrorMappingInterceptor, not here."""
+mapped by imagegen_runtime.error_mapping.ErrorMappingInterceptor, not here."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Domain errors shared by both services and the clients.
 
-Plain exceptions with no transport in them: imagegen.status turns them into
+Plain exceptions with no transport in them: imagegen_runtime.error_mapping turns them into
 gRPC statuses in one place, and the clients turn statuses back into
 PlanningFailed / ExecutionFailed.
 """

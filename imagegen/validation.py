@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 
-from imagegen.contract import plan_fingerprint
+from imagegen.fingerprint import plan_fingerprint
 from imagegen.errors import FieldViolation, InvalidRequest
 from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType

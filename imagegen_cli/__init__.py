@@ -27,14 +27,14 @@ from urllib.parse import unquote, urlparse
 from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed
 from clients.aio import AsyncImagegenClient
 from executor_service.config import ExecutorSettings
-from executor_service.server import create_server as create_executor_server
-from imagegen.contract import plan_from_json, plan_to_dict, result_to_dict
+from executor_service.bootstrap import create_server as create_executor_server
+from imagegen.json_mapping import plan_from_json, plan_to_dict, result_to_dict
 from imagegen.errors import InvalidRequest
-from imagegen.security import ServerSecurity
-from imagegen.serving import RunningServer, serve_until_signalled
-from imagegen.settings import ConfigError
+from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.serving import RunningServer, serve_until_signalled
+from imagegen_runtime.settings import ConfigError
 from planner_service.config import PlannerSettings
-from planner_service.server import create_server as create_planner_server
+from planner_service.bootstrap import create_server as create_planner_server
 
 DEMO_PROMPT = "A dwarf cleric raising a glowing warhammer in a torchlit crypt"
 

@@ -1,3 +1,3 @@
-from planner_service.server import main
+from planner_service.bootstrap import main
 
 main()

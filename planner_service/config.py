@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from imagegen.security import ServerSecurity
-from imagegen.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str
-from imagegen.telemetry.settings import TelemetrySettings
+from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str
+from imagegen_runtime.telemetry.settings import TelemetrySettings
 
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 
@@ -34,7 +34,7 @@ class PlannerSettings:
     # Observability (docs/operations.md): PLANNER_METRICS_ADDRESS, LOG_FORMAT, OTEL_*.
     telemetry: TelemetrySettings = TelemetrySettings(service_name="imagegen-planner")
     # Security: TLS / mutual TLS, the bearer token, the plaintext health port
-    # (PLANNER_TLS_*, PLANNER_AUTH_TOKEN, PLANNER_HEALTH_ADDRESS; imagegen.security).
+    # (PLANNER_TLS_*, PLANNER_AUTH_TOKEN, PLANNER_HEALTH_ADDRESS; imagegen_runtime.security).
     security: ServerSecurity = ServerSecurity(prefix="PLANNER")
 
     @property

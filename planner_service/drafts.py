@@ -14,7 +14,8 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from imagegen.contract import IMAGE_TYPE_NAMES, image_type_from_name, image_type_name, with_fingerprint
+from imagegen.catalogue import IMAGE_TYPE_NAMES, image_type_from_name, image_type_name
+from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from imagegen.validation import MAX_PROMPT_CHARS, plan_violations

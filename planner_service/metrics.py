@@ -1,4 +1,4 @@
-"""The planner's Prometheus metrics: what the use case reports (PlanningEvents)
+"""The planner's Prometheus metrics: what the use case reports (PlanningObserver)
 and what the LLM does (ObservedAgent wraps the LLM agent). Wiring only: the
 domain never imports this module."""
 
@@ -10,7 +10,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from imagegen.errors import ImagegenError
-from imagegen.telemetry.metrics import LATENCY_BUCKETS
+from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from planner_service.ports import DraftUnusable, PlanDraft, PlanningAgent, Repair
 
@@ -33,7 +33,7 @@ class PlannerMetrics:
             ("model", "reason"), registry=registry,
         )
 
-    # PlanningEvents
+    # PlanningObserver
     def llm_fell_back(self, reason: str) -> None:
         self.llm_fallbacks.labels(reason).inc()
 

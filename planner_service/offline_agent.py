@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from imagegen.contract import image_type_name
+from imagegen.catalogue import image_type_name
 from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
-from planner_service.offline_planner import plan_offline
+from planner_service.offline_rules import plan_offline
 from planner_service.ports import PlanDraft, Repair
 
 

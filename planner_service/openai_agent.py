@@ -22,14 +22,14 @@ from typing import Any
 
 import openai
 
-from imagegen.contract import image_type_name
+from imagegen.catalogue import image_type_name
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
-from imagegen.retry_after import retry_after_seconds
+from imagegen_runtime.retry_after import retry_after_seconds
 from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from imagegen.validation import MAX_PROMPT_CHARS
 from planner_service.drafts import draft_schema, parse_draft
-from planner_service.offline_planner import DEFAULT_SIZES
+from planner_service.offline_rules import DEFAULT_SIZES
 from planner_service.ports import DraftUnusable, PlanDraft, Repair
 
 log = logging.getLogger(__name__)

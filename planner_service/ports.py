@@ -64,3 +64,16 @@ class PlanningAgent(Protocol):
     async def aclose(self) -> None:
         """Release connections; the agent is not used afterwards."""
         ...
+
+
+# What the planning use case tells an observer (metrics, in the wiring); the default does nothing.
+class PlanningObserver(Protocol):
+    def llm_fell_back(self, reason: str) -> None:
+        """The LLM could not plan (reason: the error's, e.g. LLM_UNAVAILABLE); the
+        offline planner did."""
+        ...
+
+
+class NoPlanningObserver:
+    def llm_fell_back(self, reason: str) -> None:
+        pass

@@ -1,12 +1,12 @@
 """PlannerService over gRPC: proto in, domain call, proto out. Errors are
-mapped by imagegen.status.ErrorMappingInterceptor, not here."""
+mapped by imagegen_runtime.error_mapping.ErrorMappingInterceptor, not here."""
 
 from __future__ import annotations
 
 import grpc
 
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
-from planner_service.planner import Planner
+from planner_service.planning import Planner
 
 
 class PlannerServicer(planner_service_pb2_grpc.PlannerServiceServicer):

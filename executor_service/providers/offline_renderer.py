@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from executor_service.ports import RenderedImage
 from executor_service.providers.image_options import MIME_TYPES, output_format, output_mime_type
-from imagegen.contract import image_type_name
+from imagegen.catalogue import image_type_name
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
 

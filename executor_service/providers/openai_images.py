@@ -31,7 +31,7 @@ from imagegen.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from imagegen.retry_after import retry_after_seconds
+from imagegen_runtime.retry_after import retry_after_seconds
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
 

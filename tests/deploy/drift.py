@@ -47,8 +47,8 @@ class Service:
 
 def services() -> dict[str, Service]:
     # Imported here: the server modules pull in grpc and the adapters.
-    from executor_service.server import SERVICE_NAME as EXECUTOR
-    from planner_service.server import SERVICE_NAME as PLANNER
+    from executor_service.bootstrap import SERVICE_NAME as EXECUTOR
+    from planner_service.bootstrap import SERVICE_NAME as PLANNER
 
     return {"planner": Service(PlannerSettings, PLANNER), "executor": Service(ExecutorSettings, EXECUTOR)}
 

@@ -14,9 +14,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from imagegen.serving import RunningServer
+from imagegen_runtime.serving import RunningServer
 from planner_service.config import PlannerSettings
-from planner_service.server import create_server as create_planner_server
+from planner_service.bootstrap import create_server as create_planner_server
 from tests.deploy import checks
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,7 @@ def test_healthcheck_targets_loopback_for_wildcard_addresses() -> None:
 
 
 async def test_healthcheck_uses_the_plaintext_health_port_of_a_tls_server(tmp_path: Path) -> None:
-    from imagegen.security import ServerSecurity
+    from imagegen_runtime.security import ServerSecurity
     from tests.support.pki import make_pki
 
     pki = make_pki(tmp_path)

@@ -45,7 +45,7 @@ def test_the_network_policies_let_prometheus_scrape(manifests: dict[str, list[di
 
 
 def test_the_executors_liveness_ignores_the_store(manifests: dict[str, list[dict[str, Any]]]) -> None:
-    from imagegen.health import LIVENESS
+    from imagegen_runtime.health import LIVENESS
 
     assert _container(manifests["prod.yaml"], "executor")["livenessProbe"]["grpc"]["service"] == LIVENESS
 

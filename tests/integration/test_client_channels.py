@@ -1,7 +1,7 @@
 """What clients/channels.py gives every channel, shown against real servers: the
 retry policy (UNAVAILABLE only), round_robin across addresses, the default deadline.
 
-The servers are planner stand-ins served by imagegen.serving.start_server (so
+The servers are planner stand-ins served by imagegen_runtime.serving.start_server (so
 with the production server options) whose CreatePlan does what each test needs
 and records which server answered how often.
 """
@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from clients import AsyncPlannerClient, ChannelOptions, PlanningFailed, RetryPolicy
-from imagegen.serving import ServiceBinding, start_server
+from imagegen_runtime.serving import ServiceBinding, start_server
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
@@ -151,7 +151,7 @@ async def test_the_blocking_client_gets_the_same_retry_policy() -> None:
 
 async def test_create_plan_sends_the_mode_to_the_real_planner() -> None:
     from planner_service.config import PlannerSettings
-    from planner_service.server import create_server
+    from planner_service.bootstrap import create_server
 
     running = await create_server(PlannerSettings(address="127.0.0.1:0"))  # no LLM configured
     try:

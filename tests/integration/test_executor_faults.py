@@ -15,7 +15,7 @@ import pytest
 from clients import AsyncExecutorClient, ExecutionFailed
 from executor_service.executor import Executor, object_key
 from executor_service.stores.minio_store import MinioObjectStore
-from imagegen.contract import with_fingerprint
+from imagegen.fingerprint import with_fingerprint
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_executor_rpcs import make_plan, minio_store  # noqa: F401 - fixture
 from tests.integration.test_openai_images import image_bytes, openai_provider

@@ -18,7 +18,7 @@ from clients import AsyncExecutorClient, ExecutionFailed, ExecutorClient
 from executor_service.executor import Executor
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
-from imagegen.contract import with_fingerprint
+from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import ProviderUnavailable
 from imagegen.v1 import executor_service_pb2_grpc
 from imagegen.v1.executor_service_pb2 import ExecutionStage, GetImageRequest

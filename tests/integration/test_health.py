@@ -14,12 +14,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from executor_service.config import ExecutorSettings
-from executor_service.server import SERVICE_NAME
-from executor_service.server import create_server as create_executor_server
-from imagegen.health import LIVENESS
-from imagegen.serving import RunningServer
+from executor_service.bootstrap import SERVICE_NAME
+from executor_service.bootstrap import create_server as create_executor_server
+from imagegen_runtime.health import LIVENESS
+from imagegen_runtime.serving import RunningServer
 from planner_service.config import PlannerSettings
-from planner_service.server import create_server as create_planner_server
+from planner_service.bootstrap import create_server as create_planner_server
 from tests.support.s3_server import S3Server
 
 pytestmark = pytest.mark.integration

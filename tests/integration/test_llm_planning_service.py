@@ -14,13 +14,13 @@ import pytest
 
 from clients import AsyncPlannerClient, PlanningFailed
 from clients.errors import planning_failed
-from imagegen.contract import with_fingerprint
+from imagegen.fingerprint import with_fingerprint
 from imagegen.v1 import planner_service_pb2_grpc
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest, PlanningMode
 from planner_service.config import PlannerSettings
 from planner_service.openai_agent import TOOL_NAME
-from planner_service.server import build_planner, create_server
+from planner_service.bootstrap import build_planner, create_server
 from tests.support import fake_openai as fo
 
 pytestmark = pytest.mark.integration

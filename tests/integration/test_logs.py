@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from clients.errors import execution_failed
-from imagegen.telemetry.logs import configure_logging
+from imagegen_runtime.telemetry.logs import configure_logging
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc, planner_service_pb2, planner_service_pb2_grpc
 from planner_service.config import PlannerSettings
-from planner_service.server import create_server as create_planner_server
+from planner_service.bootstrap import create_server as create_planner_server
 from tests.conftest import Services
 from tests.integration.test_executor_rpcs import make_plan
 from tests.support import fake_openai as fo
@@ -102,7 +102,7 @@ async def test_a_failed_call_returns_its_request_id_beside_the_error_details(
     assert failure.reason == "INVALID_REQUEST" and [v.field for v in failure.violations] == ["plan.size"]
     lines = json_logs.of("req-bad-size")
     assert [line["code"] for line in lines if line["logger"] == "imagegen.rpc"] == ["INVALID_ARGUMENT"]
-    assert any(line["logger"] == "imagegen.status" for line in lines)  # the error mapping's own line
+    assert any(line["logger"] == "imagegen_runtime.error_mapping" for line in lines)  # the error mapping's own line
 
 
 async def test_a_forged_request_id_is_replaced(services: Services, json_logs: JsonLines) -> None:
@@ -130,7 +130,7 @@ async def test_the_domains_own_lines_carry_the_calls_request_id(fake_openai: fo.
     finally:
         await running.stop(None)
     loggers = [line["logger"] for line in json_logs.of("req-fallback")]
-    assert "planner_service.planner" in loggers  # "LLM planning failed ...; planning offline instead"
+    assert "planner_service.planning" in loggers  # "LLM planning failed ...; planning offline instead"
     assert loggers[-1] == "imagegen.rpc"
 
 

@@ -10,13 +10,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from imagegen.contract import IMAGE_TYPE_NAMES
+from imagegen.catalogue import IMAGE_TYPE_NAMES
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
 from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from planner_service.drafts import SIZE_PATTERN
-from planner_service.offline_planner import STYLE_PRESETS
-from imagegen.retry_after import retry_after_seconds
+from planner_service.offline_rules import STYLE_PRESETS
+from imagegen_runtime.retry_after import retry_after_seconds
 from planner_service.openai_agent import TOOL_NAME, OpenAIPlanningAgent
 from planner_service.ports import DraftUnusable, PlanDraft, Repair
 from tests.support import fake_openai as fo

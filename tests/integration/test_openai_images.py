@@ -18,7 +18,7 @@ from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.contract import with_fingerprint
+from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import ContentRejected
 from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType

@@ -24,12 +24,12 @@ from clients import (
     PlanningFailed,
 )
 from executor_service.config import ExecutorSettings
-from executor_service.server import create_server as create_executor_server
-from imagegen.security import ServerSecurity
-from imagegen.serving import RunningServer
+from executor_service.bootstrap import create_server as create_executor_server
+from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.serving import RunningServer
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from planner_service.config import PlannerSettings
-from planner_service.server import create_server as create_planner_server
+from planner_service.bootstrap import create_server as create_planner_server
 from tests.support.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration

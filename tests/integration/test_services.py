@@ -22,7 +22,7 @@ from clients import (
     ImagegenClient,
     PlanningFailed,
 )
-from imagegen.contract import with_fingerprint
+from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from tests.conftest import PUBLIC_BASE, Services
 

@@ -14,10 +14,10 @@ from opentelemetry.trace import SpanKind
 
 from clients import AsyncImagegenClient
 from executor_service.config import ExecutorSettings
-from executor_service.server import create_server as create_executor_server
-from imagegen.telemetry.tracing import instrument_clients
+from executor_service.bootstrap import create_server as create_executor_server
+from imagegen_runtime.telemetry.tracing import instrument_clients
 from planner_service.config import PlannerSettings
-from planner_service.server import create_server as create_planner_server
+from planner_service.bootstrap import create_server as create_planner_server
 from tests.integration.test_logs import JsonLines, json_logs  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 from clients import ChannelOptions, RetryPolicy
 from clients import channels as ch
 from clients._common import create_plan_request
-from imagegen import serving
+from imagegen_runtime import serving
 from imagegen.v1.planner_service_pb2 import PlanningMode
 
 

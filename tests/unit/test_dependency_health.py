@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 from grpc_health.v1 import health, health_pb2
 
-from imagegen.health import DependencyWatch
-from imagegen.serving import RunningServer
+from imagegen_runtime.health import DependencyWatch
+from imagegen_runtime.serving import RunningServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -73,7 +73,7 @@ async def test_health_follows_the_check_down_and_up(servicer: health.aio.HealthS
 async def test_a_check_that_hangs_is_unhealthy_and_is_not_started_again(
     servicer: health.aio.HealthServicer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="imagegen.health")
+    caplog.set_level(logging.INFO, logger="imagegen_runtime.health")
     dependency = Dependency(hang=asyncio.Event())
     watcher = watch(servicer, dependency, timeout=0.05)
     watcher.start()
@@ -87,7 +87,7 @@ async def test_a_check_that_hangs_is_unhealthy_and_is_not_started_again(
         await watcher.aclose()
     assert "no answer within 0.05 s" in caplog.text
     # one line per change, not one per interval
-    assert [r.levelname for r in caplog.records if r.name == "imagegen.health"] == ["WARNING", "INFO"]
+    assert [r.levelname for r in caplog.records if r.name == "imagegen_runtime.health"] == ["WARNING", "INFO"]
 
 
 async def test_a_drain_is_never_undone(servicer: health.aio.HealthServicer) -> None:

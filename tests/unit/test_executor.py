@@ -11,7 +11,7 @@ import pytest
 from executor_service.executor import Executor, object_key
 from executor_service.ports import RenderedImage
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.contract import with_fingerprint
+from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import InvalidRequest, ProviderUnavailable
 from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType

@@ -10,7 +10,7 @@ import pytest
 
 from executor_service.executor import Executor, key_from_storage_path, object_key
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.contract import with_fingerprint
+from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import InvalidRequest, NotFound
 from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutionStage
 from tests.support.executor_server import HeldProvider

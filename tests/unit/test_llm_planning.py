@@ -16,15 +16,15 @@ from imagegen.errors import (
     PlannerUnavailable,
     PlanOutputInvalid,
 )
-from imagegen.settings import ConfigError
+from imagegen_runtime.settings import ConfigError
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from planner_service.config import PlannerSettings
 from planner_service.drafts import normalise_draft, parse_draft, plan_from_draft
 from planner_service.offline_agent import OfflinePlanningAgent
-from planner_service.offline_planner import STYLE_PRESETS
+from planner_service.offline_rules import STYLE_PRESETS
 from planner_service.plan_cache import PlanCache, request_fingerprint
-from planner_service.planner import Planner
+from planner_service.planning import Planner
 from planner_service.ports import DraftUnusable, PlanDraft, Repair
 
 ANSWER = {"enhanced_prompt": "A wyvern over a burning village.", "image_type": "creature",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner_service.offline_planner import (
+from planner_service.offline_rules import (
     DEFAULT_SIZES,
     DEFAULT_STYLE,
     IMAGE_TYPES,

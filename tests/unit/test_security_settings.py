@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from executor_service.config import ExecutorSettings
-from imagegen.security import ServerSecurity
-from imagegen.settings import ConfigError
+from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.settings import ConfigError
 from planner_service.config import PlannerSettings
 from tests.support.pki import Pki, make_pki
 

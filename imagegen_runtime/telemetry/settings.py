@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from imagegen.settings import ConfigError, env_bool, env_choice, env_str
+from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_str
 
 LOG_FORMATS = ("json", "text")
 

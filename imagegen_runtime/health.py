@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
 
-from imagegen.serving import RunningServer
+from imagegen_runtime.serving import RunningServer
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from imagegen.telemetry.interceptors import FinishedCall
+from imagegen_runtime.telemetry.interceptors import FinishedCall
 
 # From 5 ms to 5 min: a planner answers in milliseconds, an image can take minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

@@ -20,10 +20,10 @@ from executor_service.servicer import ExecutorServicer
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
 from executor_service.metrics import ExecutorMetrics
-from imagegen.health import LIVENESS, DependencyWatch
-from imagegen.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
-from imagegen.telemetry.logs import configure_logging
-from imagegen.telemetry.server import ServerTelemetry
+from imagegen_runtime.health import LIVENESS, DependencyWatch
+from imagegen_runtime.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
+from imagegen_runtime.telemetry.logs import configure_logging
+from imagegen_runtime.telemetry.server_telemetry import ServerTelemetry
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 
 SERVICE_NAME = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
@@ -78,7 +78,7 @@ def build_provider(settings: ExecutorSettings, metrics: ExecutorMetrics | None =
 
 def build_executor(settings: ExecutorSettings, metrics: ExecutorMetrics | None = None) -> Executor:
     return Executor(
-        build_provider(settings, metrics), build_store(settings), settings.public_base_url, events=metrics
+        build_provider(settings, metrics), build_store(settings), settings.public_base_url, observer=metrics
     )
 
 

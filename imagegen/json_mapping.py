@@ -1,4 +1,4 @@
-"""Plans and results as plain dicts and JSON, image type names, and the plan fingerprint.
+"""Plans and results as plain dicts and JSON.
 
 Dicts follow the proto3 JSON mapping with the proto field names (snake_case)
 and enum names as strings, so a plan printed here can be pasted into grpcurl
@@ -8,76 +8,15 @@ are plain numbers, not strings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format
 
+from imagegen.catalogue import image_type_from_name
 from imagegen.errors import FieldViolation, InvalidRequest
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ImageType
-
-_TYPE_PREFIX = "IMAGE_TYPE_"
-
-# Short lowercase names ("portrait") for every valid image type.
-IMAGE_TYPE_NAMES: tuple[str, ...] = tuple(
-    name.removeprefix(_TYPE_PREFIX).lower()
-    for name in ImageType.keys()
-    if name != "IMAGE_TYPE_UNSPECIFIED"
-)
-
-
-_NAME_OF = {ImageType.Value(_TYPE_PREFIX + name.upper()): name for name in IMAGE_TYPE_NAMES}
-_NUMBER_OF = {
-    **{name: number for number, name in _NAME_OF.items()},
-    **{ImageType.Name(number).lower(): number for number in _NAME_OF},
-}
-_ENUM_NAMES = {number: ImageType.Name(number) for number in ImageType.values()}
-
-
-def image_type_name(image_type: int) -> str:
-    """The short name of a valid image type: IMAGE_TYPE_PORTRAIT -> "portrait"."""
-    return _NAME_OF[image_type]
-
-
-def image_type_from_name(name: str) -> int:
-    """IMAGE_TYPE_PORTRAIT, "portrait" or "Portrait" -> the enum number; ValueError if unknown."""
-    try:
-        return _NUMBER_OF[name.strip().lower()]
-    except KeyError:
-        raise ValueError(f"unknown image type {name!r}; expected one of {', '.join(IMAGE_TYPE_NAMES)}") from None
-
-
-def plan_fingerprint(plan: ImageGenerationPlan) -> str:
-    """The plan_id: 32 hex digits of SHA-256 over the fields that decide the image.
-
-    session_id (where the image is filed) and provenance (how the plan was
-    made) are left out; metadata is sorted, so map order never matters.
-    """
-    canonical = json.dumps(
-        {
-            "v": 1,
-            "enhanced_prompt": plan.enhanced_prompt,
-            "image_type": _ENUM_NAMES.get(plan.image_type, plan.image_type),
-            "style": plan.style,
-            "size": plan.size,
-            "metadata": dict(plan.metadata),
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
-
-
-def with_fingerprint(plan: ImageGenerationPlan) -> ImageGenerationPlan:
-    """A copy of the plan with plan_id set to its fingerprint."""
-    stamped = ImageGenerationPlan()
-    stamped.CopyFrom(plan)
-    stamped.plan_id = plan_fingerprint(plan)
-    return stamped
-
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 def _to_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(

@@ -25,9 +25,8 @@ from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, PlanProvenance
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest, PlanningMode
 from imagegen.validation import validate_create_plan_request
 from planner_service.drafts import normalise_draft, plan_from_draft
-from planner_service.events import NoPlanningEvents, PlanningEvents
 from planner_service.plan_cache import PlanCache, request_fingerprint
-from planner_service.ports import DraftUnusable, PlanningAgent, Repair
+from planner_service.ports import DraftUnusable, NoPlanningObserver, PlanningAgent, PlanningObserver, Repair
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class Planner:
         mode: str = "auto",
         fallback: bool = True,
         cache: PlanCache | None = None,
-        events: PlanningEvents | None = None,
+        observer: PlanningObserver | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -69,7 +68,7 @@ class Planner:
         self._clock = clock
         self._mode = mode
         self._fallback = fallback
-        self._events: PlanningEvents = events or NoPlanningEvents()
+        self._observer: PlanningObserver = observer or NoPlanningObserver()
         self._cache = cache if cache is not None else PlanCache(0, 0)  # an empty cache is falsy
         # Identical requests in flight share one LLM round trip, so they get one plan.
         self._in_flight: dict[str, asyncio.Future[ImageGenerationPlan]] = {}
@@ -140,7 +139,7 @@ class Planner:
             if not self._fallback:
                 raise
             log.warning("LLM planning failed (%s); planning offline instead", exc.reason)
-            self._events.llm_fell_back(exc.reason)
+            self._observer.llm_fell_back(exc.reason)
             plan = await self._offline_plan(request, fell_back=True, started=started)
         else:
             plan = self._stamped(plan, PlanProvenance(planner="llm", model=self._llm.model), started)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from imagegen.telemetry.logs import bind, call_fields
+from imagegen_runtime.telemetry.logs import bind, call_fields
 
 log = logging.getLogger("imagegen.rpc")
 

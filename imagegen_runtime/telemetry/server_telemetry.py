@@ -7,11 +7,11 @@ from __future__ import annotations
 import grpc
 from opentelemetry.trace import TracerProvider
 
-from imagegen.serving import RunningServer
-from imagegen.telemetry.interceptors import ObservingInterceptor
-from imagegen.telemetry.metrics import MetricsEndpoint, RpcMetrics, new_registry
-from imagegen.telemetry.settings import TelemetrySettings
-from imagegen.telemetry.tracing import otlp_tracer_provider, server_interceptor
+from imagegen_runtime.serving import RunningServer
+from imagegen_runtime.telemetry.interceptors import ObservingInterceptor
+from imagegen_runtime.telemetry.metrics import MetricsEndpoint, RpcMetrics, new_registry
+from imagegen_runtime.telemetry.settings import TelemetrySettings
+from imagegen_runtime.telemetry.tracing import otlp_tracer_provider, server_interceptor
 
 
 class ServerTelemetry:

@@ -8,16 +8,16 @@ import logging
 
 from opentelemetry.trace import TracerProvider
 
-from imagegen.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
-from imagegen.telemetry.logs import configure_logging
-from imagegen.telemetry.server import ServerTelemetry
+from imagegen_runtime.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
+from imagegen_runtime.telemetry.logs import configure_logging
+from imagegen_runtime.telemetry.server_telemetry import ServerTelemetry
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from planner_service.config import PlannerSettings
 from planner_service.metrics import PlannerMetrics
 from planner_service.offline_agent import OfflinePlanningAgent
-from planner_service.offline_planner import STYLE_PRESETS
+from planner_service.offline_rules import STYLE_PRESETS
 from planner_service.plan_cache import PlanCache
-from planner_service.planner import Planner
+from planner_service.planning import Planner
 from planner_service.ports import PlanningAgent
 from planner_service.servicer import PlannerServicer
 
@@ -61,7 +61,7 @@ def build_planner(
         mode=settings.mode,
         fallback=settings.fallback,
         cache=PlanCache(settings.cache_size, settings.cache_ttl_seconds),
-        events=metrics,
+        observer=metrics,
     )
 
 

@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from imagegen.status import ErrorMappingInterceptor
+from imagegen_runtime.error_mapping import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
-    # Observability (imagegen.telemetry): the metrics endpoint's port when one is
+    # Observability (imagegen_runtime.telemetry): the metrics endpoint's port when one is
     # served, and what stop() closes once the server has drained (in order).
     metrics_port: int | None = None
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

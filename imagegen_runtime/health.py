@@ -7,6 +7,9 @@ dependency never piles up checks (the store's own timeouts end it); meanwhile
 health stays NOT_SERVING. Transitions are logged once, not every interval.
 After enter_graceful_shutdown the health servicer ignores what this reports,
 so a drain is never undone.
+
+All waiting (the interval, the timeout) goes through the sleep it is given,
+asyncio.sleep unless a test passes its own to drive time.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from imagegen_runtime.serving import RunningServer
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[object]]
 
 # A health name that is SERVING while the process runs (NOT_SERVING once it
 # drains), whatever its dependencies do: what a liveness probe should ask for.
@@ -30,12 +34,22 @@ LIVENESS = "liveness"
 
 
 class DependencyWatch:
-    def __init__(self, running: RunningServer, check: Check, *, what: str, interval: float, timeout: float) -> None:
+    def __init__(
+        self,
+        running: RunningServer,
+        check: Check,
+        *,
+        what: str,
+        interval: float,
+        timeout: float,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._running = running
         self._check = check
         self._what = what
         self._interval = interval
         self._timeout = timeout
+        self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
         self.healthy = True  # the server starts SERVING: the dependency was usable at start
 
@@ -54,15 +68,19 @@ class DependencyWatch:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(self._check())
-                done, _ = await asyncio.wait({pending}, timeout=self._timeout)
-                if pending in done:
+                deadline = asyncio.ensure_future(self._sleep(self._timeout))
+                try:
+                    await asyncio.wait({pending, deadline}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    deadline.cancel()
+                if pending.done():  # an answer in time (or as the time ran out) counts
                     error = pending.exception()
                     problem = None if error is None else (str(error) or type(error).__name__)
                     pending = None
                 else:
                     problem = f"no answer within {self._timeout:g} s"
                 await self._report(problem)
-                await asyncio.sleep(self._interval)
+                await self._sleep(self._interval)
         finally:
             if pending is not None:
                 pending.cancel()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -27,6 +29,7 @@ from executor_service.config import ExecutorSettings
 from executor_service.bootstrap import create_server as create_executor_server
 from imagegen_runtime.security import ServerSecurity
 from imagegen_runtime.serving import RunningServer
+from imagegen_runtime.telemetry.logs import LOG_FORMATS, configure_logging
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from planner_service.config import PlannerSettings
 from planner_service.bootstrap import create_server as create_planner_server
@@ -215,17 +218,45 @@ async def test_reflection_answers_with_the_token(tokened: tuple[str, str]) -> No
     assert "imagegen.v1.PlannerService" in {s.name for s in answer.list_services_response.service}
 
 
-async def test_tokens_are_never_logged(tokened: tuple[str, str], caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("fmt", LOG_FORMATS)
+async def test_tokens_are_never_logged(tokened: tuple[str, str], fmt: str) -> None:
+    """Every line the processes write (the services' own log configuration, at DEBUG,
+    every field of a JSON line as well as its message) is free of any token."""
     planner_target, executor_target = tokened
     wrong = "wrong-token-that-must-not-leak-42"
-    with caplog.at_level(logging.DEBUG):
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    configure_logging("DEBUG", fmt, stream)
+    try:
         assert await plan_with(planner_target, ChannelOptions(token=PLANNER_TOKEN))
         for token in (wrong, "Bearer-less"):
             with pytest.raises(PlanningFailed):
                 await plan_with(planner_target, ChannelOptions(token=token))
-    assert caplog.records, "expected the calls to log something at DEBUG"
-    for secret in (PLANNER_TOKEN, wrong, EXECUTOR_TOKEN):
-        assert secret not in caplog.text
+        async with AsyncImagegenClient(
+            planner_target, executor_target,
+            planner_options=ChannelOptions(token=PLANNER_TOKEN), executor_options=ChannelOptions(token=EXECUTOR_TOKEN),
+        ) as good:  # fmt: skip
+            plan = (await good.generate("A lantern in the fog", session_id="sec", mode="offline")).plan
+        wrong_executor = AsyncExecutorClient(executor_target, options=ChannelOptions(token=wrong), timeout=10)
+        async with wrong_executor as bad:
+            with pytest.raises(ExecutionFailed):
+                await bad.execute_plan(plan)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    if fmt == "json":
+        records = [json.loads(line) for line in lines]  # every line is one JSON object
+        # the refusals were logged, so the lines checked below include the auth path's
+        assert sum(r.get("code") == "UNAUTHENTICATED" for r in records) == 3, lines
+    else:
+        assert sum("UNAUTHENTICATED" in line for line in lines) == 3, lines
+    for secret in (PLANNER_TOKEN, EXECUTOR_TOKEN, wrong, "Bearer-less"):
+        assert not [line for line in lines if secret in line], f"{secret} was logged"
     settings = PlannerSettings(security=ServerSecurity(auth_token=PLANNER_TOKEN))
     assert PLANNER_TOKEN not in repr(settings) and PLANNER_TOKEN not in repr(ChannelOptions(token=PLANNER_TOKEN))
 

@@ -23,6 +23,7 @@ import sys
 import grpc
 
 from imagegen.v1 import planner_service_pb2
+from planner_service.ports import PlanRequest
 from planner_service.config import PlannerSettings
 from planner_service.bootstrap import build_planner
 from planner_service.bootstrap import create_server as create_planner_server
@@ -42,7 +43,7 @@ async def start_echo() -> tuple[grpc.aio.Server, int]:
     """The baseline: a bare grpc.aio service (no interceptors, no health) that
     parses the same CreatePlanRequest and answers a canned CreatePlanResponse,
     so both sides do the same protobuf work and only the planning differs."""
-    reply = planner_service_pb2.CreatePlanResponse(plan=await build_planner(PlannerSettings()).create_plan(canned_request()))
+    reply = planner_service_pb2.CreatePlanResponse(plan=await build_planner(PlannerSettings()).create_plan(PlanRequest.from_proto(canned_request())))
 
     async def echo(request: planner_service_pb2.CreatePlanRequest, context: grpc.aio.ServicerContext) -> planner_service_pb2.CreatePlanResponse:
         return reply

@@ -17,8 +17,7 @@ from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
 from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+from planner_service.ports import PlanRequest
 from planner_service.config import PlannerSettings
 from planner_service.bootstrap import build_planner
 from planner_service.bootstrap import create_server as create_planner_server
@@ -42,8 +41,8 @@ async def run(quick: bool = False) -> dict:
             ) as client:
                 for i in range(-20, rounds):  # the first 20 warm up both paths
                     started = time.perf_counter()
-                    plan = await planner.create_plan(CreatePlanRequest(prompt=prompt(i, "direct"), session_id="bench"))
-                    await executor.execute(ExecutePlanRequest(plan=plan))
+                    plan = await planner.create_plan(PlanRequest(prompt=prompt(i, "direct"), session_id="bench"))
+                    await executor.execute(plan)
                     direct = time.perf_counter() - started
                     started = time.perf_counter()
                     await client.generate(prompt(i, "grpc"), session_id="bench")

@@ -1,15 +1,25 @@
-"""What the sync and asyncio clients share: requests, default deadlines, the legacy payload."""
+"""What the sync and asyncio clients share: everything that is not a blocking call or
+an await. Requests, default deadlines, the channel a client owns, error translation,
+the image stream's first message, and the legacy payload; sync.py and aio.py keep only
+the calls themselves (tests/unit/test_client_parity.py keeps the two in step)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from imagegen.catalogue import image_type_from_name, image_type_name
+import grpc
+
+from clients.channels import ChannelOptions
+from clients.errors import execution_failed, planning_failed
+from imagegen.catalogue import image_type_from_name, image_type_name, planning_mode_value
 from imagegen.v1.executor_service_pb2 import (
     ExecutePlanRequest,
+    GetImageRequest,
+    GetImageResponse,
     SignImageUrlRequest,
     SignImageUrlResponse,
     StreamExecutePlanRequest,
@@ -75,10 +85,7 @@ def planning_mode(mode: str | int | None) -> int:
     """The PlanningMode for "auto", "llm" or "offline" (or the enum value); None: the server's default."""
     if mode is None or isinstance(mode, int):
         return mode or PlanningMode.PLANNING_MODE_UNSPECIFIED
-    name = f"PLANNING_MODE_{mode.strip().upper().removeprefix('PLANNING_MODE_')}"
-    if name not in PlanningMode.keys() or name == "PLANNING_MODE_UNSPECIFIED":
-        raise ValueError(f"mode={mode!r}: expected auto, llm or offline")
-    return PlanningMode.Value(name)
+    return planning_mode_value(mode)
 
 
 def execute_plan_request(plan: ImageGenerationPlan, request_id: str | None) -> ExecutePlanRequest:
@@ -129,3 +136,83 @@ def legacy_payload(result: ImageGenerationResult, original_prompt: str = "") -> 
         "reused": result.reused,
         "created_at": result.create_time.ToJsonString(),
     }
+
+
+# ---- what both clients do alike, sync or not ------------------------------------
+
+C = TypeVar("C")  # grpc.Channel or grpc.aio.Channel
+P = TypeVar("P")
+E = TypeVar("E")
+
+
+def client_channel(
+    target: str | C, options: ChannelOptions | None, build: Callable[[str, ChannelOptions | None], C]
+) -> tuple[C, bool]:
+    """(channel, owned): a channel built from options for a target string, which the
+    client owns and closes; else the ready channel given, which takes no options."""
+    if isinstance(target, str):
+        return build(target, options), True
+    if options is not None:
+        raise ValueError("options build a channel from a target; a ready channel takes none")
+    return target, False
+
+
+def both_clients(planner: Callable[[], P], executor: Callable[[], E], discard: Callable[[P], object]) -> tuple[P, E]:
+    """The planner's client, then the executor's; when the executor's cannot be built
+    (bad options, an unreadable certificate), discard closes the planner's first."""
+    first = planner()
+    try:
+        return first, executor()
+    except BaseException:
+        discard(first)
+        raise
+
+
+@contextmanager
+def planning_errors() -> Iterator[None]:
+    """A failed planner call's grpc.RpcError becomes PlanningFailed."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise planning_failed(error) from None
+
+
+@contextmanager
+def execution_errors(plan: ImageGenerationPlan | None) -> Iterator[None]:
+    """A failed executor call's grpc.RpcError becomes ExecutionFailed, carrying plan
+    (None for GetImage and SignImageUrl) unless the status details carry one."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise execution_failed(error, plan) from None
+
+
+def get_image_request(storage_path: str) -> GetImageRequest:
+    return GetImageRequest(storage_path=storage_path)
+
+
+class ImageStreamBase:
+    """What ImageStream and AsyncImageStream share: the GetImage call, and its first
+    message, which open_image reads so that mime_type and total_size are known up front
+    (None, or grpc.aio.EOF, when the stream ended at once)."""
+
+    def __init__(self, call: Any, first: GetImageResponse | None) -> None:
+        if not isinstance(first, GetImageResponse):
+            first = GetImageResponse()
+        self._call = call
+        self._first: GetImageResponse | None = first
+        self.mime_type = first.mime_type
+        self.total_size = first.total_size
+
+    def _take_first_chunk(self) -> bytes:
+        """The first message's bytes, once; b"" when it had none, and every time after."""
+        first, self._first = self._first, None
+        return first.chunk_data if first is not None else b""
+
+    def _cancel(self) -> None:
+        self._call.cancel()  # a no-op once the call has ended
+
+
+def generation(prompt: str, plan: ImageGenerationPlan, result: ImageGenerationResult) -> Generation:
+    """What generate() returns, once both stages have succeeded."""
+    return Generation(plan, result, legacy_payload(result, prompt))

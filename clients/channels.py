@@ -12,7 +12,7 @@ What a channel gets (docs/architecture.md, "Clients"):
   between pods) as an `authorization` header added by a client interceptor.
 - round_robin over every address the target resolves to (`dns:///` names of
   headless Services), keepalive pings that the servers accept
-  (imagegen_runtime.serving.MIN_CLIENT_PING_INTERVAL_MS), and a service config whose
+  (imagegen.catalogue.MIN_PING_INTERVAL_SECONDS), and a service config whose
   retry policy retries only UNAVAILABLE, a bounded number of times with
   exponential backoff. Every RPC of both services is safe to retry: planning has
   no side effects, and an execution of the same plan stores the same object. The
@@ -30,11 +30,9 @@ from typing import Any, NamedTuple
 
 import grpc
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+from imagegen.catalogue import DEFAULT_KEEPALIVE_SECONDS, MAX_MESSAGE_BYTES, MIN_PING_INTERVAL_SECONDS
+
 SERVICES = ("imagegen.v1.PlannerService", "imagegen.v1.ExecutorService")
-# The servers answer pings this often and no more (imagegen_runtime.serving.MIN_CLIENT_PING_INTERVAL_MS;
-# a test keeps the two equal): a client pinging faster would be sent GOAWAY too_many_pings.
-SERVER_MIN_PING_INTERVAL = 10.0
 Pem = bytes | str | Path  # PEM bytes, or the path of a PEM file
 
 
@@ -75,7 +73,7 @@ class ChannelOptions:
     server_name: str | None = None  # the name to check the server's certificate against
     token: str | None = field(default=None, repr=False)  # the service's bearer token; never printed
     load_balancing: str = "round_robin"  # or "pick_first"
-    keepalive_time: float = 30.0  # seconds between pings on an idle connection; 0: no pings
+    keepalive_time: float = DEFAULT_KEEPALIVE_SECONDS  # seconds between pings on an idle connection; 0: no pings
     keepalive_timeout: float = 10.0  # seconds to wait for a ping's answer before reconnecting
     retry: RetryPolicy | None = RetryPolicy()  # None: no retries
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -83,10 +81,11 @@ class ChannelOptions:
     def __post_init__(self) -> None:
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("mutual TLS needs both client_cert and client_key")
-        if self.keepalive_time and self.keepalive_time < SERVER_MIN_PING_INTERVAL:
+        # The servers answer pings this often and no more: faster gets GOAWAY too_many_pings.
+        if self.keepalive_time and self.keepalive_time < MIN_PING_INTERVAL_SECONDS:
             raise ValueError(
                 f"keepalive_time={self.keepalive_time}: the servers refuse pings more often than every "
-                f"{SERVER_MIN_PING_INTERVAL:g} s"
+                f"{MIN_PING_INTERVAL_SECONDS:g} s"
             )
 
     @property

@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from executor_service.providers import image_options
+from imagegen import catalogue
 from imagegen_runtime.security import ServerSecurity
-from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str
+from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str, env_url
 from imagegen_runtime.telemetry.settings import TelemetrySettings
 
 PROVIDERS = ("offline", "openai")
 STORES = ("local", "minio")
-MAX_URL_EXPIRY_SECONDS = 7 * 24 * 3600  # SigV4's limit for presigned URLs
+MIN_URL_EXPIRY_SECONDS = int(catalogue.MIN_URL_EXPIRY.total_seconds())
+MAX_URL_EXPIRY_SECONDS = int(catalogue.MAX_URL_EXPIRY.total_seconds())
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
@@ -31,9 +33,11 @@ class ExecutorSettings:
     openai_api_key: str = field(default="", repr=False)  # never printed, never logged
     openai_model: str = image_options.DEFAULT_MODEL
     openai_quality: str = "auto"
-    openai_output_format: str = "png"
     openai_moderation: str = "auto"
     openai_timeout_seconds: float = 180.0
+    # Every provider renders this format unless a plan's metadata says otherwise,
+    # so a fallback provider stores under the same key as the first.
+    output_format: str = catalogue.DEFAULT_OUTPUT_FORMAT
     openai_max_retries: int = 2
     # Storage.
     store: str = "local"
@@ -47,7 +51,7 @@ class ExecutorSettings:
     minio_region: str = "us-east-1"
     minio_timeout_seconds: float = 10.0
     minio_max_retries: int = 2
-    url_expiry_seconds: int = 3600
+    url_expiry_seconds: int = int(catalogue.DEFAULT_URL_EXPIRY.total_seconds())
     # Observability (docs/operations.md): the store health check; metrics, log
     # format and tracing (EXECUTOR_METRICS_ADDRESS, LOG_FORMAT, OTEL_*).
     health_interval_seconds: float = 5.0
@@ -56,12 +60,6 @@ class ExecutorSettings:
     # Security: TLS / mutual TLS, the bearer token, the plaintext health port
     # (EXECUTOR_TLS_*, EXECUTOR_AUTH_TOKEN, EXECUTOR_HEALTH_ADDRESS; imagegen_runtime.security).
     security: ServerSecurity = ServerSecurity(prefix="EXECUTOR")
-
-    @property
-    def output_format(self) -> str:
-        """Every provider renders this format unless a plan's metadata says otherwise,
-        so a fallback provider stores under the same key as the first."""
-        return self.openai_output_format
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -73,14 +71,12 @@ class ExecutorSettings:
             shutdown_grace_seconds=env_float(env, "EXECUTOR_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             log_level=env_str(env, "LOG_LEVEL", cls.log_level).upper(),
             providers=_providers(env, "EXECUTOR_PROVIDER"),
-            openai_base_url=_url(env, "EXECUTOR_OPENAI_BASE_URL"),
+            openai_base_url=env_url(env, "EXECUTOR_OPENAI_BASE_URL"),
             # OPENAI_API_KEY as well, so a deployment that already sets it just works.
             openai_api_key=env_str(env, "EXECUTOR_OPENAI_API_KEY", env_str(env, "OPENAI_API_KEY", "")),
             openai_model=env_str(env, "EXECUTOR_OPENAI_MODEL", cls.openai_model),
             openai_quality=env_choice(env, "EXECUTOR_OPENAI_QUALITY", cls.openai_quality, image_options.QUALITIES),
-            openai_output_format=env_choice(
-                env, "EXECUTOR_OPENAI_OUTPUT_FORMAT", cls.openai_output_format, image_options.MIME_TYPES
-            ),
+            output_format=env_choice(env, "EXECUTOR_OUTPUT_FORMAT", cls.output_format, catalogue.OUTPUT_FORMATS),
             openai_moderation=env_choice(
                 env, "EXECUTOR_OPENAI_MODERATION", cls.openai_moderation, image_options.MODERATION_LEVELS
             ),
@@ -118,9 +114,10 @@ class ExecutorSettings:
         """ConfigError naming the variable for settings that cannot work together."""
         if not _BUCKET.fullmatch(self.bucket) or ".." in self.bucket:
             raise ConfigError(f"EXECUTOR_BUCKET={self.bucket!r}: expected an S3 bucket name (3-63 of a-z 0-9 . -)")
-        if not 1 <= self.url_expiry_seconds <= MAX_URL_EXPIRY_SECONDS:
+        if not MIN_URL_EXPIRY_SECONDS <= self.url_expiry_seconds <= MAX_URL_EXPIRY_SECONDS:
             raise ConfigError(
-                f"EXECUTOR_URL_EXPIRY_SECONDS={self.url_expiry_seconds}: must be 1 to {MAX_URL_EXPIRY_SECONDS}"
+                f"EXECUTOR_URL_EXPIRY_SECONDS={self.url_expiry_seconds}: "
+                f"must be {MIN_URL_EXPIRY_SECONDS} to {MAX_URL_EXPIRY_SECONDS}"
             )
         if "openai" in self.providers:
             if self.openai_model in image_options.RETIRED_MODELS:
@@ -162,10 +159,3 @@ def _endpoint(env: Mapping[str, str], name: str, secure_name: str) -> tuple[str,
     if "/" in endpoint:
         raise ConfigError(f"{name}={endpoint!r}: expected host:port, with no path")
     return endpoint, secure
-
-
-def _url(env: Mapping[str, str], name: str) -> str:
-    url = env_str(env, name, "")
-    if url and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{name}={url!r}: expected an http:// or https:// URL")
-    return url.rstrip("/")

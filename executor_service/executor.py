@@ -29,29 +29,30 @@ from executor_service.ports import (
     SignedUrl,
     StoredObject,
 )
-from imagegen.catalogue import IMAGE_TYPE_NAMES, image_type_name
+from imagegen.catalogue import (
+    EXTENSIONS,
+    IMAGE_CHUNK_BYTES,
+    IMAGE_TYPE_NAMES,
+    MAX_STORAGE_PATH_CHARS,
+    MAX_URL_EXPIRY,
+    MIN_URL_EXPIRY,
+    SESSION_ID_PATTERN,
+    image_type_name,
+)
 from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutionStage
+from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo
-from imagegen.validation import validate_execute_plan_request
-
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+from imagegen.validation import validate_execution
 
 # User metadata written beside every image, so a reused result is as complete
 # as a fresh one without reading the image back.
 _META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms")
 
-# GetImage sends at most this much per message.
-CHUNK_BYTES = 1024 * 1024
-MAX_STORAGE_PATH_CHARS = 1024
-MIN_URL_EXPIRY = dt.timedelta(seconds=1)
-MAX_URL_EXPIRY = dt.timedelta(days=7)  # SigV4's limit for presigned URLs
-
 # The only keys the executor ever writes; GetImage and SignImageUrl reach nothing else.
 _KEY = re.compile(
-    rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}/(?:{'|'.join(IMAGE_TYPE_NAMES)})/[0-9a-f]{{32}}"
-    rf"\.(?:{'|'.join(_EXTENSIONS.values())})"
+    rf"{SESSION_ID_PATTERN}/(?:{'|'.join(IMAGE_TYPE_NAMES)})/[0-9a-f]{{32}}"
+    rf"\.(?:{'|'.join(EXTENSIONS.values())})"
 )
 
 OnStage = Callable[["ExecutionStage.ValueType"], None]
@@ -60,7 +61,7 @@ OnStage = Callable[["ExecutionStage.ValueType"], None]
 def object_key(plan: ImageGenerationPlan, mime_type: str) -> str:
     """{session_id}/{image_type}/{plan_id}.{ext}; session_id is validated as a
     safe path segment before this is called."""
-    return f"{plan.session_id}/{image_type_name(plan.image_type)}/{plan.plan_id}.{_EXTENSIONS[mime_type]}"
+    return f"{plan.session_id}/{image_type_name(plan.image_type)}/{plan.plan_id}.{EXTENSIONS[mime_type]}"
 
 
 def key_from_storage_path(storage_path: str, bucket: str) -> str:
@@ -137,22 +138,28 @@ class Executor:
         self._by_request_id: OrderedDict[str, ImageGenerationResult] = OrderedDict()
         self._remembered_requests = remembered_requests
 
-    async def execute(self, request: ExecutePlanRequest, on_stage: OnStage | None = None) -> ImageGenerationResult:
-        """Execute the request's plan; on_stage hears RENDERING and STORING when
-        this call (or the shared render it joins) gets there."""
-        plan = _accepted_plan(request)
-        return await self._run(request.request_id, plan, on_stage)
+    async def execute(
+        self, plan: ImageGenerationPlan | None, *, request_id: str = "", on_stage: OnStage | None = None
+    ) -> ImageGenerationResult:
+        """Render and store plan (None: absent, refused), or return what is stored for it.
+
+        request_id (optional, at most MAX_REQUEST_ID_CHARS) makes a retry return the
+        first call's result; on_stage hears RENDERING and STORING when this call (or
+        the shared render it joins) gets there. Raises InvalidRequest, the execution
+        errors of imagegen.errors, each carrying the plan."""
+        accepted = _accepted_plan(plan, request_id)
+        return await self._run(request_id, accepted, on_stage)
 
     async def execute_stream(
-        self, request: ExecutePlanRequest
+        self, plan: ImageGenerationPlan | None, *, request_id: str = ""
     ) -> AsyncIterator[tuple[ExecutionStage.ValueType, ImageGenerationResult | None]]:
         """(stage, result) events: ACCEPTED, then RENDERING and STORING when this
         call renders, then COMPLETED with the result. Errors are raised, as by
         execute(); closing the iterator early leaves the execution like a cancel."""
-        plan = _accepted_plan(request)
+        accepted = _accepted_plan(plan, request_id)
         yield ExecutionStage.EXECUTION_STAGE_ACCEPTED, None
         stages: asyncio.Queue[ExecutionStage.ValueType | None] = asyncio.Queue()
-        run = asyncio.ensure_future(self._run(request.request_id, plan, stages.put_nowait))
+        run = asyncio.ensure_future(self._run(request_id, accepted, stages.put_nowait))
         run.add_done_callback(lambda _: stages.put_nowait(None))
         try:
             while (stage := await stages.get()) is not None:
@@ -165,13 +172,15 @@ class Executor:
                 run.exception()  # retrieved here or re-raised above; never "never retrieved"
 
     async def open_image(self, storage_path: str) -> ObjectReader:
-        """A stored image's bytes in chunks of at most CHUNK_BYTES."""
-        return await self._store.open(key_from_storage_path(storage_path, self._store.bucket), CHUNK_BYTES)
+        """A stored image's bytes in chunks of at most IMAGE_CHUNK_BYTES."""
+        return await self._store.open(key_from_storage_path(storage_path, self._store.bucket), IMAGE_CHUNK_BYTES)
 
     async def sign_image_url(self, storage_path: str, expires_in: dt.timedelta | None) -> SignedUrl:
         """A fresh URL for a stored image; expires_in None means the configured expiry."""
         if expires_in is not None and not MIN_URL_EXPIRY <= expires_in <= MAX_URL_EXPIRY:
-            raise InvalidRequest([FieldViolation("expires_in", "must be 1 second to 7 days")])
+            raise InvalidRequest(
+                [FieldViolation("expires_in", f"must be {_seconds(MIN_URL_EXPIRY)} to {_seconds(MAX_URL_EXPIRY)} seconds")]
+            )
         key = key_from_storage_path(storage_path, self._store.bucket)
         return await self._store.sign(key, expires_in)
 
@@ -287,11 +296,12 @@ class Executor:
             self._by_request_id.popitem(last=False)
 
 
-def _accepted_plan(request: ExecutePlanRequest) -> ImageGenerationPlan:
-    validate_execute_plan_request(request)
-    plan = with_fingerprint(request.plan)
-    plan.ClearField("provenance")
-    return plan
+def _accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGenerationPlan:
+    validate_execution(plan, request_id)
+    assert plan is not None
+    accepted = with_fingerprint(plan)
+    accepted.ClearField("provenance")
+    return accepted
 
 
 def _metadata(plan: ImageGenerationPlan, provider: str, image: RenderedImage, latency_ms: int) -> dict[str, Any]:
@@ -305,3 +315,7 @@ def _metadata(plan: ImageGenerationPlan, provider: str, image: RenderedImage, la
         str(latency_ms),
     )
     return dict(zip(_META_KEYS, values, strict=True))
+
+
+def _seconds(duration: dt.timedelta) -> str:
+    return f"{duration.total_seconds():g}"

@@ -10,6 +10,7 @@ import grpc
 from executor_service.executor import Executor
 from executor_service.ports import ObjectReader, SignedUrl
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
 
 class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
@@ -19,14 +20,13 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
     async def ExecutePlan(
         self, request: executor_service_pb2.ExecutePlanRequest, context: grpc.aio.ServicerContext
     ) -> executor_service_pb2.ExecutePlanResponse:
-        result = await self._executor.execute(request)
+        result = await self._executor.execute(_plan(request), request_id=request.request_id)
         return executor_service_pb2.ExecutePlanResponse(result=result)
 
     async def StreamExecutePlan(
         self, request: executor_service_pb2.StreamExecutePlanRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[executor_service_pb2.StreamExecutePlanResponse]:
-        execute = executor_service_pb2.ExecutePlanRequest(plan=request.plan, request_id=request.request_id)
-        async for stage, result in self._executor.execute_stream(execute):
+        async for stage, result in self._executor.execute_stream(_plan(request), request_id=request.request_id):
             yield executor_service_pb2.StreamExecutePlanResponse(stage=stage, result=result)
 
     async def GetImage(
@@ -44,6 +44,12 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
     ) -> executor_service_pb2.SignImageUrlResponse:
         expires_in = request.expires_in.ToTimedelta() if request.HasField("expires_in") else None
         return _signed(await self._executor.sign_image_url(request.storage_path, expires_in))
+
+
+def _plan(
+    request: executor_service_pb2.ExecutePlanRequest | executor_service_pb2.StreamExecutePlanRequest,
+) -> ImageGenerationPlan | None:
+    return request.plan if request.HasField("plan") else None
 
 
 async def _image_messages(reader: ObjectReader) -> AsyncIterator[executor_service_pb2.GetImageResponse]:

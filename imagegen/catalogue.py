@@ -249,8 +249,10 @@ MAX_CONTEXT_VALUE_CHARS = 500
 MAX_REQUEST_ID_CHARS = 128
 MAX_STORAGE_PATH_CHARS = 1024
 MAX_STYLE_CHARS = 40
+MAX_SESSION_ID_CHARS = 128
 
-SESSION_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"  # also a safe storage folder name
+# A session id is also a safe storage folder name: no "/", no "." or ".." alone.
+SESSION_ID_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_SESSION_ID_CHARS - 1}}}"
 STYLE_PATTERN = rf"[a-z0-9][a-z0-9-]{{0,{MAX_STYLE_CHARS - 1}}}"
 METADATA_KEY_PATTERN = rf"[a-z0-9_.-]{{1,{MAX_MAP_KEY_CHARS}}}"
 CONTEXT_KEY_PATTERN = rf"[A-Za-z0-9_.-]{{1,{MAX_MAP_KEY_CHARS}}}"

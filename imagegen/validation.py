@@ -8,29 +8,34 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
+from typing import Protocol
 
 from imagegen.fingerprint import plan_fingerprint
+from imagegen.catalogue import (
+    CONTEXT_KEY_PATTERN,
+    MAX_CONTEXT_VALUE_CHARS,
+    MAX_MAP_ENTRIES,
+    MAX_METADATA_VALUE_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_REQUEST_ID_CHARS,
+    MAX_SESSION_ID_CHARS,
+    MAX_SIDE,
+    MAX_STYLE_CHARS,
+    METADATA_KEY_PATTERN,
+    MIN_SIDE,
+    SESSION_ID,
+    STYLE_PATTERN,
+)
 from imagegen.errors import FieldViolation, InvalidRequest
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
-
-MAX_PROMPT_CHARS = 4000
-MIN_SIDE, MAX_SIDE = 64, 4096
-MAX_MAP_ENTRIES = 32
-MAX_MAP_KEY_CHARS = 64
-MAX_METADATA_VALUE_CHARS = 1024
-MAX_CONTEXT_VALUE_CHARS = 500
-MAX_REQUEST_ID_CHARS = 128
 
 # Enum numbers as sets, once: ImageType.values() builds a new list on every call.
 _IMAGE_TYPES = frozenset(ImageType.values())
 
 _SIZE = re.compile(r"([0-9]{2,4})x([0-9]{2,4})")
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_STYLE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
-_METADATA_KEY = re.compile(r"[a-z0-9_.-]{1,64}")
-_CONTEXT_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_STYLE = re.compile(STYLE_PATTERN)
+_METADATA_KEY = re.compile(METADATA_KEY_PATTERN)
+_CONTEXT_KEY = re.compile(CONTEXT_KEY_PATTERN)
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -63,9 +68,9 @@ def _size(field: str, size: str) -> list[FieldViolation]:
 def _session_id(field: str, session_id: str) -> list[FieldViolation]:
     if not session_id:
         return [FieldViolation(field, "must not be empty")]
-    if len(session_id) > 128:
-        return [FieldViolation(field, "must be at most 128 characters")]
-    if not _SESSION_ID.fullmatch(session_id):
+    if len(session_id) > MAX_SESSION_ID_CHARS:
+        return [FieldViolation(field, f"must be at most {MAX_SESSION_ID_CHARS} characters")]
+    if not SESSION_ID.fullmatch(session_id):
         return [
             FieldViolation(
                 field,
@@ -93,7 +98,24 @@ def _string_map(
     return violations
 
 
-def validate_create_plan_request(request: CreatePlanRequest, styles: Collection[str]) -> None:
+class PlanRequestFields(Protocol):
+    """What a request to plan carries: a CreatePlanRequest, or the planner's PlanRequest."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def image_type(self) -> int: ...
+    @property
+    def style(self) -> str: ...
+    @property
+    def size(self) -> str: ...
+    @property
+    def context(self) -> Mapping[str, str]: ...
+
+
+def validate_plan_request(request: PlanRequestFields, styles: Collection[str]) -> None:
     """Raise InvalidRequest unless the request keeps every rule; styles are the known presets."""
     violations = [
         *_prompt("prompt", request.prompt),
@@ -125,7 +147,7 @@ def plan_violations(plan: ImageGenerationPlan, path: str = "plan") -> list[Field
         violations.append(FieldViolation(f"{path}.image_type", f"unknown image type {plan.image_type}"))
     if not _STYLE.fullmatch(plan.style):
         violations.append(
-            FieldViolation(f"{path}.style", "must be 1 to 40 lowercase letters, digits and hyphens")
+            FieldViolation(f"{path}.style", f"must be 1 to {MAX_STYLE_CHARS} lowercase letters, digits and hyphens")
         )
     if plan.plan_id and not violations and plan.plan_id != plan_fingerprint(plan):
         violations.append(
@@ -140,12 +162,12 @@ def validate_plan(plan: ImageGenerationPlan, path: str = "plan") -> None:
         raise InvalidRequest(violations, plan=plan)
 
 
-def validate_execute_plan_request(request: ExecutePlanRequest) -> None:
-    violations = [] if request.HasField("plan") else [FieldViolation("plan", "is required")]
-    violations += plan_violations(request.plan) if request.HasField("plan") else []
-    if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+def validate_execution(plan: ImageGenerationPlan | None, request_id: str) -> None:
+    """Raise InvalidRequest unless an execution of plan (None: absent) under request_id keeps every rule."""
+    violations = [FieldViolation("plan", "is required")] if plan is None else plan_violations(plan)
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
         violations.append(
             FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID_CHARS} characters")
         )
     if violations:
-        raise InvalidRequest(violations, plan=request.plan if request.HasField("plan") else None)
+        raise InvalidRequest(violations, plan=plan)

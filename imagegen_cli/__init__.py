@@ -26,15 +26,28 @@ from urllib.parse import unquote, urlparse
 
 from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed
 from clients.aio import AsyncImagegenClient
-from executor_service.config import ExecutorSettings
-from executor_service.bootstrap import create_server as create_executor_server
+from imagegen import catalogue
 from imagegen.json_mapping import plan_from_json, plan_to_dict, result_to_dict
 from imagegen.errors import InvalidRequest
-from imagegen_runtime.security import ServerSecurity
-from imagegen_runtime.serving import RunningServer, serve_until_signalled
 from imagegen_runtime.settings import ConfigError
-from planner_service.config import PlannerSettings
-from planner_service.bootstrap import create_server as create_planner_server
+
+# up and demo run both services in this process, and the services' dependencies are
+# extras: a light install (`pip install imagegen`: the clients and the contract) has
+# plan, execute and generate only. A module of this project missing is a bug, not that.
+SERVICES_EXTRAS = "imagegen[planner,executor]"
+try:
+    from executor_service.bootstrap import create_server as create_executor_server
+    from executor_service.config import ExecutorSettings
+    from imagegen_runtime.security import ServerSecurity
+    from imagegen_runtime.serving import RunningServer, serve_until_signalled
+    from planner_service.bootstrap import create_server as create_planner_server
+    from planner_service.config import PlannerSettings
+except ModuleNotFoundError as missing:
+    if (missing.name or "").partition(".")[0] in ("imagegen", "imagegen_runtime", "planner_service", "executor_service"):
+        raise
+    SERVICES_MISSING: ModuleNotFoundError | None = missing
+else:
+    SERVICES_MISSING = None
 
 DEMO_PROMPT = "A dwarf cleric raising a glowing warhammer in a torchlit crypt"
 
@@ -183,11 +196,11 @@ def _parser() -> argparse.ArgumentParser:
     def plan_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("prompt")
         sub.add_argument("--session-id", required=True)
-        sub.add_argument("--image-type", help="scene, character, portrait, item, creature, location or map")
-        sub.add_argument("--style")
+        sub.add_argument("--image-type", choices=catalogue.IMAGE_TYPE_NAMES, help="default: the planner chooses")
+        sub.add_argument("--style", choices=sorted(catalogue.STYLES), help="default: the planner chooses")
         sub.add_argument("--size", help="WIDTHxHEIGHT")
         sub.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
-        sub.add_argument("--mode", choices=("auto", "llm", "offline"), help="which planner (default: the server's)")
+        sub.add_argument("--mode", choices=catalogue.PLANNING_MODES, help="which planner (default: the server's)")
         targets(sub)
 
     plan_options(commands.add_parser("plan", help="create a plan and print it"))
@@ -203,6 +216,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("up", "demo") and SERVICES_MISSING is not None:
+        print(f"imagegen {args.command} runs both services, whose dependencies are not installed "
+              f"(no module {SERVICES_MISSING.name!r}): install {SERVICES_EXTRAS}", file=sys.stderr)
+        return 2
     try:
         if args.command == "up":
             asyncio.run(_up(args))

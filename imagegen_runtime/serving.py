@@ -14,20 +14,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from imagegen.catalogue import MAX_MESSAGE_BYTES, MIN_PING_INTERVAL_SECONDS
 from imagegen_runtime.error_mapping import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Clients ping every 30 s, between calls too (clients/channels.py); a server
-# refuses pings more frequent than this with GOAWAY too_many_pings, so it must
-# stay below every client's keepalive time.
-MIN_CLIENT_PING_INTERVAL_MS = 10_000
+# Clients ping every DEFAULT_KEEPALIVE_SECONDS, between calls too (clients/channels.py);
+# a server refuses pings more frequent than MIN_PING_INTERVAL_SECONDS with GOAWAY
+# too_many_pings, so it must stay below every client's keepalive time.
 SERVER_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_SECONDS * 1000),
 )
 
 

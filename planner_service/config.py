@@ -6,8 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from imagegen import catalogue
 from imagegen_runtime.security import ServerSecurity
-from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str
+from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str, env_url
 from imagegen_runtime.telemetry.settings import TelemetrySettings
 
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
@@ -20,7 +21,7 @@ class PlannerSettings:
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
     # Planning: which planner by default, and the LLM when there is one.
-    mode: str = "auto"  # auto | llm | offline
+    mode: str = catalogue.DEFAULT_PLANNING_MODE  # catalogue.PLANNING_MODES
     llm_base_url: str = ""  # empty: OpenAI's, when an API key is set
     llm_api_key: str = field(default="", repr=False)  # never printed, never logged
     llm_model: str = "gpt-4.1-mini"
@@ -54,8 +55,8 @@ class PlannerSettings:
             reflection=env_bool(env, "PLANNER_REFLECTION", cls.reflection),
             shutdown_grace_seconds=env_float(env, "PLANNER_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             log_level=env_str(env, "LOG_LEVEL", cls.log_level).upper(),
-            mode=env_choice(env, "PLANNER_MODE", cls.mode, ("auto", "llm", "offline")),
-            llm_base_url=_env_url(env, "PLANNER_LLM_BASE_URL"),
+            mode=env_choice(env, "PLANNER_MODE", cls.mode, catalogue.PLANNING_MODES),
+            llm_base_url=env_url(env, "PLANNER_LLM_BASE_URL"),
             # OPENAI_API_KEY as well, so a deployment that already sets it just works.
             llm_api_key=env_str(env, "PLANNER_LLM_API_KEY", env_str(env, "OPENAI_API_KEY", "")),
             llm_model=env_str(env, "PLANNER_LLM_MODEL", cls.llm_model),
@@ -81,10 +82,3 @@ def _env_seed(env: Mapping[str, str], name: str, default: int | None) -> int | N
     if raw in ("off", "none"):
         return None
     return env_int(env, name, 0) if raw else default
-
-
-def _env_url(env: Mapping[str, str], name: str) -> str:
-    url = env_str(env, name, "")
-    if url and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{name}={url!r}: expected an http:// or https:// URL")
-    return url.rstrip("/")

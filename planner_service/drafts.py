@@ -14,12 +14,18 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from imagegen.catalogue import IMAGE_TYPE_NAMES, image_type_from_name, image_type_name
+from imagegen.catalogue import (
+    IMAGE_TYPE_NAMES,
+    MAX_PROMPT_CHARS,
+    MAX_SIDE,
+    MIN_SIDE,
+    image_type_from_name,
+    image_type_name,
+)
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
-from imagegen.validation import MAX_PROMPT_CHARS, plan_violations
-from planner_service.ports import DraftUnusable, PlanDraft
+from imagegen.validation import plan_violations
+from planner_service.ports import DraftUnusable, PlanDraft, PlanRequest
 
 DRAFT_FIELDS = ("enhanced_prompt", "image_type", "style", "size")
 SIZE_PATTERN = r"^[0-9]{2,4}x[0-9]{2,4}$"
@@ -45,7 +51,7 @@ def draft_schema(styles: Collection[str]) -> dict[str, Any]:
             "size": {
                 "type": "string",
                 "pattern": SIZE_PATTERN,
-                "description": "WIDTHxHEIGHT in pixels, each side 64 to 4096, for example 1024x1024.",
+                "description": f"WIDTHxHEIGHT in pixels, each side {MIN_SIDE} to {MAX_SIDE}, for example 1024x1024.",
             },
         },
         "required": list(DRAFT_FIELDS),
@@ -81,7 +87,7 @@ def parse_draft(answer: str) -> PlanDraft:
     return PlanDraft(**{key: data[key] for key in DRAFT_FIELDS}, answer=answer)
 
 
-def normalise_draft(draft: PlanDraft, request: CreatePlanRequest) -> PlanDraft:
+def normalise_draft(draft: PlanDraft, request: PlanRequest) -> PlanDraft:
     """Tidy what a model gets loosely right, and let the caller's explicit choices win:
     a request that names an image type, style or size gets exactly that."""
     return PlanDraft(

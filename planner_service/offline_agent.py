@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from imagegen.catalogue import image_type_name
 from imagegen.v1.image_plan_pb2 import ImageType
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from planner_service.offline_rules import plan_offline
-from planner_service.ports import PlanDraft, Repair
+from planner_service.ports import PlanDraft, PlanRequest, Repair
 
 
 class OfflinePlanningAgent:
     name = "offline"
     model = ""
 
-    async def draft(self, request: CreatePlanRequest, repair: Repair | None = None) -> PlanDraft:
+    async def draft(self, request: PlanRequest, repair: Repair | None = None) -> PlanDraft:
         # Deterministic and valid by construction, so a repair would change nothing.
         image_type = (
             image_type_name(request.image_type)

@@ -1,7 +1,7 @@
 """A deterministic, rule-based planner: turns a description of a game moment into
 an image plan without calling a model.
 
-Pure: no I/O, no logging, no mutable globals, stdlib only. Inputs are validated by
+Pure: no I/O, no logging, no mutable globals; the stdlib and the catalogue only. Inputs are validated by
 the caller; this module only has to be total and byte-for-byte reproducible.
 """
 
@@ -12,51 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-IMAGE_TYPES: tuple[str, ...] = ("scene", "character", "portrait", "item", "creature", "location", "map")
-MAX_ENHANCED_PROMPT_CHARS = 4000
+from imagegen import catalogue
 
-STYLE_PRESETS: Mapping[str, str] = MappingProxyType({
-    "painterly": "painterly digital fantasy illustration, visible confident brushwork, rich harmonious "
-    "color, soft dramatic lighting",
-    "ink-sketch": "black ink sketch with fine cross-hatching, loose confident linework, monochrome on "
-    "off-white paper",
-    "watercolor": "watercolor painting, soft translucent washes with bleeding edges, textured cold-press "
-    "paper, gentle natural light",
-    "dark-fantasy": "dark fantasy art, muted desaturated palette, deep shadows, grim gothic atmosphere, "
-    "gritty texture",
-    "cinematic": "cinematic film still, realistic detail, dramatic volumetric lighting, shallow depth of "
-    "field, moody color grade",
-    "pixel-art": "16-bit pixel art, crisp hard-edged pixels, limited retro palette, no anti-aliasing",
-    "heroic": "classic tabletop RPG rulebook art, heroic poses, bold clean inked lines, vivid saturated "
-    "color, richly detailed fantasy illustration",
-    "parchment-map": "hand-drawn fantasy cartography on aged parchment, sepia ink linework, subtle "
-    "watercolor tint, decorative compass rose",
-})
-DEFAULT_STYLE = "painterly"
-
-# Sizes image models actually accept: landscape for wide views, portrait-orientation
-# for standing figures, square for everything centred.
-DEFAULT_SIZES: Mapping[str, str] = MappingProxyType({
-    "scene": "1536x1024", "location": "1536x1024", "character": "1024x1536",
-    "portrait": "1024x1024", "item": "1024x1024", "creature": "1024x1024", "map": "1024x1024",
-})
-
-_FRAMING: Mapping[str, str] = MappingProxyType({
-    "scene": "Wide establishing shot of a fantasy scene, clear foreground, midground and background "
-    "depth, the action readable at a glance, characters in dynamic, legible poses",
-    "character": "Full-body character illustration, the whole figure in frame from head to feet, "
-    "readable silhouette, clothing, armor and gear clearly visible, unobtrusive background",
-    "portrait": "Head-and-shoulders portrait, face in sharp focus with a clear, characterful "
-    "expression, eyes toward the viewer, neutral uncluttered background",
-    "item": "A single object centred on a plain neutral ground, studio lighting, crisp detail on "
-    "materials and craftsmanship, no hands, no people, nothing else in frame",
-    "creature": "Full view of the creature from head to tail, anatomy clearly readable, a strong "
-    "sense of its size and scale, characteristic stance",
-    "location": "Environment art of a fantasy location, no prominent characters, strong sense of "
-    "scale and atmosphere, inviting exploration",
-    "map": "Top-down fantasy map, orthographic view with no perspective, readable terrain and clear "
-    "boundaries, labels-free or minimal labels, legend-like clarity, usable at the gaming table",
-})
 # Maps may carry a few labels, so only the other types forbid text outright.
 _TAIL_DEFAULT = "Highly detailed, coherent composition, no text, no watermark."
 _TAIL_MAP = "Highly detailed, no watermark."
@@ -267,8 +224,8 @@ def _cut_words(text: str, limit: int) -> str:
 @dataclass(frozen=True)
 class OfflinePlan:
     enhanced_prompt: str
-    image_type: str  # one of IMAGE_TYPES
-    style: str  # a key of STYLE_PRESETS
+    image_type: str  # a name in catalogue.IMAGE_TYPES
+    style: str  # a name in catalogue.STYLES
     size: str  # "WIDTHxHEIGHT"
 
 
@@ -278,18 +235,19 @@ def plan_offline(prompt: str, *, image_type: str | None = None, style: str | Non
     prompt most, and the offline renderer captions it), then framing, context and style."""
     description = _normalise(prompt)
     kind = image_type or infer_image_type(description, context)
-    look = style or DEFAULT_STYLE
-    head = _FRAMING[kind] + "."
-    tail = f"Style: {STYLE_PRESETS[look]}. {_TAIL_MAP if kind == 'map' else _TAIL_DEFAULT}"
+    look = style or catalogue.DEFAULT_STYLE
+    spec = catalogue.IMAGE_TYPES[kind]
+    head = spec.framing + "."
+    tail = f"Style: {catalogue.STYLES[look].words}. {_TAIL_MAP if kind == 'map' else _TAIL_DEFAULT}"
     details = _context_text(context, kind)
 
     # The framing and style must survive the cap, so only the description and context are
     # cut. The context keeps up to a third of the room so a long description cannot crowd
     # out the character sheet. The 3 reserved chars are a joining space and two full stops.
-    room = MAX_ENHANCED_PROMPT_CHARS - len(head) - len(tail) - 2 - 3
+    room = catalogue.MAX_PROMPT_CHARS - len(head) - len(tail) - 2 - 3
     if len(description) + len(details) > room:
         details_room = min(len(details), room // 3)
         description = _cut_words(description, room - details_room)
         details = _cut_words(details, room - len(description))
     parts = (_sentence(description), head, _sentence(details), tail)
-    return OfflinePlan(" ".join(p for p in parts if p), kind, look, size or DEFAULT_SIZES[kind])
+    return OfflinePlan(" ".join(p for p in parts if p), kind, look, size or spec.default_size)

@@ -9,8 +9,8 @@ Two ways to get a structured answer, chosen by configuration:
 The planner checks every answer again (planner_service.drafts): a schema is a request
 to the model, not a guarantee from every server.
 
-This is the only planner module that imports the SDK; SDK errors become the planning
-errors of imagegen.errors here.
+This is the only planner module that imports the SDK; SDK errors, sorted by
+imagegen_runtime.openai_errors, become the planning errors of imagegen.errors here.
 """
 
 from __future__ import annotations
@@ -22,32 +22,19 @@ from typing import Any
 
 import openai
 
-from imagegen.catalogue import image_type_name
+from imagegen import catalogue
+from imagegen.catalogue import Style, image_type_name
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
-from imagegen_runtime.retry_after import retry_after_seconds
+from imagegen_runtime.openai_errors import OpenAIFailureKind, classify_openai_error
 from imagegen.v1.image_plan_pb2 import ImageType
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
-from imagegen.validation import MAX_PROMPT_CHARS
 from planner_service.drafts import draft_schema, parse_draft
-from planner_service.offline_rules import DEFAULT_SIZES
-from planner_service.ports import DraftUnusable, PlanDraft, Repair
+from planner_service.ports import DraftUnusable, PlanDraft, PlanRequest, Repair
 
 log = logging.getLogger(__name__)
 
 TOOL_NAME = "create_image_plan"
 SCHEMA_NAME = "image_plan"
 PATHS = ("tools", "json")
-
-_IMAGE_TYPES = {
-    "scene": "action or several characters in a place",
-    "character": "one full-body figure",
-    "portrait": "head and shoulders of one figure",
-    "item": "one object on its own",
-    "creature": "one monster or beast, whole",
-    "location": "a place with no prominent characters",
-    "map": "a top-down map",
-}
-
 
 class _RequestRejected(PlannerMisconfigured):
     """HTTP 400/422: the server refused the request's shape, e.g. a json_schema format."""
@@ -61,7 +48,7 @@ class OpenAIPlanningAgent:
         client: openai.AsyncOpenAI,
         *,
         model: str,
-        styles: Mapping[str, str],
+        styles: Mapping[str, Style],
         path: str = "tools",
         seed: int | None = 0,
     ) -> None:
@@ -82,7 +69,7 @@ class OpenAIPlanningAgent:
         base_url: str,
         api_key: str,
         model: str,
-        styles: Mapping[str, str],
+        styles: Mapping[str, Style],
         path: str = "tools",
         timeout: float = 30.0,
         max_retries: int = 2,
@@ -98,7 +85,12 @@ class OpenAIPlanningAgent:
         )
         return cls(client, model=model, styles=styles, path=path, seed=seed)
 
-    async def draft(self, request: CreatePlanRequest, repair: Repair | None = None) -> PlanDraft:
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema the model is asked to answer with (planner_service.drafts.draft_schema)."""
+        return self._schema
+
+    async def draft(self, request: PlanRequest, repair: Repair | None = None) -> PlanDraft:
         messages = self._messages(request, repair)
         log.debug("planning with %s: messages %s", self.model, json.dumps(messages, ensure_ascii=False))
         answer = await (self._ask_for_tool_call(messages) if self._path == "tools" else self._ask_for_json(messages))
@@ -157,7 +149,7 @@ class OpenAIPlanningAgent:
         return message.content
 
     # ------------------------------------------------------------------ the request
-    def _messages(self, request: CreatePlanRequest, repair: Repair | None) -> list[dict[str, Any]]:
+    def _messages(self, request: PlanRequest, repair: Repair | None) -> list[dict[str, Any]]:
         moment: dict[str, Any] = {"moment": request.prompt}
         if request.image_type != ImageType.IMAGE_TYPE_UNSPECIFIED:
             moment["image_type"] = image_type_name(request.image_type)
@@ -195,35 +187,20 @@ class OpenAIPlanningAgent:
             raise self._planning_error(exc) from None
 
     def _planning_error(self, exc: openai.APIError) -> PlanningError:
-        # The server's message is not passed on or logged: some echo the API key back.
-        status = getattr(exc, "status_code", None)
-        log.warning(
-            "planning LLM call failed: %s%s (request id %s)",
-            type(exc).__name__, f" HTTP {status}" if status else "", getattr(exc, "request_id", None),
-        )
-        metadata = {"model": self.model}
-        if isinstance(exc, openai.APITimeoutError):
-            return PlannerUnavailable("the planning LLM did not answer in time", metadata=metadata)
-        if isinstance(exc, openai.APIConnectionError):
-            return PlannerUnavailable("cannot reach the planning LLM", metadata=metadata)
-        if isinstance(exc, openai.RateLimitError):
-            return PlannerThrottled(
-                "the planning LLM is rate limiting the planner",
-                metadata=metadata,
-                retry_after=retry_after_seconds(exc.response.headers),
-            )
-        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return PlannerMisconfigured(
-                f"the planning LLM refused the planner's credentials (HTTP {status})", metadata=metadata
-            )
-        if status is None or status >= 500 or status in (408, 409):
-            return PlannerUnavailable(f"the planning LLM failed (HTTP {status})", metadata=metadata)
-        if status in (400, 422):
-            return _RequestRejected(f"the planning LLM rejected the request (HTTP {status})", metadata=metadata)
-        return PlannerMisconfigured(
-            f"the planning LLM rejected the request (HTTP {status}); check the model name and base URL",
-            metadata=metadata,
-        )
+        failure = classify_openai_error(exc, "the planning LLM", log)
+        error_type = _PLANNING_ERRORS[failure.kind]
+        return error_type(failure.description, metadata={"model": self.model}, retry_after=failure.retry_after)
+
+
+# Refused content is the LLM's verdict on the moment, not on the request's shape, so it
+# does not make the json path give up its json_schema format as _RequestRejected does.
+_PLANNING_ERRORS: dict[OpenAIFailureKind, type[PlanningError]] = {
+    OpenAIFailureKind.UNAVAILABLE: PlannerUnavailable,
+    OpenAIFailureKind.THROTTLED: PlannerThrottled,
+    OpenAIFailureKind.NOT_USABLE: PlannerMisconfigured,
+    OpenAIFailureKind.CONTENT_REJECTED: PlannerMisconfigured,
+    OpenAIFailureKind.REQUEST_REJECTED: _RequestRejected,
+}
 
 
 def _message(completion: Any) -> Any:
@@ -232,10 +209,10 @@ def _message(completion: Any) -> Any:
     return completion.choices[0].message
 
 
-def _instructions(styles: Mapping[str, str], path: str, schema: Mapping[str, Any]) -> str:
-    types = "\n".join(f"  - {name}: {what}" for name, what in _IMAGE_TYPES.items())
-    presets = "\n".join(f"  - {name}: {look}" for name, look in sorted(styles.items()))
-    sizes = ", ".join(f"{kind} {size}" for kind, size in DEFAULT_SIZES.items())
+def _instructions(styles: Mapping[str, Style], path: str, schema: Mapping[str, Any]) -> str:
+    types = "\n".join(f"  - {name}: {spec.summary}" for name, spec in catalogue.IMAGE_TYPES.items())
+    presets = "\n".join(f"  - {name}: {style.words}" for name, style in sorted(styles.items()))
+    sizes = ", ".join(f"{name} {spec.default_size}" for name, spec in catalogue.IMAGE_TYPES.items())
     answer = (
         f"Answer by calling {TOOL_NAME} once."
         if path == "tools"
@@ -246,7 +223,7 @@ def _instructions(styles: Mapping[str, str], path: str, schema: Mapping[str, Any
         "You plan one image for a Dungeons & Dragons game. The user message is a JSON object: "
         "the game moment, and optionally facts (character sheet, place, mood) and the image type, "
         "style or size the game has already chosen; use those exactly.\n"
-        f"- enhanced_prompt: a vivid, concrete prompt for an image model, at most {MAX_PROMPT_CHARS} "
+        f"- enhanced_prompt: a vivid, concrete prompt for an image model, at most {catalogue.MAX_PROMPT_CHARS} "
         "characters. The subject first, then framing, setting, lighting and mood, then the style. "
         "Use the facts; contradict none. No text, captions or watermarks, except labels on a map.\n"
         f"- image_type, one of:\n{types}\n"

@@ -7,24 +7,23 @@ made the first time, and with it the same plan_id, which the executor dedups on.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from imagegen.fingerprint import canonical_digest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+from planner_service.ports import PlanRequest
 
 
-def request_fingerprint(request: CreatePlanRequest, path: str) -> str:
+def request_fingerprint(request: PlanRequest, path: str) -> str:
     """SHA-256 over the request fields that decide the plan, and the planning path.
 
     session_id is left out, as it is from plan_id: it says where the image is
     filed, not what it shows, so two sessions asking for the same moment share
     one plan (each gets its own session_id back).
     """
-    canonical = json.dumps(
+    return canonical_digest(
         {
             "v": 1,
             "path": path,
@@ -33,12 +32,8 @@ def request_fingerprint(request: CreatePlanRequest, path: str) -> str:
             "style": request.style,
             "size": request.size,
             "context": dict(request.context),
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
+        }
     )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class PlanCache:

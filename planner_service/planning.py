@@ -21,22 +21,22 @@ from imagegen.errors import (
     PlannerUnavailable,
     PlanOutputInvalid,
 )
+from imagegen.catalogue import DEFAULT_PLANNING_MODE, PLANNING_MODES, planning_mode_name
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, PlanProvenance
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest, PlanningMode
-from imagegen.validation import validate_create_plan_request
+from imagegen.validation import validate_plan_request
 from planner_service.drafts import normalise_draft, plan_from_draft
 from planner_service.plan_cache import PlanCache, request_fingerprint
-from planner_service.ports import DraftUnusable, NoPlanningObserver, PlanningAgent, PlanningObserver, Repair
+from planner_service.ports import (
+    DraftUnusable,
+    NoPlanningObserver,
+    PlanningAgent,
+    PlanningObserver,
+    PlanRequest,
+    Repair,
+)
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "llm", "offline")
-_REQUEST_MODES = {
-    PlanningMode.PLANNING_MODE_UNSPECIFIED: None,  # the server's configured mode
-    PlanningMode.PLANNING_MODE_AUTO: "auto",
-    PlanningMode.PLANNING_MODE_LLM: "llm",
-    PlanningMode.PLANNING_MODE_OFFLINE: "offline",
-}
 
 
 class Planner:
@@ -55,13 +55,13 @@ class Planner:
         clock: Callable[[], float] = time.perf_counter,
         *,
         llm: PlanningAgent | None = None,
-        mode: str = "auto",
+        mode: str = DEFAULT_PLANNING_MODE,
         fallback: bool = True,
         cache: PlanCache | None = None,
         observer: PlanningObserver | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode not in PLANNING_MODES:
+            raise ValueError(f"mode must be one of {', '.join(PLANNING_MODES)}, not {mode!r}")
         self._offline = offline
         self._llm = llm
         self._styles = frozenset(styles)
@@ -73,8 +73,8 @@ class Planner:
         # Identical requests in flight share one LLM round trip, so they get one plan.
         self._in_flight: dict[str, asyncio.Future[ImageGenerationPlan]] = {}
 
-    async def create_plan(self, request: CreatePlanRequest) -> ImageGenerationPlan:
-        validate_create_plan_request(request, self._styles)
+    async def create_plan(self, request: PlanRequest) -> ImageGenerationPlan:
+        validate_plan_request(request, self._styles)
         if self._uses_llm(request):
             return await self._llm_plan(request)
         return await self._offline_plan(request)
@@ -84,10 +84,11 @@ class Planner:
         if self._llm is not None:
             await self._llm.aclose()
 
-    def _uses_llm(self, request: CreatePlanRequest) -> bool:
-        if request.mode not in _REQUEST_MODES:
-            raise InvalidRequest([FieldViolation("mode", f"unknown planning mode {request.mode}")])
-        mode = _REQUEST_MODES[request.mode] or self._mode
+    def _uses_llm(self, request: PlanRequest) -> bool:
+        try:
+            mode = planning_mode_name(request.mode) or self._mode
+        except ValueError as exc:
+            raise InvalidRequest([FieldViolation("mode", str(exc))]) from None
         if mode == "offline":
             return False
         if self._llm is None and mode == "llm":
@@ -97,7 +98,7 @@ class Planner:
             )
         return self._llm is not None
 
-    async def _offline_plan(self, request: CreatePlanRequest, *, fell_back: bool = False,
+    async def _offline_plan(self, request: PlanRequest, *, fell_back: bool = False,
                             started: float | None = None) -> ImageGenerationPlan:
         started = self._clock() if started is None else started
         draft = await self._offline.draft(request)
@@ -107,7 +108,7 @@ class Planner:
             raise PlanOutputInvalid(f"the offline planner produced an invalid plan: {unusable}") from None
         return self._stamped(plan, PlanProvenance(planner=self._offline.name, fell_back=fell_back), started)
 
-    async def _llm_plan(self, request: CreatePlanRequest) -> ImageGenerationPlan:
+    async def _llm_plan(self, request: PlanRequest) -> ImageGenerationPlan:
         key = request_fingerprint(request, "llm")
         plan = self._cache.get(key)
         if plan is None:
@@ -130,7 +131,7 @@ class Planner:
         if not flight.cancelled():
             flight.exception()  # retrieved here too, in case every caller gave up
 
-    async def _plan_with_llm(self, request: CreatePlanRequest, key: str) -> ImageGenerationPlan:
+    async def _plan_with_llm(self, request: PlanRequest, key: str) -> ImageGenerationPlan:
         assert self._llm is not None
         started = self._clock()
         try:
@@ -150,7 +151,7 @@ class Planner:
         self._cache.put(key, plan)
         return plan
 
-    async def _draft_with_repair(self, llm: PlanningAgent, request: CreatePlanRequest) -> ImageGenerationPlan:
+    async def _draft_with_repair(self, llm: PlanningAgent, request: PlanRequest) -> ImageGenerationPlan:
         repair: Repair | None = None
         while True:
             try:

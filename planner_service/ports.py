@@ -10,6 +10,36 @@ from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 
 
 @dataclass(frozen=True)
+class PlanRequest:
+    """What the planner is asked: a moment of the game to picture.
+
+    image_type is an imagegen.v1.ImageType number (0: the planner chooses); style and
+    size are empty when the planner chooses; mode is a PlanningMode number (0: the
+    configured default). The planner validates every field (imagegen.validation).
+    """
+
+    prompt: str
+    session_id: str
+    image_type: int = 0
+    style: str = ""
+    size: str = ""
+    context: Mapping[str, str] = field(default_factory=dict)
+    mode: int = 0
+
+    @classmethod
+    def from_proto(cls, request: CreatePlanRequest) -> PlanRequest:
+        return cls(
+            prompt=request.prompt,
+            session_id=request.session_id,
+            image_type=request.image_type,
+            style=request.style,
+            size=request.size,
+            context=dict(request.context),
+            mode=request.mode,
+        )
+
+
+@dataclass(frozen=True)
 class PlanDraft:
     """An agent's proposal, before the planner validates and fingerprints it.
 
@@ -52,7 +82,7 @@ class PlanningAgent(Protocol):
     name: str  # recorded as provenance.planner
     model: str  # recorded as provenance.model; empty when there is none
 
-    async def draft(self, request: CreatePlanRequest, repair: Repair | None = None) -> PlanDraft:
+    async def draft(self, request: PlanRequest, repair: Repair | None = None) -> PlanDraft:
         """Propose a plan; with repair, propose it again, fixing repair.problems.
 
         Raises DraftUnusable for an unreadable answer and the planning errors of

@@ -7,6 +7,7 @@ import grpc
 
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from planner_service.planning import Planner
+from planner_service.ports import PlanRequest
 
 
 class PlannerServicer(planner_service_pb2_grpc.PlannerServiceServicer):
@@ -16,5 +17,5 @@ class PlannerServicer(planner_service_pb2_grpc.PlannerServiceServicer):
     async def CreatePlan(
         self, request: planner_service_pb2.CreatePlanRequest, context: grpc.aio.ServicerContext
     ) -> planner_service_pb2.CreatePlanResponse:
-        plan = await self._planner.create_plan(request)
+        plan = await self._planner.create_plan(PlanRequest.from_proto(request))
         return planner_service_pb2.CreatePlanResponse(plan=plan)

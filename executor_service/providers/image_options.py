@@ -15,12 +15,10 @@ and any model this module does not know take only 1024x1024, 1536x1024 and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
+from imagegen.catalogue import MIME_TYPES
 from imagegen.errors import FieldViolation, InvalidRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
-MIME_TYPES: Mapping[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 QUALITIES = ("auto", "low", "medium", "high", "xhigh", "max")
 MODERATION_LEVELS = ("auto", "low")
 RETIRED_MODELS = frozenset({"dall-e-2", "dall-e-3", "gpt-image-1"})

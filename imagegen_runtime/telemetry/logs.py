@@ -18,6 +18,7 @@ from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 LOG_FORMATS = ("json", "text")
+DEFAULT_LOG_FORMAT = "json"
 
 # The fields of the call being served; empty outside a call.
 call_fields: ContextVar[dict[str, Any]] = ContextVar("imagegen_call_fields", default={})  # noqa: B039 - never mutated
@@ -53,7 +54,7 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-def configure_logging(level: str, fmt: str = "json", stream: IO[str] | None = None) -> logging.Handler:
+def configure_logging(level: str, fmt: str = DEFAULT_LOG_FORMAT, stream: IO[str] | None = None) -> logging.Handler:
     """Replace the root logger's handlers with one that writes fmt ("json" or "text")
     to stream (stderr); returns it, so a caller (a test) can remove it again."""
     if fmt not in LOG_FORMATS:

@@ -14,14 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_str
-
-LOG_FORMATS = ("json", "text")
+from imagegen_runtime.telemetry.logs import DEFAULT_LOG_FORMAT, LOG_FORMATS
 
 
 @dataclass(frozen=True)
 class TelemetrySettings:
     metrics_address: str = ""  # empty: no metrics endpoint
-    log_format: str = "json"
+    log_format: str = DEFAULT_LOG_FORMAT
     tracing_endpoint: str = ""  # empty: no tracing
     service_name: str = "imagegen"
 

@@ -18,6 +18,7 @@ from imagegen.fingerprint import with_fingerprint
 from imagegen.v1 import planner_service_pb2_grpc
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest, PlanningMode
+from planner_service.ports import PlanRequest
 from planner_service.config import PlannerSettings
 from planner_service.openai_agent import TOOL_NAME
 from planner_service.bootstrap import build_planner, create_server
@@ -76,7 +77,7 @@ def last_user_message(request: fo.RecordedRequest) -> str:
 async def offline_twin(**options: object) -> ImageGenerationPlan:
     """What the offline planner makes of the same request."""
     planner = build_planner(PlannerSettings(mode="offline"))
-    request = CreatePlanRequest(prompt=PROMPT, session_id="table-1", **options)  # type: ignore[arg-type]
+    request = PlanRequest(prompt=PROMPT, session_id="table-1", **options)  # type: ignore[arg-type]
     return await planner.create_plan(request)
 
 
@@ -215,7 +216,7 @@ async def test_mode_per_request(start_planner: StartPlanner, fake_openai: fo.Fak
     fake_openai.script_chat(fo.chat_tool_call(TOOL_NAME, ANSWER))
     target = await start_planner(mode="offline")
     requests = {
-        mode: CreatePlanRequest(prompt=PROMPT, session_id="s", mode=mode)
+        mode: PlanRequest(prompt=PROMPT, session_id="s", mode=mode)
         for mode in (PlanningMode.PLANNING_MODE_UNSPECIFIED, PlanningMode.PLANNING_MODE_OFFLINE,
                      PlanningMode.PLANNING_MODE_AUTO)
     }

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from imagegen.catalogue import IMAGE_TYPE_NAMES
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
 from imagegen.v1.image_plan_pb2 import ImageType
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+from planner_service.ports import PlanRequest
 from planner_service.drafts import SIZE_PATTERN
-from planner_service.offline_rules import STYLE_PRESETS
-from imagegen_runtime.retry_after import retry_after_seconds
+from imagegen.catalogue import STYLES
 from planner_service.openai_agent import TOOL_NAME, OpenAIPlanningAgent
 from planner_service.ports import DraftUnusable, PlanDraft, Repair
 from tests.support import fake_openai as fo
@@ -30,7 +27,7 @@ ANSWER = {
     "style": "dark-fantasy",
     "size": "1024x1024",
 }
-REQUEST = CreatePlanRequest(
+REQUEST = PlanRequest(
     prompt="A red dragon on its hoard", session_id="s1", context={"mood": "menacing", "location": "a cave"}
 )
 
@@ -43,7 +40,7 @@ async def make_agent(fake_openai: fo.FakeOpenAI) -> AsyncIterator[AgentFactory]:
 
     def make(**options: object) -> OpenAIPlanningAgent:
         settings = dict(base_url=fake_openai.base_url, api_key=API_KEY, model="gpt-test",
-                        styles=STYLE_PRESETS, timeout=1.0, max_retries=0)
+                        styles=STYLES, timeout=1.0, max_retries=0)
         settings.update(options)
         agents.append(OpenAIPlanningAgent.connect(**settings))  # type: ignore[arg-type]
         return agents[-1]
@@ -77,7 +74,7 @@ async def test_tools_path_forces_one_strict_tool_and_returns_its_arguments(
     assert schema["additionalProperties"] is False
     assert sorted(schema["required"]) == sorted(schema["properties"]) == sorted(ANSWER)
     assert schema["properties"]["image_type"]["enum"] == list(IMAGE_TYPE_NAMES)
-    assert schema["properties"]["style"]["enum"] == sorted(STYLE_PRESETS)
+    assert schema["properties"]["style"]["enum"] == sorted(STYLES)
     assert schema["properties"]["size"]["pattern"] == SIZE_PATTERN
     prompt_schema = schema["properties"]["enhanced_prompt"]
     assert "maxLength" not in prompt_schema and "at most 4000 characters" in prompt_schema["description"]
@@ -92,7 +89,7 @@ async def test_the_callers_choices_are_passed_to_the_model(
     make_agent: AgentFactory, fake_openai: fo.FakeOpenAI
 ) -> None:
     fake_openai.script_chat(fo.chat_tool_call(TOOL_NAME, ANSWER))
-    request = CreatePlanRequest(prompt="Thora", session_id="s", image_type=ImageType.IMAGE_TYPE_PORTRAIT,
+    request = PlanRequest(prompt="Thora", session_id="s", image_type=ImageType.IMAGE_TYPE_PORTRAIT,
                                 style="heroic", size="512x512")
     await make_agent().draft(request)
     user = fake_openai.chat_requests[0].body["messages"][1]
@@ -112,7 +109,7 @@ async def test_json_path_asks_for_a_strict_json_schema_and_reads_the_content(
     response_format = body["response_format"]
     assert response_format["type"] == "json_schema"
     assert response_format["json_schema"]["strict"] is True
-    assert response_format["json_schema"]["schema"]["properties"]["style"]["enum"] == sorted(STYLE_PRESETS)
+    assert response_format["json_schema"]["schema"]["properties"]["style"]["enum"] == sorted(STYLES)
 
 
 async def test_json_path_falls_back_to_json_text_when_the_server_refuses_json_schema(
@@ -206,12 +203,3 @@ async def test_sdk_errors_become_planning_errors(
     assert error.reason == reason and error.metadata == {"model": "gpt-test"}
     assert API_KEY not in error.message  # the server's text is never passed on
     assert error.retry_after == (7.0 if error_type is PlannerThrottled else None)
-
-
-def test_retry_after_reads_milliseconds_seconds_and_dates() -> None:
-    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert retry_after_seconds({"retry-after": "3"}) == 3.0
-    assert retry_after_seconds({}) is None
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=120), usegmt=True)
-    assert 110 < retry_after_seconds({"retry-after": later}) <= 120  # type: ignore[operator]

@@ -20,7 +20,6 @@ from executor_service.providers.openai_images import OpenAIImageProvider
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import ContentRejected
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from tests.conftest import PUBLIC_BASE
 from tests.support import fake_openai as fo
@@ -84,7 +83,7 @@ async def test_plan_metadata_chooses_quality_format_and_moderation(fake_openai: 
     fake_openai.script_images(fo.images_b64(webp, output_format="webp"))
     plan = make_plan(size="1536x864", metadata={"quality": "high", "output_format": "webp", "moderation": "low"})
     executor = Executor(openai_provider(fake_openai, quality="low"), LocalObjectStore(tmp_path), PUBLIC_BASE)
-    result = await executor.execute(ExecutePlanRequest(plan=plan))
+    result = await executor.execute(plan)
     await executor.aclose()
     body = fake_openai.image_requests[0].body
     assert (body["quality"], body["output_format"], body["moderation"], body["size"]) == ("high", "webp", "low", "1536x864")
@@ -158,10 +157,10 @@ async def test_the_chain_falls_back_on_an_outage_but_never_on_rejected_content(
     )
     chain = ProviderChain([openai_provider(fake_openai), OfflineRenderer()])
     executor = Executor(chain, LocalObjectStore(tmp_path), PUBLIC_BASE)
-    fell_back = await executor.execute(ExecutePlanRequest(plan=make_plan()))
+    fell_back = await executor.execute(make_plan())
     assert (fell_back.provider.name, fell_back.provider.model) == ("offline", "offline-renderer-1")
     with pytest.raises(ContentRejected) as caught:
-        await executor.execute(ExecutePlanRequest(plan=make_plan(enhanced_prompt="Something else entirely")))
+        await executor.execute(make_plan(enhanced_prompt="Something else entirely"))
     await executor.aclose()
     assert caught.value.plan.enhanced_prompt == "Something else entirely"
     assert len(fake_openai.image_requests) == 2

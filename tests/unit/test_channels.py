@@ -10,6 +10,7 @@ import pytest
 from clients import ChannelOptions, RetryPolicy
 from clients import channels as ch
 from clients._common import create_plan_request
+from imagegen import catalogue
 from imagegen_runtime import serving
 from imagegen.v1.planner_service_pb2 import PlanningMode
 
@@ -31,7 +32,7 @@ def test_the_defaults_balance_keep_alive_and_retry_only_unavailable() -> None:
     assert options["grpc.enable_retries"] == 1
     assert (options["grpc.keepalive_time_ms"], options["grpc.keepalive_timeout_ms"]) == (30_000, 10_000)
     assert options["grpc.keepalive_permit_without_calls"] == 1
-    assert options["grpc.max_receive_message_length"] == serving.MAX_MESSAGE_BYTES
+    assert options["grpc.max_receive_message_length"] == dict(serving.SERVER_OPTIONS)["grpc.max_receive_message_length"]
     assert "grpc.ssl_target_name_override" not in options
 
 
@@ -39,7 +40,7 @@ def test_client_keepalive_and_server_enforcement_agree() -> None:
     """A client pinging more often than the server allows gets GOAWAY too_many_pings."""
     server = dict(serving.SERVER_OPTIONS)
     assert server["grpc.keepalive_permit_without_calls"] == 1
-    assert server["grpc.http2.min_ping_interval_without_data_ms"] == ch.SERVER_MIN_PING_INTERVAL * 1000
+    assert server["grpc.http2.min_ping_interval_without_data_ms"] == catalogue.MIN_PING_INTERVAL_SECONDS * 1000
     assert args(ChannelOptions())["grpc.keepalive_time_ms"] >= server["grpc.http2.min_ping_interval_without_data_ms"]
     with pytest.raises(ValueError, match="refuse pings"):
         ChannelOptions(keepalive_time=5)
@@ -100,5 +101,5 @@ def test_create_plan_requests_carry_the_mode(mode: str | int | None, expected: i
 
 @pytest.mark.parametrize("mode", ["unspecified", "magic"])
 def test_an_unknown_mode_is_refused(mode: str) -> None:
-    with pytest.raises(ValueError, match="auto, llm or offline"):
+    with pytest.raises(ValueError, match="auto, llm, offline"):
         create_plan_request("x", session_id="s", mode=mode)

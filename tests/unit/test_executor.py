@@ -13,7 +13,6 @@ from executor_service.ports import RenderedImage
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import InvalidRequest, ProviderUnavailable
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend image bytes"
@@ -73,7 +72,7 @@ async def test_first_execution_renders_stores_and_fills_every_field(
     executor: Executor, provider: CountingProvider, tmp_path: Path
 ) -> None:
     plan = make_plan()
-    result = await executor.execute(ExecutePlanRequest(plan=plan))
+    result = await executor.execute(plan)
     key = f"table-3/creature/{with_fingerprint(plan).plan_id}.png"
     assert provider.calls == 1
     assert result.storage_path == f"images/{key}"
@@ -93,8 +92,8 @@ async def test_first_execution_renders_stores_and_fills_every_field(
 async def test_second_execution_of_the_same_plan_renders_nothing(
     executor: Executor, provider: CountingProvider
 ) -> None:
-    first = await executor.execute(ExecutePlanRequest(plan=make_plan()))
-    second = await executor.execute(ExecutePlanRequest(plan=make_plan()))
+    first = await executor.execute(make_plan())
+    second = await executor.execute(make_plan())
     assert provider.calls == 1
     assert second.reused
     for field in ("storage_path", "content_sha256", "byte_size", "width", "height", "create_time"):
@@ -105,17 +104,17 @@ async def test_second_execution_of_the_same_plan_renders_nothing(
 async def test_a_fresh_executor_finds_what_an_earlier_one_stored(
     executor: Executor, store: LocalObjectStore
 ) -> None:
-    await executor.execute(ExecutePlanRequest(plan=make_plan()))
+    await executor.execute(make_plan())
     other_provider = CountingProvider()
     again = await Executor(other_provider, store, "https://game.test/images").execute(
-        ExecutePlanRequest(plan=make_plan())
+        make_plan()
     )
     assert again.reused and other_provider.calls == 0
 
 
 async def test_concurrent_identical_plans_render_once(executor: Executor, provider: CountingProvider) -> None:
     provider.gate = asyncio.Event()
-    calls = [asyncio.create_task(executor.execute(ExecutePlanRequest(plan=make_plan()))) for _ in range(16)]
+    calls = [asyncio.create_task(executor.execute(make_plan())) for _ in range(16)]
     # Every call joins the shared render in its first step; the render starts
     # only after a stat() round trip through a worker thread, so by then all 16 wait on it.
     await provider.started.wait()
@@ -126,18 +125,18 @@ async def test_concurrent_identical_plans_render_once(executor: Executor, provid
 
 
 async def test_request_id_replays_the_first_result(executor: Executor, provider: CountingProvider) -> None:
-    first = await executor.execute(ExecutePlanRequest(plan=make_plan(), request_id="req-1"))
-    again = await executor.execute(ExecutePlanRequest(plan=make_plan(), request_id="req-1"))
+    first = await executor.execute(make_plan(), request_id="req-1")
+    again = await executor.execute(make_plan(), request_id="req-1")
     assert again == first and not again.reused
     with pytest.raises(InvalidRequest) as caught:
-        await executor.execute(ExecutePlanRequest(plan=make_plan(style="watercolor"), request_id="req-1"))
+        await executor.execute(make_plan(style="watercolor"), request_id="req-1")
     assert caught.value.violations[0].field == "request_id"
     assert provider.calls == 1
 
 
 async def test_invalid_plan_writes_nothing(executor: Executor, provider: CountingProvider, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await executor.execute(ExecutePlanRequest(plan=make_plan(size="0x0", session_id="../up")))
+        await executor.execute(make_plan(size="0x0", session_id="../up"))
     assert {v.field for v in caught.value.violations} == {"plan.size", "plan.session_id"}
     assert caught.value.plan is not None
     assert provider.calls == 0
@@ -149,7 +148,7 @@ async def test_provider_failure_stores_nothing_and_carries_the_plan(
 ) -> None:
     failing = CountingProvider(fail=ProviderUnavailable("provider down"))
     with pytest.raises(ProviderUnavailable) as caught:
-        await Executor(failing, store, "https://game.test").execute(ExecutePlanRequest(plan=make_plan()))
+        await Executor(failing, store, "https://game.test").execute(make_plan())
     assert caught.value.plan.plan_id == with_fingerprint(make_plan()).plan_id
     assert files_under(tmp_path) == []
 

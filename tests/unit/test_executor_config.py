@@ -29,7 +29,7 @@ def test_openai_and_minio_settings_are_read() -> None:
     settings = ExecutorSettings.from_env({
         **MINIO,
         "EXECUTOR_PROVIDER": "openai, offline", "OPENAI_API_KEY": "sk-from-the-usual-place",
-        "EXECUTOR_OPENAI_QUALITY": "high", "EXECUTOR_OPENAI_OUTPUT_FORMAT": "webp",
+        "EXECUTOR_OPENAI_QUALITY": "high", "EXECUTOR_OUTPUT_FORMAT": "webp",
         "EXECUTOR_OPENAI_MODERATION": "low", "EXECUTOR_OPENAI_TIMEOUT_SECONDS": "90",
         "EXECUTOR_OPENAI_MAX_RETRIES": "0", "EXECUTOR_MINIO_ENDPOINT": "https://s3.example.net:9000/",
         "EXECUTOR_MINIO_REGION": "eu-west-1", "EXECUTOR_URL_EXPIRY_SECONDS": "900",
@@ -56,7 +56,7 @@ def test_openai_and_minio_settings_are_read() -> None:
         ({"EXECUTOR_PROVIDER": "openai", "OPENAI_API_KEY": "k", "EXECUTOR_OPENAI_MODEL": "dall-e-3"}, "EXECUTOR_OPENAI_MODEL"),
         ({"EXECUTOR_PROVIDER": "openai", "OPENAI_API_KEY": "k", "EXECUTOR_OPENAI_MODEL": "gpt-image-1"}, "EXECUTOR_OPENAI_MODEL"),
         ({"EXECUTOR_OPENAI_BASE_URL": "localhost:8080"}, "EXECUTOR_OPENAI_BASE_URL"),
-        ({"EXECUTOR_OPENAI_OUTPUT_FORMAT": "gif"}, "EXECUTOR_OPENAI_OUTPUT_FORMAT"),
+        ({"EXECUTOR_OUTPUT_FORMAT": "gif"}, "EXECUTOR_OUTPUT_FORMAT"),
         ({"EXECUTOR_OPENAI_MAX_RETRIES": "-1"}, "EXECUTOR_OPENAI_MAX_RETRIES"),
         ({"EXECUTOR_STORE": "s3"}, "EXECUTOR_STORE"),
         ({**MINIO, "EXECUTOR_MINIO_SECRET_KEY": ""}, "EXECUTOR_MINIO_SECRET_KEY"),

@@ -12,7 +12,7 @@ from executor_service.executor import Executor, key_from_storage_path, object_ke
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import InvalidRequest, NotFound
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutionStage
+from imagegen.v1.executor_service_pb2 import ExecutionStage
 from tests.support.executor_server import HeldProvider
 from tests.unit.test_executor import files_under, make_plan
 
@@ -29,8 +29,8 @@ def executor(held: HeldProvider, tmp_path: Path) -> Executor:
     return Executor(held, LocalObjectStore(tmp_path / "store", bucket="images"), "https://game.test/images")
 
 
-def request() -> ExecutePlanRequest:
-    return ExecutePlanRequest(plan=make_plan())
+def request() -> ImageGenerationPlan:
+    return make_plan()
 
 
 async def test_one_caller_leaving_does_not_stop_the_render_the_others_wait_for(

@@ -18,18 +18,18 @@ from imagegen.errors import (
 )
 from imagegen_runtime.settings import ConfigError
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+from planner_service.ports import PlanRequest
 from planner_service.config import PlannerSettings
 from planner_service.drafts import normalise_draft, parse_draft, plan_from_draft
 from planner_service.offline_agent import OfflinePlanningAgent
-from planner_service.offline_rules import STYLE_PRESETS
+from imagegen.catalogue import STYLES
 from planner_service.plan_cache import PlanCache, request_fingerprint
 from planner_service.planning import Planner
 from planner_service.ports import DraftUnusable, PlanDraft, Repair
 
 ANSWER = {"enhanced_prompt": "A wyvern over a burning village.", "image_type": "creature",
           "style": "dark-fantasy", "size": "1024x1024"}
-REQUEST = CreatePlanRequest(prompt="A wyvern attacks the village", session_id="s1")
+REQUEST = PlanRequest(prompt="A wyvern attacks the village", session_id="s1")
 
 
 class ScriptedAgent:
@@ -42,7 +42,7 @@ class ScriptedAgent:
         self.calls: list[Repair | None] = []
         self.gate: asyncio.Event | None = None
 
-    async def draft(self, request: CreatePlanRequest, repair: Repair | None = None) -> PlanDraft:
+    async def draft(self, request: PlanRequest, repair: Repair | None = None) -> PlanDraft:
         self.calls.append(repair)
         if self.gate is not None:
             await self.gate.wait()
@@ -64,7 +64,7 @@ class Clock:
 
 
 def planner(agent: ScriptedAgent | None, **options: object) -> Planner:
-    return Planner(OfflinePlanningAgent(), STYLE_PRESETS, llm=agent, **options)  # type: ignore[arg-type]
+    return Planner(OfflinePlanningAgent(), STYLES, llm=agent, **options)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- drafts
@@ -85,7 +85,7 @@ def test_normalise_tidies_the_model_and_lets_the_callers_choices_win() -> None:
     tidy = normalise_draft(draft, REQUEST)
     assert (tidy.enhanced_prompt, tidy.image_type, tidy.style, tidy.size) == (
         "A wyvern over a village", "creature", "dark-fantasy", "1024x1024")
-    chosen = CreatePlanRequest(prompt="x", session_id="s", image_type=ImageType.IMAGE_TYPE_MAP,
+    chosen = PlanRequest(prompt="x", session_id="s", image_type=ImageType.IMAGE_TYPE_MAP,
                                style="parchment-map", size="2048x2048")
     chosen_tidy = normalise_draft(draft, chosen)
     assert (chosen_tidy.image_type, chosen_tidy.style, chosen_tidy.size) == ("map", "parchment-map", "2048x2048")
@@ -94,7 +94,7 @@ def test_normalise_tidies_the_model_and_lets_the_callers_choices_win() -> None:
 def test_plan_from_draft_names_each_bad_value_once() -> None:
     draft = PlanDraft("x" * 4001, "selfie", "baroque", "10x10", answer="the answer")
     with pytest.raises(DraftUnusable) as caught:
-        plan_from_draft(draft, "s1", STYLE_PRESETS)
+        plan_from_draft(draft, "s1", STYLES)
     problems = caught.value.problems
     assert caught.value.answer == "the answer"
     assert [p.split(":")[0] for p in problems] == ["image_type", "style", "enhanced_prompt", "size"]
@@ -135,7 +135,7 @@ async def test_an_unreachable_llm_falls_back_to_the_offline_plan() -> None:
 
 async def test_an_unknown_mode_is_an_invalid_request() -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await planner(None).create_plan(CreatePlanRequest(prompt="x", session_id="s", mode=42))
+        await planner(None).create_plan(PlanRequest(prompt="x", session_id="s", mode=42))
     assert [v.field for v in caught.value.violations] == ["mode"]
 
 
@@ -181,11 +181,11 @@ def test_cached_plans_cannot_be_changed_through_a_copy() -> None:
 
 
 def test_the_request_fingerprint_ignores_session_and_context_order() -> None:
-    one = CreatePlanRequest(prompt="p", session_id="s1", context={"a": "1", "b": "2"})
-    two = CreatePlanRequest(prompt="p", session_id="s2", context={"b": "2", "a": "1"})
+    one = PlanRequest(prompt="p", session_id="s1", context={"a": "1", "b": "2"})
+    two = PlanRequest(prompt="p", session_id="s2", context={"b": "2", "a": "1"})
     assert request_fingerprint(one, "llm") == request_fingerprint(two, "llm")
     assert request_fingerprint(one, "llm") != request_fingerprint(one, "offline")
-    assert request_fingerprint(one, "llm") != request_fingerprint(CreatePlanRequest(prompt="q", session_id="s1"), "llm")
+    assert request_fingerprint(one, "llm") != request_fingerprint(PlanRequest(prompt="q", session_id="s1"), "llm")
 
 
 async def test_identical_requests_in_flight_share_one_llm_answer() -> None:
@@ -196,7 +196,7 @@ async def test_identical_requests_in_flight_share_one_llm_answer() -> None:
     async def open_the_gate() -> None:  # runs after both requests have started: tasks run in order
         agent.gate.set()  # type: ignore[union-attr]
 
-    other = CreatePlanRequest(prompt=REQUEST.prompt, session_id="s2")
+    other = PlanRequest(prompt=REQUEST.prompt, session_id="s2")
     one, two, _ = await asyncio.gather(subject.create_plan(REQUEST), subject.create_plan(other), open_the_gate())
     assert len(agent.calls) == 1
     assert one.plan_id == two.plan_id and (one.session_id, two.session_id) == ("s1", "s2")

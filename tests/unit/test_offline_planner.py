@@ -8,12 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from imagegen.catalogue import DEFAULT_STYLE, IMAGE_TYPES, STYLES
+from imagegen.catalogue import MAX_PROMPT_CHARS as MAX_ENHANCED_PROMPT_CHARS
 from planner_service.offline_rules import (
-    DEFAULT_SIZES,
-    DEFAULT_STYLE,
-    IMAGE_TYPES,
-    MAX_ENHANCED_PROMPT_CHARS,
-    STYLE_PRESETS,
     OfflinePlan,
     infer_image_type,
     plan_offline,
@@ -88,30 +85,30 @@ def test_item_and_map_framing_details() -> None:
 
 
 def test_style_presets_are_slugs_and_include_the_required_ones() -> None:
-    assert 6 <= len(STYLE_PRESETS) <= 8
+    assert 6 <= len(STYLES) <= 8
     required = {"painterly", "ink-sketch", "watercolor", "dark-fantasy", "cinematic", "pixel-art", "heroic"}
-    assert required <= set(STYLE_PRESETS)
-    for name, fragment in STYLE_PRESETS.items():
+    assert required <= set(STYLES)
+    for name, fragment in ((name, style.words) for name, style in STYLES.items()):
         assert re.fullmatch(r"[a-z0-9-]+", name)
         assert fragment.strip()
 
 
-@pytest.mark.parametrize("style", sorted(STYLE_PRESETS))
+@pytest.mark.parametrize("style", sorted(STYLES))
 def test_style_fragment_appears(style: str) -> None:
     plan = _plan("a bridge over the chasm", style=style)
     assert plan.style == style
-    assert STYLE_PRESETS[style] in plan.enhanced_prompt
+    assert STYLES[style].words in plan.enhanced_prompt
 
 
 def test_default_style() -> None:
     assert DEFAULT_STYLE == "painterly"
     plan = _plan("a bridge over the chasm")
     assert plan.style == DEFAULT_STYLE
-    assert STYLE_PRESETS[DEFAULT_STYLE] in plan.enhanced_prompt
+    assert STYLES[DEFAULT_STYLE].words in plan.enhanced_prompt
 
 
 def test_default_sizes_per_type() -> None:
-    assert DEFAULT_SIZES == {
+    assert {name: spec.default_size for name, spec in IMAGE_TYPES.items()} == {
         "scene": "1536x1024",
         "location": "1536x1024",
         "character": "1024x1536",
@@ -121,7 +118,7 @@ def test_default_sizes_per_type() -> None:
         "map": "1024x1024",
     }
     for image_type in IMAGE_TYPES:
-        assert _plan(image_type=image_type).size == DEFAULT_SIZES[image_type]
+        assert _plan(image_type=image_type).size == IMAGE_TYPES[image_type].default_size
 
 
 def test_explicit_size_and_style_win() -> None:
@@ -189,14 +186,14 @@ def test_cap_keeps_framing_and_style_and_cuts_on_word_boundaries() -> None:
     context = {f"key{i:02d}": " ".join(f"v{j:04d}" for j in range(99)) for i in range(32)}
     context.update(race="dwarf", **{"class": "cleric"})
     for image_type in IMAGE_TYPES:
-        for style in STYLE_PRESETS:
+        for style in STYLES:
             plan = plan_offline(prompt, image_type=image_type, style=style, context=context)
             text = plan.enhanced_prompt
             assert len(text) <= MAX_ENHANCED_PROMPT_CHARS
             assert text.startswith("W0000 w0001")  # the subject leads, cut at its end
             assert plan_offline("x", image_type=image_type).enhanced_prompt.split(". ")[1] in text
             assert FRAMING_MARKERS[image_type] in text.lower()
-            assert f"Style: {STYLE_PRESETS[style]}." in text
+            assert f"Style: {STYLES[style].words}." in text
             assert text.endswith("no watermark.")
             assert all(len(tok) == 5 for tok in re.findall(r"\b[WwVv]\d+\b", text))
             assert "W0000 w0001" in text  # the description keeps its (capitalised) head
@@ -261,15 +258,15 @@ def test_inference_is_word_bounded() -> None:
     context=st.dictionaries(
         st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True), st.text(max_size=500), max_size=32
     ),
-    style=st.none() | st.sampled_from(sorted(STYLE_PRESETS)),
+    style=st.none() | st.sampled_from(sorted(STYLES)),
 )
 def test_property_valid_bounded_deterministic(
     prompt: str, context: dict[str, str], style: str | None
 ) -> None:
     plan = plan_offline(prompt, style=style, context=context)
     assert plan.image_type in IMAGE_TYPES
-    assert plan.style in STYLE_PRESETS
+    assert plan.style in STYLES
     assert re.fullmatch(r"[0-9]{2,4}x[0-9]{2,4}", plan.size)
     assert 0 < len(plan.enhanced_prompt) <= MAX_ENHANCED_PROMPT_CHARS
-    assert STYLE_PRESETS[plan.style] in plan.enhanced_prompt
+    assert STYLES[plan.style].words in plan.enhanced_prompt
     assert plan == plan_offline(prompt, style=style, context=dict(reversed(list(context.items()))))

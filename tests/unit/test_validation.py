@@ -6,10 +6,9 @@ import pytest
 
 from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import InvalidRequest
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
-from imagegen.validation import parse_size, validate_create_plan_request, validate_execute_plan_request
+from imagegen.validation import parse_size, validate_execution, validate_plan_request
 
 STYLES = {"painterly", "watercolor"}
 
@@ -30,8 +29,8 @@ def violated_fields(call, *args) -> set[str]:  # type: ignore[no-untyped-def]
 
 
 def test_valid_requests_pass() -> None:
-    validate_create_plan_request(CreatePlanRequest(prompt="x", session_id="s"), STYLES)
-    validate_execute_plan_request(ExecutePlanRequest(plan=with_fingerprint(plan()), request_id="r" * 128))
+    validate_plan_request(CreatePlanRequest(prompt="x", session_id="s"), STYLES)
+    validate_execution(with_fingerprint(plan()), "r" * 128)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +59,7 @@ def test_create_plan_request_rules(changes: dict[str, object], field: str) -> No
             request.context.update(value)  # type: ignore[arg-type]
         else:
             setattr(request, name, value)
-    assert violated_fields(validate_create_plan_request, request, STYLES) == {field}
+    assert violated_fields(validate_plan_request, request, STYLES) == {field}
 
 
 @pytest.mark.parametrize(
@@ -80,25 +79,23 @@ def test_create_plan_request_rules(changes: dict[str, object], field: str) -> No
     ],
 )
 def test_plan_rules(changes: dict[str, object], field: str) -> None:
-    request = ExecutePlanRequest(plan=plan(**changes))
-    assert violated_fields(validate_execute_plan_request, request) == {field}
+    assert violated_fields(validate_execution, plan(**changes), "") == {field}
 
 
 def test_execute_request_needs_a_plan_and_a_short_request_id() -> None:
-    assert violated_fields(validate_execute_plan_request, ExecutePlanRequest()) == {"plan"}
-    too_long = ExecutePlanRequest(plan=plan(), request_id="r" * 129)
-    assert violated_fields(validate_execute_plan_request, too_long) == {"request_id"}
+    assert violated_fields(validate_execution, None, "") == {"plan"}
+    assert violated_fields(validate_execution, plan(), "r" * 129) == {"request_id"}
 
 
 def test_every_violation_is_reported_at_once() -> None:
     request = CreatePlanRequest(prompt="", session_id="", size="huge")
-    assert violated_fields(validate_create_plan_request, request, STYLES) == {"prompt", "session_id", "size"}
+    assert violated_fields(validate_plan_request, request, STYLES) == {"prompt", "session_id", "size"}
 
 
 def test_invalid_plan_error_carries_the_plan() -> None:
     bad = plan(size="tiny")
     with pytest.raises(InvalidRequest) as caught:
-        validate_execute_plan_request(ExecutePlanRequest(plan=bad))
+        validate_execution(bad, "")
     assert caught.value.plan == bad
 
 

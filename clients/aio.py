@@ -1,4 +1,7 @@
-"""asyncio clients, for the backend's event loop."""
+"""asyncio clients, for the backend's event loop.
+
+Everything but the calls themselves is in clients._common, shared with clients.sync;
+tests/unit/test_client_parity.py fails when the two drift apart."""
 
 from __future__ import annotations
 
@@ -13,28 +16,25 @@ from clients._common import (
     DEFAULT_IMAGE_TIMEOUT,
     DEFAULT_PLAN_TIMEOUT,
     Generation,
+    ImageStreamBase,
     SignedImageUrl,
     StoredImage,
+    both_clients,
+    client_channel,
     create_plan_request,
     execute_plan_request,
-    legacy_payload,
+    execution_errors,
+    generation,
+    get_image_request,
+    planning_errors,
     sign_image_url_request,
     signed_image_url,
     stream_execute_plan_request,
 )
 from clients.channels import ChannelOptions, aio_channel
-from clients.errors import execution_failed, planning_failed
 from imagegen.v1 import executor_service_pb2_grpc, planner_service_pb2_grpc
-from imagegen.v1.executor_service_pb2 import GetImageRequest, GetImageResponse, StreamExecutePlanResponse
+from imagegen.v1.executor_service_pb2 import StreamExecutePlanResponse
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
-
-
-def _channel(target: str | grpc.aio.Channel, options: ChannelOptions | None) -> grpc.aio.Channel:
-    if isinstance(target, str):
-        return aio_channel(target, options)
-    if options is not None:
-        raise ValueError("options build a channel from a target; a ready channel takes none")
-    return target
 
 
 class AsyncPlannerClient:
@@ -48,8 +48,7 @@ class AsyncPlannerClient:
         options: ChannelOptions | None = None,
         timeout: float = DEFAULT_PLAN_TIMEOUT,
     ) -> None:
-        self._own_channel = isinstance(target, str)
-        self._channel = _channel(target, options)
+        self._channel, self._own_channel = client_channel(target, options, aio_channel)
         self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
         self._timeout = timeout
 
@@ -59,11 +58,8 @@ class AsyncPlannerClient:
         """Plan one image; PlanningFailed on any error. options: image_type, style, size, context,
         mode ("auto", "llm" or "offline"; the server's default when absent)."""
         request = create_plan_request(prompt, session_id=session_id, **options)
-        try:
-            response = await self._stub.CreatePlan(request, timeout=timeout or self._timeout)
-        except grpc.RpcError as error:
-            raise planning_failed(error) from None
-        return response.plan
+        with planning_errors():
+            return (await self._stub.CreatePlan(request, timeout=timeout or self._timeout)).plan
 
     async def close(self) -> None:
         if self._own_channel:
@@ -88,8 +84,7 @@ class AsyncExecutorClient:
         timeout: float = DEFAULT_EXECUTE_TIMEOUT,
         image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
     ) -> None:
-        self._own_channel = isinstance(target, str)
-        self._channel = _channel(target, options)
+        self._channel, self._own_channel = client_channel(target, options, aio_channel)
         self._stub = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._timeout = timeout
         self._image_timeout = image_timeout
@@ -98,13 +93,9 @@ class AsyncExecutorClient:
         self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
     ) -> ImageGenerationResult:
         """Render and store the plan's image; ExecutionFailed (carrying the plan) on any error."""
-        try:
-            response = await self._stub.ExecutePlan(
-                execute_plan_request(plan, request_id), timeout=timeout or self._timeout
-            )
-        except grpc.RpcError as error:
-            raise execution_failed(error, plan) from None
-        return response.result
+        request = execute_plan_request(plan, request_id)
+        with execution_errors(plan):
+            return (await self._stub.ExecutePlan(request, timeout=timeout or self._timeout)).result
 
     async def stream_execute_plan(
         self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
@@ -116,22 +107,18 @@ class AsyncExecutorClient:
             stream_execute_plan_request(plan, request_id), timeout=timeout or self._timeout
         )
         try:
-            async for event in call:
-                yield event
-        except grpc.RpcError as error:
-            raise execution_failed(error, plan) from None
+            with execution_errors(plan):
+                async for event in call:
+                    yield event
         finally:
             call.cancel()  # a no-op once the call has ended
 
     async def open_image(self, storage_path: str, *, timeout: float | None = None) -> AsyncImageStream:
         """A stored image as a stream of chunks (mime_type and total_size known up front),
         for serving it on without holding it whole; ExecutionFailed on any error."""
-        call = self._stub.GetImage(GetImageRequest(storage_path=storage_path), timeout=timeout or self._image_timeout)
-        try:
-            first = await call.read()
-        except grpc.RpcError as error:
-            raise execution_failed(error, None) from None
-        return AsyncImageStream(call, GetImageResponse() if first is grpc.aio.EOF else first)
+        call = self._stub.GetImage(get_image_request(storage_path), timeout=timeout or self._image_timeout)
+        with execution_errors(None):
+            return AsyncImageStream(call, await call.read())
 
     async def get_image(self, storage_path: str, *, timeout: float | None = None) -> StoredImage:
         """A stored image's bytes ("bucket/key" as in a result's storage_path)."""
@@ -142,13 +129,9 @@ class AsyncExecutorClient:
         self, storage_path: str, *, expires_in: float | dt.timedelta | None = None, timeout: float | None = None
     ) -> SignedImageUrl:
         """A fresh URL to a stored image, valid for expires_in seconds (default: the server's expiry)."""
-        try:
-            response = await self._stub.SignImageUrl(
-                sign_image_url_request(storage_path, expires_in), timeout=timeout or self._image_timeout
-            )
-        except grpc.RpcError as error:
-            raise execution_failed(error, None) from None
-        return signed_image_url(response)
+        request = sign_image_url_request(storage_path, expires_in)
+        with execution_errors(None):
+            return signed_image_url(await self._stub.SignImageUrl(request, timeout=timeout or self._image_timeout))
 
     async def close(self) -> None:
         if self._own_channel:
@@ -161,29 +144,19 @@ class AsyncExecutorClient:
         await self.close()
 
 
-class AsyncImageStream:
+class AsyncImageStream(ImageStreamBase):
     """A stored image's chunks, from AsyncExecutorClient.open_image; iterate once,
     then close (or use with async with) to end the call early."""
 
-    def __init__(self, call: Any, first: GetImageResponse) -> None:
-        self._call = call
-        self._first: GetImageResponse | None = first
-        self.mime_type = first.mime_type
-        self.total_size = first.total_size
-
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            if self._first is not None:
-                first, self._first = self._first, None
-                if first.chunk_data:
-                    yield first.chunk_data
+        with execution_errors(None):
+            if first := self._take_first_chunk():
+                yield first
             while (message := await self._call.read()) is not grpc.aio.EOF:
                 yield message.chunk_data
-        except grpc.RpcError as error:
-            raise execution_failed(error, None) from None
 
     async def aclose(self) -> None:
-        self._call.cancel()
+        self._cancel()
 
     async def __aenter__(self) -> AsyncImageStream:
         return self
@@ -206,8 +179,11 @@ class AsyncImagegenClient:
         plan_timeout: float = DEFAULT_PLAN_TIMEOUT,
         execute_timeout: float = DEFAULT_EXECUTE_TIMEOUT,
     ) -> None:
-        self.planner = AsyncPlannerClient(planner_target, options=planner_options, timeout=plan_timeout)
-        self.executor = AsyncExecutorClient(executor_target, options=executor_options, timeout=execute_timeout)
+        self.planner, self.executor = both_clients(
+            lambda: AsyncPlannerClient(planner_target, options=planner_options, timeout=plan_timeout),
+            lambda: AsyncExecutorClient(executor_target, options=executor_options, timeout=execute_timeout),
+            _close_unused,
+        )
 
     async def generate(
         self,
@@ -225,8 +201,7 @@ class AsyncImagegenClient:
         plan = await self.planner.create_plan(
             prompt, session_id=session_id, image_type=image_type, style=style, size=size, context=context, mode=mode
         )
-        result = await self.executor.execute_plan(plan, request_id=request_id)
-        return Generation(plan, result, legacy_payload(result, prompt))
+        return generation(prompt, plan, await self.executor.execute_plan(plan, request_id=request_id))
 
     async def close(self) -> None:
         await self.planner.close()
@@ -237,3 +212,15 @@ class AsyncImagegenClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _close_unused(client: AsyncPlannerClient) -> None:
+    """Close a client no call has used, from __init__, which cannot await: closing a
+    channel with no call in flight waits for nothing, so its coroutine runs to the end
+    in one step here."""
+    closing = client.close()
+    try:
+        closing.send(None)
+    except StopIteration:
+        return
+    closing.close()  # it had to wait after all: the channel is closed when it is collected

@@ -1,4 +1,7 @@
-"""Blocking clients, for code that is not on an event loop."""
+"""Blocking clients, for code that is not on an event loop.
+
+Everything but the calls themselves is in clients._common, shared with clients.aio;
+tests/unit/test_client_parity.py fails when the two drift apart."""
 
 from __future__ import annotations
 
@@ -13,28 +16,25 @@ from clients._common import (
     DEFAULT_IMAGE_TIMEOUT,
     DEFAULT_PLAN_TIMEOUT,
     Generation,
+    ImageStreamBase,
     SignedImageUrl,
     StoredImage,
+    both_clients,
+    client_channel,
     create_plan_request,
     execute_plan_request,
-    legacy_payload,
+    execution_errors,
+    generation,
+    get_image_request,
+    planning_errors,
     sign_image_url_request,
     signed_image_url,
     stream_execute_plan_request,
 )
 from clients.channels import ChannelOptions, sync_channel
-from clients.errors import execution_failed, planning_failed
 from imagegen.v1 import executor_service_pb2_grpc, planner_service_pb2_grpc
-from imagegen.v1.executor_service_pb2 import GetImageRequest, GetImageResponse, StreamExecutePlanResponse
+from imagegen.v1.executor_service_pb2 import StreamExecutePlanResponse
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
-
-
-def _channel(target: str | grpc.Channel, options: ChannelOptions | None) -> grpc.Channel:
-    if isinstance(target, str):
-        return sync_channel(target, options)
-    if options is not None:
-        raise ValueError("options build a channel from a target; a ready channel takes none")
-    return target
 
 
 class PlannerClient:
@@ -44,8 +44,7 @@ class PlannerClient:
     def __init__(
         self, target: str | grpc.Channel, *, options: ChannelOptions | None = None, timeout: float = DEFAULT_PLAN_TIMEOUT
     ) -> None:
-        self._own_channel = isinstance(target, str)
-        self._channel = _channel(target, options)
+        self._channel, self._own_channel = client_channel(target, options, sync_channel)
         self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
         self._timeout = timeout
 
@@ -53,10 +52,8 @@ class PlannerClient:
         """Plan one image; PlanningFailed on any error. options: image_type, style, size, context,
         mode ("auto", "llm" or "offline"; the server's default when absent)."""
         request = create_plan_request(prompt, session_id=session_id, **options)
-        try:
+        with planning_errors():
             return self._stub.CreatePlan(request, timeout=timeout or self._timeout).plan
-        except grpc.RpcError as error:
-            raise planning_failed(error) from None
 
     def close(self) -> None:
         if self._own_channel:
@@ -81,8 +78,7 @@ class ExecutorClient:
         timeout: float = DEFAULT_EXECUTE_TIMEOUT,
         image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
     ) -> None:
-        self._own_channel = isinstance(target, str)
-        self._channel = _channel(target, options)
+        self._channel, self._own_channel = client_channel(target, options, sync_channel)
         self._stub = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._timeout = timeout
         self._image_timeout = image_timeout
@@ -91,11 +87,9 @@ class ExecutorClient:
         self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
     ) -> ImageGenerationResult:
         """Render and store the plan's image; ExecutionFailed (carrying the plan) on any error."""
-        try:
-            response = self._stub.ExecutePlan(execute_plan_request(plan, request_id), timeout=timeout or self._timeout)
-        except grpc.RpcError as error:
-            raise execution_failed(error, plan) from None
-        return response.result
+        request = execute_plan_request(plan, request_id)
+        with execution_errors(plan):
+            return self._stub.ExecutePlan(request, timeout=timeout or self._timeout).result
 
     def stream_execute_plan(
         self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
@@ -107,21 +101,17 @@ class ExecutorClient:
             stream_execute_plan_request(plan, request_id), timeout=timeout or self._timeout
         )
         try:
-            yield from call
-        except grpc.RpcError as error:
-            raise execution_failed(error, plan) from None
+            with execution_errors(plan):
+                yield from call
         finally:
             call.cancel()  # a no-op once the call has ended
 
     def open_image(self, storage_path: str, *, timeout: float | None = None) -> ImageStream:
         """A stored image as a stream of chunks (mime_type and total_size known up front),
         for serving it on without holding it whole; ExecutionFailed on any error."""
-        call = self._stub.GetImage(GetImageRequest(storage_path=storage_path), timeout=timeout or self._image_timeout)
-        try:
-            first = next(call, GetImageResponse())
-        except grpc.RpcError as error:
-            raise execution_failed(error, None) from None
-        return ImageStream(call, first)
+        call = self._stub.GetImage(get_image_request(storage_path), timeout=timeout or self._image_timeout)
+        with execution_errors(None):
+            return ImageStream(call, next(call, None))
 
     def get_image(self, storage_path: str, *, timeout: float | None = None) -> StoredImage:
         """A stored image's bytes ("bucket/key" as in a result's storage_path)."""
@@ -132,13 +122,9 @@ class ExecutorClient:
         self, storage_path: str, *, expires_in: float | dt.timedelta | None = None, timeout: float | None = None
     ) -> SignedImageUrl:
         """A fresh URL to a stored image, valid for expires_in seconds (default: the server's expiry)."""
-        try:
-            response = self._stub.SignImageUrl(
-                sign_image_url_request(storage_path, expires_in), timeout=timeout or self._image_timeout
-            )
-        except grpc.RpcError as error:
-            raise execution_failed(error, None) from None
-        return signed_image_url(response)
+        request = sign_image_url_request(storage_path, expires_in)
+        with execution_errors(None):
+            return signed_image_url(self._stub.SignImageUrl(request, timeout=timeout or self._image_timeout))
 
     def close(self) -> None:
         if self._own_channel:
@@ -151,29 +137,19 @@ class ExecutorClient:
         self.close()
 
 
-class ImageStream:
+class ImageStream(ImageStreamBase):
     """A stored image's chunks, from ExecutorClient.open_image; iterate once, then
     close (or use as a context manager) to end the call early."""
 
-    def __init__(self, call: Any, first: GetImageResponse) -> None:
-        self._call = call
-        self._first: GetImageResponse | None = first
-        self.mime_type = first.mime_type
-        self.total_size = first.total_size
-
     def __iter__(self) -> Iterator[bytes]:
-        try:
-            if self._first is not None:
-                first, self._first = self._first, None
-                if first.chunk_data:
-                    yield first.chunk_data
+        with execution_errors(None):
+            if first := self._take_first_chunk():
+                yield first
             for message in self._call:
                 yield message.chunk_data
-        except grpc.RpcError as error:
-            raise execution_failed(error, None) from None
 
     def close(self) -> None:
-        self._call.cancel()
+        self._cancel()
 
     def __enter__(self) -> ImageStream:
         return self
@@ -196,12 +172,11 @@ class ImagegenClient:
         plan_timeout: float = DEFAULT_PLAN_TIMEOUT,
         execute_timeout: float = DEFAULT_EXECUTE_TIMEOUT,
     ) -> None:
-        self.planner = PlannerClient(planner_target, options=planner_options, timeout=plan_timeout)
-        try:
-            self.executor = ExecutorClient(executor_target, options=executor_options, timeout=execute_timeout)
-        except BaseException:
-            self.planner.close()
-            raise
+        self.planner, self.executor = both_clients(
+            lambda: PlannerClient(planner_target, options=planner_options, timeout=plan_timeout),
+            lambda: ExecutorClient(executor_target, options=executor_options, timeout=execute_timeout),
+            PlannerClient.close,
+        )
 
     def generate(
         self,
@@ -219,8 +194,7 @@ class ImagegenClient:
         plan = self.planner.create_plan(
             prompt, session_id=session_id, image_type=image_type, style=style, size=size, context=context, mode=mode
         )
-        result = self.executor.execute_plan(plan, request_id=request_id)
-        return Generation(plan, result, legacy_payload(result, prompt))
+        return generation(prompt, plan, self.executor.execute_plan(plan, request_id=request_id))
 
     def close(self) -> None:
         self.planner.close()

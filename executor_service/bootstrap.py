@@ -3,12 +3,12 @@ module that chooses adapters."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 
 from grpc_health.v1 import health_pb2
 from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
@@ -20,10 +20,9 @@ from executor_service.servicer import ExecutorServicer
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
 from executor_service.metrics import ExecutorMetrics
+from imagegen_runtime.bootstrap import Served, run_service, start_service
 from imagegen_runtime.health import LIVENESS, DependencyWatch
-from imagegen_runtime.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
-from imagegen_runtime.telemetry.logs import configure_logging
-from imagegen_runtime.telemetry.server_telemetry import ServerTelemetry
+from imagegen_runtime.serving import RunningServer, ServiceBinding
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 
 SERVICE_NAME = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
@@ -87,61 +86,36 @@ async def create_server(
 ) -> RunningServer:
     """Start the executor's gRPC server; settings.address may use port 0. Without an
     executor it builds one from settings (with metrics) and closes it on stop; one
-    passed in is the caller's to close. tracer_provider overrides the configured tracing."""
-    telemetry = ServerTelemetry(settings.telemetry, tracer_provider=tracer_provider)
-    owned = executor is None
-    executor = executor or build_executor(settings, ExecutorMetrics(telemetry.registry))
-    servicer = ExecutorServicer(executor)
-    binding = ServiceBinding(
-        SERVICE_NAME, servicer, executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server
-    )
-    security = settings.security
-    running = await start_server(
-        settings.address,
-        [binding],
-        enable_reflection=settings.reflection,
-        interceptors=[*telemetry.interceptors(), *security.interceptors()],
-        credentials=security.server_credentials(),
-        health_address=security.health_address or None,
-    )
-    await _observe(running, settings, telemetry, executor, owned)
-    return running
+    passed in is the caller's to close. tracer_provider overrides the configured tracing.
+    Health follows the store (a DependencyWatch); liveness is SERVING while the server runs."""
+
+    def serve(registry: CollectorRegistry) -> Served:
+        served = executor or build_executor(settings, ExecutorMetrics(registry))
+        binding = ServiceBinding(
+            SERVICE_NAME, ExecutorServicer(served), executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server
+        )
+
+        async def watch_store(running: RunningServer) -> None:
+            watch = DependencyWatch(
+                running,
+                served.check_store,
+                what="the object store",
+                interval=settings.health_interval_seconds,
+                timeout=settings.health_timeout_seconds,
+            )
+            watch.start()
+            running.on_stop.insert(0, watch.aclose)  # stopped first, before what it checks closes
+            await running.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+
+        return Served(binding, close=served.aclose if executor is None else None, started=watch_store)
+
+    return await start_service(settings, serve, tracer_provider=tracer_provider)
 
 
-async def _observe(
-    running: RunningServer, settings: ExecutorSettings, telemetry: ServerTelemetry, executor: Executor, owned: bool
-) -> None:
-    """Metrics endpoint, the store's health check, and what stop() closes."""
-    try:
-        telemetry.attach(running)
-    except BaseException:
-        await running.stop(None)
-        raise
-    watch = DependencyWatch(
-        running,
-        executor.check_store,
-        what="the object store",
-        interval=settings.health_interval_seconds,
-        timeout=settings.health_timeout_seconds,
-    )
-    watch.start()
-    running.on_stop.insert(0, watch.aclose)
-    await running.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-    if owned:
-        running.on_stop.append(executor.aclose)
-
-
-async def serve(settings: ExecutorSettings) -> None:
-    running = await create_server(settings)
-    log.info(
-        "executor listening on port %d (providers %s, store %s)",
-        running.port, ",".join(settings.providers), settings.store,
-        extra={"port": running.port, "metrics_port": running.metrics_port},
-    )
-    await serve_until_signalled((running, settings.shutdown_grace_seconds))
+def _describe(settings: ExecutorSettings) -> str:
+    """The start-up log line, after the port."""
+    return f"providers {','.join(settings.providers)}, store {settings.store}"
 
 
 def main() -> None:
-    settings = ExecutorSettings.from_env()
-    configure_logging(settings.log_level, settings.telemetry.log_format)
-    asyncio.run(serve(settings))
+    run_service("executor", ExecutorSettings.from_env, create_server, _describe, log)

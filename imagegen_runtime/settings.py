@@ -17,6 +17,14 @@ def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
+def env_url(env: Mapping[str, str], name: str) -> str:
+    """An http:// or https:// URL without a trailing slash; empty when unset."""
+    url = env_str(env, name, "")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={url!r}: expected an http:// or https:// URL")
+    return url.rstrip("/")
+
+
 def env_choice(env: Mapping[str, str], name: str, default: str, choices: Collection[str]) -> str:
     value = env_str(env, name, default).lower()
     if value not in choices:

@@ -3,19 +3,18 @@ chooses adapters."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
-from imagegen_runtime.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
-from imagegen_runtime.telemetry.logs import configure_logging
-from imagegen_runtime.telemetry.server_telemetry import ServerTelemetry
+from imagegen import catalogue
+from imagegen_runtime.bootstrap import Served, run_service, start_service
+from imagegen_runtime.serving import RunningServer, ServiceBinding
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from planner_service.config import PlannerSettings
 from planner_service.metrics import PlannerMetrics
 from planner_service.offline_agent import OfflinePlanningAgent
-from planner_service.offline_rules import STYLE_PRESETS
 from planner_service.plan_cache import PlanCache
 from planner_service.planning import Planner
 from planner_service.ports import PlanningAgent
@@ -38,7 +37,7 @@ def build_llm_agent(settings: PlannerSettings) -> PlanningAgent | None:
         base_url=settings.effective_llm_base_url,
         api_key=settings.llm_api_key,
         model=settings.llm_model,
-        styles=STYLE_PRESETS,
+        styles=catalogue.STYLES,
         path=settings.llm_path,
         timeout=settings.llm_timeout_seconds,
         max_retries=settings.llm_max_retries,
@@ -56,7 +55,7 @@ def build_planner(
         llm = metrics.observed(llm)
     return Planner(
         OfflinePlanningAgent(),
-        STYLE_PRESETS,
+        catalogue.STYLES,
         llm=llm,
         mode=settings.mode,
         fallback=settings.fallback,
@@ -70,52 +69,26 @@ async def create_server(
 ) -> RunningServer:
     """Start the planner's gRPC server; settings.address may use port 0. Without a
     planner it builds one from settings (with metrics) and closes it on stop; one
-    passed in is the caller's to close. tracer_provider overrides the configured tracing."""
-    telemetry = ServerTelemetry(settings.telemetry, tracer_provider=tracer_provider)
-    owned = planner is None
-    planner = planner or build_planner(settings, metrics=PlannerMetrics(telemetry.registry))
-    servicer = PlannerServicer(planner)
-    binding = ServiceBinding(
-        SERVICE_NAME, servicer, planner_service_pb2_grpc.add_PlannerServiceServicer_to_server
-    )
-    security = settings.security
-    running = await start_server(
-        settings.address,
-        [binding],
-        enable_reflection=settings.reflection,
-        interceptors=[*telemetry.interceptors(), *security.interceptors()],
-        credentials=security.server_credentials(),
-        health_address=security.health_address or None,
-    )
-    await _observe(running, telemetry, planner if owned else None)
-    return running
+    passed in is the caller's to close. tracer_provider overrides the configured tracing.
+    Health is SERVING while the server runs: the planner needs nothing to plan
+    (docs/operations.md)."""
+
+    def serve(registry: CollectorRegistry) -> Served:
+        served = planner or build_planner(settings, metrics=PlannerMetrics(registry))
+        binding = ServiceBinding(
+            SERVICE_NAME, PlannerServicer(served), planner_service_pb2_grpc.add_PlannerServiceServicer_to_server
+        )
+        return Served(binding, close=served.aclose if planner is None else None)
+
+    return await start_service(settings, serve, tracer_provider=tracer_provider)
 
 
-async def _observe(running: RunningServer, telemetry: ServerTelemetry, owned: Planner | None) -> None:
-    """The metrics endpoint, and what stop() closes. Health is SERVING while the
-    server runs: the planner needs nothing to plan (docs/operations.md)."""
-    try:
-        telemetry.attach(running)
-    except BaseException:
-        await running.stop(None)
-        raise
-    if owned is not None:
-        running.on_stop.append(owned.aclose)
-
-
-async def serve(settings: PlannerSettings) -> None:
-    running = await create_server(settings)
-    log.info(
-        "planner listening on port %d; planning mode %s, %s",
-        running.port,
-        settings.mode,
-        f"LLM {settings.llm_model} via the {settings.llm_path} path" if settings.llm_configured else "no LLM configured",
-        extra={"port": running.port, "metrics_port": running.metrics_port},
-    )
-    await serve_until_signalled((running, settings.shutdown_grace_seconds))
+def _describe(settings: PlannerSettings) -> str:
+    """The start-up log line, after the port."""
+    if not settings.llm_configured:
+        return f"planning mode {settings.mode}, no LLM configured"
+    return f"planning mode {settings.mode}, LLM {settings.llm_model} via the {settings.llm_path} path"
 
 
 def main() -> None:
-    settings = PlannerSettings.from_env()
-    configure_logging(settings.log_level, settings.telemetry.log_format)
-    asyncio.run(serve(settings))
+    run_service("planner", PlannerSettings.from_env, create_server, _describe, log)

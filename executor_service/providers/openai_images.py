@@ -3,9 +3,9 @@ against OpenAI or any OpenAI-compatible images endpoint.
 
 Each plan is checked before any request: its size against the model family
 (image_options.size_problem) and its rendering options (metadata "quality",
-"output_format", "moderation", else the configured defaults). SDK errors
-become the execution errors of imagegen.errors here; the provider's own
-message is logged, not passed on.
+"output_format", "moderation", else the configured defaults). SDK errors,
+sorted by imagegen_runtime.openai_errors, become the execution errors of
+imagegen.errors here; the provider's own message is neither passed on nor logged.
 """
 
 from __future__ import annotations
@@ -31,14 +31,20 @@ from imagegen.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from imagegen_runtime.retry_after import retry_after_seconds
+from imagegen_runtime.openai_errors import OpenAIFailureKind, classify_openai_error
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
 
 log = logging.getLogger(__name__)
 
 _PIL_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-_REJECTED_CONTENT = frozenset({"moderation_blocked", "content_policy_violation"})
+_EXECUTION_ERRORS: dict[OpenAIFailureKind, type[ExecutionError]] = {
+    OpenAIFailureKind.UNAVAILABLE: ProviderUnavailable,
+    OpenAIFailureKind.THROTTLED: ProviderThrottled,
+    OpenAIFailureKind.NOT_USABLE: ProviderMisconfigured,
+    OpenAIFailureKind.CONTENT_REJECTED: ContentRejected,
+    OpenAIFailureKind.REQUEST_REJECTED: ProviderMisconfigured,
+}
 
 
 class OpenAIImageProvider:
@@ -125,37 +131,9 @@ class OpenAIImageProvider:
         return _meta(self.model)
 
     def _execution_error(self, exc: openai.APIError) -> ExecutionError:
-        status = getattr(exc, "status_code", None)
-        log.warning(
-            "image provider call failed: %s%s code=%s (request id %s)",
-            type(exc).__name__, f" HTTP {status}" if status else "", exc.code, getattr(exc, "request_id", None),
-        )
-        meta = self._meta()
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderUnavailable(f"{self.model} did not answer in time", metadata=meta)
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderUnavailable(f"cannot reach the image provider for {self.model}", metadata=meta)
-        if exc.code in _REJECTED_CONTENT:
-            return ContentRejected(f"{self.model} refused the prompt's content ({exc.code})", metadata=meta)
-        if isinstance(exc, openai.RateLimitError):
-            if exc.code == "insufficient_quota":  # not a rate: waiting will not help
-                return ProviderMisconfigured(f"the image provider's quota is used up for {self.model}", metadata=meta)
-            return ProviderThrottled(
-                f"the image provider is rate limiting {self.model}",
-                metadata=meta,
-                retry_after=retry_after_seconds(exc.response.headers),
-            )
-        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return ProviderMisconfigured(
-                f"the image provider refused the executor's credentials (HTTP {status})", metadata=meta
-            )
-        if status is None or status >= 500 or status in (408, 409):
-            return ProviderUnavailable(f"the image provider failed (HTTP {status})", metadata=meta)
-        return ProviderMisconfigured(
-            f"the image provider rejected the request (HTTP {status}, {exc.code or 'no code'}); "
-            "check the model and settings",
-            metadata=meta,
-        )
+        failure = classify_openai_error(exc, f"the image provider ({self.model})", log)
+        error_type = _EXECUTION_ERRORS[failure.kind]
+        return error_type(failure.description, metadata=self._meta(), retry_after=failure.retry_after)
 
 
 def _meta(model: str) -> dict[str, str]:

@@ -28,8 +28,9 @@ import time
 import urllib.request
 from typing import Optional
 
-import urllib3
 from minio import Minio
+
+from executor_service.stores.minio_store import http_pool
 
 ENV_ENDPOINT = "S3_TEST_ENDPOINT"
 ENV_ACCESS_KEY = "S3_TEST_ACCESS_KEY"
@@ -126,26 +127,14 @@ def _make_client(
 ) -> Minio:
     # minio's default PoolManager has 5-minute timeouts and retries connection
     # errors and 5xx five times with back-off; for tests we want fast, explicit
-    # failures, so we pass our own pool.
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=timeout, read=timeout),
-        retries=urllib3.Retry(
-            total=retries,
-            backoff_factor=0.1,
-            status_forcelist=[500, 502, 503, 504] if retries else [],
-            # After the last retry hand the 5xx to minio, which raises
-            # S3Error with the server's code instead of MaxRetryError.
-            raise_on_status=False,
-        ),
-        maxsize=10,
-    )
+    # failures, so we use the store's own pool (the same timeouts and retries).
     return Minio(
         endpoint,
         access_key=access_key,
         secret_key=secret_key,
         region=region,  # a known region skips minio's GetBucketLocation call
         secure=secure,
-        http_client=http,
+        http_client=http_pool(timeout, retries),
     )
 
 

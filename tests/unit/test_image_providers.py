@@ -8,7 +8,6 @@ from executor_service.ports import RenderedImage
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.image_options import output_mime_type, plan_option, size_problem
 from executor_service.providers.offline_renderer import OfflineRenderer
-from imagegen_runtime.retry_after import retry_after_seconds
 from imagegen.errors import ContentRejected, ImagegenError, InvalidRequest, ProviderThrottled, ProviderUnavailable
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 
@@ -50,13 +49,6 @@ def test_plan_options_come_from_metadata_or_the_default_and_are_checked() -> Non
     assert [v.field for v in caught.value.violations] == ["plan.metadata['quality']"]
     assert output_mime_type(plan(), "webp") == "image/webp"
     assert output_mime_type(plan(output_format="jpeg"), "png") == "image/jpeg"
-
-
-def test_retry_after_reads_milliseconds_seconds_and_dates() -> None:
-    assert retry_after_seconds({"retry-after-ms": "1500"}) == 1.5
-    assert retry_after_seconds({"retry-after": "3"}) == 3.0
-    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
-    assert retry_after_seconds({}) is None
 
 
 class Scripted:

@@ -23,10 +23,10 @@ import sys
 import grpc
 
 from imagegen.v1 import planner_service_pb2
-from planner_service.ports import PlanRequest
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import build_planner
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
+from planner_service.ports import PlanRequest
 
 ECHO_METHOD = "/bench.Echo/Echo"
 
@@ -117,10 +117,10 @@ async def start_stream(size: int, from_s3: bool) -> tuple[grpc.aio.Server, int]:
 
 async def start_executor(size: int):  # type: ignore[no-untyped-def]
     from bench.providers import FreshBytesProvider
-    from executor_service.config import ExecutorSettings
-    from executor_service.executor import Executor
     from executor_service.bootstrap import build_store
     from executor_service.bootstrap import create_server as create_executor_server
+    from executor_service.config import ExecutorSettings
+    from executor_service.executor import Executor
 
     settings = ExecutorSettings.from_env()
     executor = Executor(FreshBytesProvider(size), build_store(settings), settings.public_base_url)

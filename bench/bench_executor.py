@@ -15,9 +15,9 @@ from pathlib import Path
 from bench.harness import Target, report
 from bench.providers import FixedProvider, png_bytes
 from clients import AsyncExecutorClient
+from executor_service.bootstrap import create_server
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
-from executor_service.bootstrap import create_server
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 

@@ -13,14 +13,14 @@ from pathlib import Path
 from bench.harness import Target, percentile, report
 from bench.providers import FixedProvider, png_bytes
 from clients import AsyncImagegenClient
+from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
-from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.stores.local_store import LocalObjectStore
-from planner_service.ports import PlanRequest
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import build_planner
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
+from planner_service.ports import PlanRequest
 
 
 def prompt(i: int, path: str) -> str:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass

@@ -1,7 +1,7 @@
 """What the game backend imports to plan and execute images."""
 
 from clients._common import Generation, SignedImageUrl, StoredImage, legacy_payload
-from clients.aio import AsyncExecutorClient, AsyncImageStream, AsyncImagegenClient, AsyncPlannerClient
+from clients.aio import AsyncExecutorClient, AsyncImagegenClient, AsyncImageStream, AsyncPlannerClient
 from clients.channels import ChannelOptions, RetryPolicy, aio_channel, sync_channel
 from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
 from clients.sync import ExecutorClient, ImagegenClient, ImageStream, PlannerClient

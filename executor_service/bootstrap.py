@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
+from executor_service.metrics import ExecutorMetrics
 from executor_service.ports import ImageProvider, ObjectStore
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
@@ -19,11 +20,10 @@ from executor_service.providers.openai_images import OpenAIImageProvider
 from executor_service.servicer import ExecutorServicer
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
-from executor_service.metrics import ExecutorMetrics
+from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 from imagegen_runtime.bootstrap import Served, run_service, start_service
 from imagegen_runtime.health import LIVENESS, DependencyWatch
 from imagegen_runtime.serving import RunningServer, ServiceBinding
-from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 
 SERVICE_NAME = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 

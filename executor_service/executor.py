@@ -39,8 +39,8 @@ from imagegen.catalogue import (
     SESSION_ID_PATTERN,
     image_type_name,
 )
-from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
+from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo
 from imagegen.validation import validate_execution

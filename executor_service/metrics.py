@@ -9,11 +9,10 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from executor_service.ports import ReuseKind
-from executor_service.ports import ImageProvider, RenderedImage
+from executor_service.ports import ImageProvider, RenderedImage, ReuseKind
 from imagegen.errors import ImagegenError
-from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
+from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
 
 
 class ExecutorMetrics:

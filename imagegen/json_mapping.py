@@ -18,6 +18,7 @@ from imagegen.catalogue import image_type_from_name
 from imagegen.errors import FieldViolation, InvalidRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
+
 def _to_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(
         message,

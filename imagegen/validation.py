@@ -10,7 +10,6 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Protocol
 
-from imagegen.fingerprint import plan_fingerprint
 from imagegen.catalogue import (
     CONTEXT_KEY_PATTERN,
     MAX_CONTEXT_VALUE_CHARS,
@@ -27,6 +26,7 @@ from imagegen.catalogue import (
     STYLE_PATTERN,
 )
 from imagegen.errors import FieldViolation, InvalidRequest
+from imagegen.fingerprint import plan_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 
 # Enum numbers as sets, once: ImageType.values() builds a new list on every call.

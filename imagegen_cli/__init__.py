@@ -27,8 +27,8 @@ from urllib.parse import unquote, urlparse
 from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed
 from clients.aio import AsyncImagegenClient
 from imagegen import catalogue
-from imagegen.json_mapping import plan_from_json, plan_to_dict, result_to_dict
 from imagegen.errors import InvalidRequest
+from imagegen.json_mapping import plan_from_json, plan_to_dict, result_to_dict
 from imagegen_runtime.settings import ConfigError
 
 # up and demo run both services in this process, and the services' dependencies are

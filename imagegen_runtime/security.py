@@ -26,8 +26,8 @@ from typing import Any
 import grpc
 
 from imagegen import errors
-from imagegen_runtime.settings import ConfigError, env_str
 from imagegen_runtime.error_mapping import abort_with_status, to_status
+from imagegen_runtime.settings import ConfigError, env_str
 
 # Health is exempt so that Kubernetes' grpc probes and load balancers work without a token.
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/",)

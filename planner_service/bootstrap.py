@@ -9,9 +9,9 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from imagegen import catalogue
+from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from imagegen_runtime.bootstrap import Served, run_service, start_service
 from imagegen_runtime.serving import RunningServer, ServiceBinding
-from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from planner_service.config import PlannerSettings
 from planner_service.metrics import PlannerMetrics
 from planner_service.offline_agent import OfflinePlanningAgent

@@ -10,8 +10,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from imagegen.errors import ImagegenError
-from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
+from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
 from planner_service.ports import DraftUnusable, PlanDraft, PlanningAgent, Repair
 
 

@@ -25,8 +25,8 @@ import openai
 from imagegen import catalogue
 from imagegen.catalogue import Style, image_type_name
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
-from imagegen_runtime.openai_errors import OpenAIFailureKind, classify_openai_error
 from imagegen.v1.image_plan_pb2 import ImageType
+from imagegen_runtime.openai_errors import OpenAIFailureKind, classify_openai_error
 from planner_service.drafts import draft_schema, parse_draft
 from planner_service.ports import DraftUnusable, PlanDraft, PlanRequest, Repair
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Collection
 from functools import partial
 
+from imagegen.catalogue import DEFAULT_PLANNING_MODE, PLANNING_MODES, planning_mode_name
 from imagegen.errors import (
     FieldViolation,
     InvalidRequest,
@@ -21,7 +22,6 @@ from imagegen.errors import (
     PlannerUnavailable,
     PlanOutputInvalid,
 )
-from imagegen.catalogue import DEFAULT_PLANNING_MODE, PLANNING_MODES, planning_mode_name
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, PlanProvenance
 from imagegen.validation import validate_plan_request
 from planner_service.drafts import normalise_draft, plan_from_draft

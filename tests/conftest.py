@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from executor_service.config import ExecutorSettings
 from executor_service.bootstrap import create_server as create_executor_server
+from executor_service.config import ExecutorSettings
 from imagegen_runtime.serving import RunningServer
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.s3_server import ExternalS3, S3Server, s3_from_environment_or_start
 

@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import io
 import logging
-from collections.abc import Mapping
 
 import openai
 from PIL import Image, UnidentifiedImageError
@@ -31,9 +30,9 @@ from imagegen.errors import (
     ProviderThrottled,
     ProviderUnavailable,
 )
-from imagegen_runtime.openai_errors import OpenAIFailureKind, classify_openai_error
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
+from imagegen_runtime.openai_errors import OpenAIFailureKind, classify_openai_error
 
 log = logging.getLogger(__name__)
 

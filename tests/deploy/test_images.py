@@ -15,8 +15,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from imagegen_runtime.serving import RunningServer
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
 from tests.deploy import checks
 
 pytestmark = pytest.mark.integration

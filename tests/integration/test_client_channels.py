@@ -17,9 +17,9 @@ import grpc
 import pytest
 
 from clients import AsyncPlannerClient, ChannelOptions, PlanningFailed, RetryPolicy
-from imagegen_runtime.serving import ServiceBinding, start_server
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
+from imagegen_runtime.serving import ServiceBinding, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -150,8 +150,8 @@ async def test_the_blocking_client_gets_the_same_retry_policy() -> None:
 
 
 async def test_create_plan_sends_the_mode_to_the_real_planner() -> None:
-    from planner_service.config import PlannerSettings
     from planner_service.bootstrap import create_server
+    from planner_service.config import PlannerSettings
 
     running = await create_server(PlannerSettings(address="127.0.0.1:0"))  # no LLM configured
     try:

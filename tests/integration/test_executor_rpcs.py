@@ -18,8 +18,8 @@ from clients import AsyncExecutorClient, ExecutionFailed, ExecutorClient
 from executor_service.executor import Executor
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
-from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import ProviderUnavailable
+from imagegen.fingerprint import with_fingerprint
 from imagegen.v1 import executor_service_pb2_grpc
 from imagegen.v1.executor_service_pb2 import ExecutionStage, GetImageRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
@@ -28,6 +28,7 @@ from tests.integration.test_minio_store import http_get
 from tests.integration.test_openai_images import image_bytes, openai_provider
 from tests.support import fake_openai as fo
 from tests.support.executor_server import HeldProvider, running_executor
+from tests.support.plans import plan_maker
 from tests.support.s3_server import ExternalS3, S3Server
 
 pytestmark = pytest.mark.integration
@@ -35,13 +36,7 @@ pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 
 
-def make_plan(**changes: object) -> ImageGenerationPlan:
-    fields = dict(
-        enhanced_prompt="A mimic disguised as a chest", image_type=ImageType.IMAGE_TYPE_ITEM,
-        style="painterly", size="1024x1024", session_id="table-9",
-    )
-    fields.update(changes)
-    return ImageGenerationPlan(**fields)
+make_plan = plan_maker(enhanced_prompt="A mimic disguised as a chest", image_type=ImageType.IMAGE_TYPE_ITEM, session_id="table-9")
 
 
 @pytest.fixture

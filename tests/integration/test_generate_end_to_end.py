@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from clients import AsyncImagegenClient
-from executor_service.config import ExecutorSettings
 from executor_service.bootstrap import build_executor
+from executor_service.config import ExecutorSettings
+from planner_service.bootstrap import build_planner, create_server
 from planner_service.config import PlannerSettings
 from planner_service.openai_agent import TOOL_NAME
-from planner_service.bootstrap import build_planner, create_server
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_minio_store import http_get
 from tests.support import fake_openai as fo

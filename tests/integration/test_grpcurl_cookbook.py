@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from executor_service.config import ExecutorSettings
 from executor_service.bootstrap import create_server as create_executor_server
-from imagegen_runtime.security import ServerSecurity
+from executor_service.config import ExecutorSettings
 from imagegen.v1 import executor_service_pb2, planner_service_pb2
-from planner_service.config import PlannerSettings
+from imagegen_runtime.security import ServerSecurity
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
 from tests.support.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration

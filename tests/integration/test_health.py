@@ -13,13 +13,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from executor_service.config import ExecutorSettings
 from executor_service.bootstrap import SERVICE_NAME
 from executor_service.bootstrap import create_server as create_executor_server
+from executor_service.config import ExecutorSettings
 from imagegen_runtime.health import LIVENESS
 from imagegen_runtime.serving import RunningServer
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
 from tests.support.s3_server import S3Server
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,10 @@ from imagegen.fingerprint import with_fingerprint
 from imagegen.v1 import planner_service_pb2_grpc
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest, PlanningMode
-from planner_service.ports import PlanRequest
+from planner_service.bootstrap import build_planner, create_server
 from planner_service.config import PlannerSettings
 from planner_service.openai_agent import TOOL_NAME
-from planner_service.bootstrap import build_planner, create_server
+from planner_service.ports import PlanRequest
 from tests.support import fake_openai as fo
 
 pytestmark = pytest.mark.integration

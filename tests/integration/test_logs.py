@@ -14,10 +14,15 @@ import grpc
 import pytest
 
 from clients.errors import execution_failed
+from imagegen.v1 import (
+    executor_service_pb2,
+    executor_service_pb2_grpc,
+    planner_service_pb2,
+    planner_service_pb2_grpc,
+)
 from imagegen_runtime.telemetry.logs import configure_logging
-from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc, planner_service_pb2, planner_service_pb2_grpc
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
 from tests.conftest import Services
 from tests.integration.test_executor_rpcs import make_plan
 from tests.support import fake_openai as fo

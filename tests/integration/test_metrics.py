@@ -12,14 +12,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients import AsyncExecutorClient, AsyncPlannerClient, ExecutionFailed
+from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
-from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen_runtime.serving import RunningServer
 from imagegen_runtime.telemetry.settings import TelemetrySettings
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_executor_rpcs import make_plan
 from tests.support import fake_openai as fo

@@ -8,14 +8,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from imagegen.catalogue import IMAGE_TYPE_NAMES
+from imagegen.catalogue import IMAGE_TYPE_NAMES, STYLES
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
 from imagegen.v1.image_plan_pb2 import ImageType
-from planner_service.ports import PlanRequest
 from planner_service.drafts import SIZE_PATTERN
-from imagegen.catalogue import STYLES
 from planner_service.openai_agent import TOOL_NAME, OpenAIPlanningAgent
-from planner_service.ports import DraftUnusable, PlanDraft, Repair
+from planner_service.ports import DraftUnusable, PlanDraft, PlanRequest, Repair
 from tests.support import fake_openai as fo
 
 pytestmark = pytest.mark.integration

@@ -18,12 +18,12 @@ from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import ContentRejected
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen.fingerprint import with_fingerprint
 from tests.conftest import PUBLIC_BASE
 from tests.support import fake_openai as fo
 from tests.support.executor_server import running_executor
+from tests.support.plans import plan_maker
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,7 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48)) -> bytes:
     return out.getvalue()
 
 
-def make_plan(**changes: object) -> ImageGenerationPlan:
-    fields = dict(
-        enhanced_prompt="A beholder floating over a treasure hoard", image_type=ImageType.IMAGE_TYPE_CREATURE,
-        style="dark-fantasy", size="1024x1024", session_id="table-7",
-    )
-    fields.update(changes)
-    return ImageGenerationPlan(**fields)
+make_plan = plan_maker(enhanced_prompt="A beholder floating over a treasure hoard", style="dark-fantasy", session_id="table-7")
 
 
 def openai_provider(fake: fo.FakeOpenAI, **options: object) -> OpenAIImageProvider:

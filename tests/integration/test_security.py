@@ -25,14 +25,14 @@ from clients import (
     ImagegenClient,
     PlanningFailed,
 )
-from executor_service.config import ExecutorSettings
 from executor_service.bootstrap import create_server as create_executor_server
+from executor_service.config import ExecutorSettings
+from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from imagegen_runtime.security import ServerSecurity
 from imagegen_runtime.serving import RunningServer
 from imagegen_runtime.telemetry.logs import LOG_FORMATS, configure_logging
-from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
 from tests.support.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration

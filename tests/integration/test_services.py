@@ -23,8 +23,9 @@ from clients import (
     PlanningFailed,
 )
 from imagegen.fingerprint import with_fingerprint
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen.v1.image_plan_pb2 import ImageType
 from tests.conftest import PUBLIC_BASE, Services
+from tests.support.plans import plan_maker
 
 pytestmark = pytest.mark.integration
 
@@ -123,13 +124,7 @@ async def test_planner_rejects_bad_input_with_field_violations(
     assert [v.field for v in error.violations] == [field]
 
 
-def valid_plan(**changes: object) -> ImageGenerationPlan:
-    fields = dict(
-        enhanced_prompt="A gelatinous cube in a corridor", image_type=ImageType.IMAGE_TYPE_CREATURE,
-        style="dark-fantasy", size="512x512", session_id="s2",
-    )
-    fields.update(changes)
-    return ImageGenerationPlan(**fields)
+valid_plan = plan_maker(enhanced_prompt="A gelatinous cube in a corridor", style="dark-fantasy", size="512x512", session_id="s2")
 
 
 @pytest.mark.parametrize(

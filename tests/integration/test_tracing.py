@@ -13,11 +13,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from clients import AsyncImagegenClient
-from executor_service.config import ExecutorSettings
 from executor_service.bootstrap import create_server as create_executor_server
+from executor_service.config import ExecutorSettings
 from imagegen_runtime.telemetry.tracing import instrument_clients
-from planner_service.config import PlannerSettings
 from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
 from tests.integration.test_logs import JsonLines, json_logs  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration

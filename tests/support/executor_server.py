@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from executor_service.bootstrap import create_server
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
 from executor_service.ports import ImageProvider, RenderedImage
-from executor_service.bootstrap import create_server
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
 

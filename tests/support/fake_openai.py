@@ -29,7 +29,6 @@ import socket
 import struct
 import threading
 import time
-import uuid
 import zlib
 from collections import deque
 from dataclasses import dataclass, field

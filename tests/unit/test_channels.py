@@ -11,8 +11,8 @@ from clients import ChannelOptions, RetryPolicy
 from clients import channels as ch
 from clients._common import create_plan_request
 from imagegen import catalogue
-from imagegen_runtime import serving
 from imagegen.v1.planner_service_pb2 import PlanningMode
+from imagegen_runtime import serving
 
 
 def args(options: ChannelOptions) -> dict[str, object]:

@@ -16,9 +16,9 @@ import pytest
 
 from clients import ExecutionFailed, ExecutorClient, PlannerClient, PlanningFailed
 from imagegen import errors
-from imagegen_runtime.error_mapping import to_status
 from imagegen.v1 import executor_service_pb2, planner_service_pb2
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen_runtime.error_mapping import to_status
 
 PLANNER = planner_service_pb2.DESCRIPTOR.services_by_name["PlannerService"]
 EXECUTOR = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"]

@@ -9,9 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imagegen.catalogue import IMAGE_TYPE_NAMES, image_type_from_name
-from imagegen.fingerprint import plan_fingerprint, with_fingerprint
-from imagegen.json_mapping import plan_from_dict, plan_from_json, plan_to_dict, plan_to_json, result_from_dict, result_to_dict, result_to_json
 from imagegen.errors import InvalidRequest
+from imagegen.fingerprint import plan_fingerprint, with_fingerprint
+from imagegen.json_mapping import (
+    plan_from_dict,
+    plan_from_json,
+    plan_to_dict,
+    plan_to_json,
+    result_from_dict,
+    result_to_dict,
+    result_to_json,
+)
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ImageType, ProviderInfo
 
 texts = st.text(min_size=1, max_size=200)

@@ -11,9 +11,10 @@ import pytest
 from executor_service.executor import Executor, object_key
 from executor_service.ports import RenderedImage
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import InvalidRequest, ProviderUnavailable
+from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from tests.support.plans import make_plan
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend image bytes"
 
@@ -40,13 +41,6 @@ class CountingProvider:
         return RenderedImage(PNG, "image/png", 1024, 1024, model="count-1", revised_prompt="revised")
 
 
-def make_plan(**changes: object) -> ImageGenerationPlan:
-    fields = dict(
-        enhanced_prompt="An owlbear in a moonlit glade", image_type=ImageType.IMAGE_TYPE_CREATURE,
-        style="painterly", size="1024x1024", session_id="table-3",
-    )
-    fields.update(changes)
-    return ImageGenerationPlan(**fields)
 
 
 @pytest.fixture

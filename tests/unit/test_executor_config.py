@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from executor_service.bootstrap import build_provider
 from executor_service.config import ExecutorSettings
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
-from executor_service.bootstrap import build_provider
 from imagegen_runtime.settings import ConfigError
 from tests.unit.test_executor import make_plan
 

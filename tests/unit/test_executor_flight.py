@@ -10,9 +10,10 @@ import pytest
 
 from executor_service.executor import Executor, key_from_storage_path, object_key
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import InvalidRequest, NotFound
+from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from tests.support.executor_server import HeldProvider
 from tests.unit.test_executor import files_under, make_plan
 

@@ -8,7 +8,13 @@ from executor_service.ports import RenderedImage
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.image_options import output_mime_type, plan_option, size_problem
 from executor_service.providers.offline_renderer import OfflineRenderer
-from imagegen.errors import ContentRejected, ImagegenError, InvalidRequest, ProviderThrottled, ProviderUnavailable
+from imagegen.errors import (
+    ContentRejected,
+    ImagegenError,
+    InvalidRequest,
+    ProviderThrottled,
+    ProviderUnavailable,
+)
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 
 

@@ -9,6 +9,7 @@ from collections import deque
 
 import pytest
 
+from imagegen.catalogue import STYLES
 from imagegen.errors import (
     InvalidRequest,
     PlannerMisconfigured,
@@ -16,16 +17,14 @@ from imagegen.errors import (
     PlannerUnavailable,
     PlanOutputInvalid,
 )
-from imagegen_runtime.settings import ConfigError
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
-from planner_service.ports import PlanRequest
+from imagegen_runtime.settings import ConfigError
 from planner_service.config import PlannerSettings
 from planner_service.drafts import normalise_draft, parse_draft, plan_from_draft
 from planner_service.offline_agent import OfflinePlanningAgent
-from imagegen.catalogue import STYLES
 from planner_service.plan_cache import PlanCache, request_fingerprint
 from planner_service.planning import Planner
-from planner_service.ports import DraftUnusable, PlanDraft, Repair
+from planner_service.ports import DraftUnusable, PlanDraft, PlanRequest, Repair
 
 ANSWER = {"enhanced_prompt": "A wyvern over a burning village.", "image_type": "creature",
           "style": "dark-fantasy", "size": "1024x1024"}

@@ -7,8 +7,8 @@ import pytest
 
 from clients.errors import execution_failed, planning_failed
 from imagegen import errors
-from imagegen_runtime.error_mapping import status_code_for, to_status
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen_runtime.error_mapping import status_code_for, to_status
 
 PLAN = ImageGenerationPlan(enhanced_prompt="x", image_type=ImageType.IMAGE_TYPE_MAP, style="s", size="64x64", session_id="s")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from executor_service.config import ExecutorSettings
+from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutePlanResponse
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 from imagegen_runtime.settings import ConfigError
 from imagegen_runtime.telemetry.interceptors import ObservingInterceptor, message_ids, request_id_from
 from imagegen_runtime.telemetry.server_telemetry import ServerTelemetry
 from imagegen_runtime.telemetry.settings import TelemetrySettings
-from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutePlanResponse
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 from planner_service.config import PlannerSettings
 
 

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from imagegen.fingerprint import with_fingerprint
 from imagegen.errors import InvalidRequest
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen.fingerprint import with_fingerprint
+from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from imagegen.validation import parse_size, validate_execution, validate_plan_request
+from tests.support.plans import plan_maker
 
 STYLES = {"painterly", "watercolor"}
 
 
-def plan(**changes: object) -> ImageGenerationPlan:
-    fields = dict(
-        enhanced_prompt="A goblin market at dusk", image_type=ImageType.IMAGE_TYPE_SCENE,
-        style="painterly", size="1536x1024", session_id="s-1",
-    )
-    fields.update(changes)
-    return ImageGenerationPlan(**fields)
+plan = plan_maker(enhanced_prompt="A goblin market at dusk", image_type=ImageType.IMAGE_TYPE_SCENE, size="1536x1024", session_id="s-1")
 
 
 def violated_fields(call, *args) -> set[str]:  # type: ignore[no-untyped-def]

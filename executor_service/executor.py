@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from executor_service.ports import (
     SignedUrl,
     StoredObject,
 )
+from executor_service.request_records import RequestRecords
 from imagegen.catalogue import (
     EXTENSIONS,
     IMAGE_CHUNK_BYTES,
@@ -125,7 +125,7 @@ class Executor:
         store: ObjectStore,
         public_base_url: str,
         *,
-        remembered_requests: int = 10_000,
+        requests: RequestRecords | None = None,
         clock: Callable[[], float] = time.perf_counter,
         observer: ExecutionObserver | None = None,
     ) -> None:
@@ -135,8 +135,7 @@ class Executor:
         self._public_base_url = public_base_url.rstrip("/")
         self._clock = clock
         self._in_flight: dict[str, _Flight] = {}
-        self._by_request_id: OrderedDict[str, ImageGenerationResult] = OrderedDict()
-        self._remembered_requests = remembered_requests
+        self._requests = requests if requests is not None else RequestRecords()
 
     async def execute(
         self, plan: ImageGenerationPlan | None, *, request_id: str = "", on_stage: OnStage | None = None
@@ -199,14 +198,18 @@ class Executor:
     ) -> ImageGenerationResult:
         try:
             if request_id:
-                earlier = self._by_request_id.get(request_id)
+                earlier = self._requests.claim(request_id, plan.session_id, plan.plan_id)
                 if earlier is not None:
-                    result = self._replay(request_id, earlier, plan)
                     self._observer.reused("request_id")
-                    return result
-            result = await self._execute_once(plan, on_stage)
+                    return earlier
+            try:
+                result = await self._execute_once(plan, on_stage)
+            except BaseException:
+                if request_id:
+                    self._requests.release(request_id)
+                raise
             if request_id:
-                self._remember(request_id, result)
+                self._requests.complete(request_id, result)
             return result
         except ImagegenError as error:
             error.plan = error.plan or plan
@@ -216,9 +219,8 @@ class Executor:
         mime_type = self._provider.mime_type(plan)
         key = object_key(plan, mime_type)
         flight = self._in_flight.get(key)
-        if flight is not None:
-            self._observer.reused("in_flight")
-        else:
+        joined = flight is not None
+        if flight is None:
             flight = self._in_flight[key] = _Flight()
             task = flight.task = asyncio.ensure_future(self._stored_or_render(plan, key, mime_type, flight.report))
             task.add_done_callback(lambda _: self._land(key, task))
@@ -227,7 +229,10 @@ class Executor:
         flight.join(on_stage)
         try:
             # Shielded: one caller going away must not cancel the others' render.
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
+            if joined:  # counted once answered: a caller that gave up or failed was not
+                self._observer.reused("in_flight")
+            return result
         finally:
             if flight.leave(on_stage) == 0 and not task.done():
                 # The last caller is gone: stop the render (nothing gets stored),
@@ -281,19 +286,6 @@ class Executor:
         result.provider.latency.FromMilliseconds(int(meta.get("latency-ms", 0)))
         result.create_time.FromDatetime(stored.create_time.astimezone(dt.timezone.utc))
         return result
-
-    def _replay(self, request_id: str, earlier: ImageGenerationResult, plan: ImageGenerationPlan) -> ImageGenerationResult:
-        if earlier.plan.plan_id != plan.plan_id:
-            raise InvalidRequest(
-                [FieldViolation("request_id", "was already used for a different plan")]
-            )
-        self._by_request_id.move_to_end(request_id)
-        return earlier
-
-    def _remember(self, request_id: str, result: ImageGenerationResult) -> None:
-        self._by_request_id[request_id] = result
-        while len(self._by_request_id) > self._remembered_requests:
-            self._by_request_id.popitem(last=False)
 
 
 def _accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGenerationPlan:

@@ -128,6 +128,51 @@ async def test_request_id_replays_the_first_result(executor: Executor, provider:
     assert provider.calls == 1
 
 
+@pytest.mark.parametrize(
+    "reuse",
+    [
+        {"session_id": "table-2"},  # the same picture for another table: the example
+        {"session_id": "table-2", "style": "watercolor"},
+        {"metadata": {"quality": "high"}},  # metadata changes the plan_id
+        {"size": "1024x1536"},
+        {"enhanced_prompt": "An owlbear in a moonlit glade."},
+    ],
+)
+async def test_a_request_id_is_bound_to_its_session_and_plan(
+    executor: Executor, provider: CountingProvider, store: LocalObjectStore, tmp_path: Path, reuse: dict[str, object]
+) -> None:
+    first = await executor.execute(make_plan(session_id="table-1"), request_id="turn-42")
+    stored = files_under(tmp_path / "store")
+    with pytest.raises(InvalidRequest) as caught:
+        await executor.execute(make_plan(**{"session_id": "table-1", **reuse}), request_id="turn-42")
+    assert [v.field for v in caught.value.violations] == ["request_id"]
+    assert files_under(tmp_path / "store") == stored and provider.calls == 1
+    assert await executor.execute(make_plan(session_id="table-1"), request_id="turn-42") == first
+
+
+async def test_a_request_id_reused_while_its_first_call_runs_is_checked_too(
+    executor: Executor, provider: CountingProvider
+) -> None:
+    provider.gate = asyncio.Event()
+    first = asyncio.ensure_future(executor.execute(make_plan(session_id="table-1"), request_id="turn-7"))
+    await provider.started.wait()
+    with pytest.raises(InvalidRequest):
+        await executor.execute(make_plan(session_id="table-2"), request_id="turn-7")
+    joined = asyncio.ensure_future(executor.execute(make_plan(session_id="table-1"), request_id="turn-7"))
+    provider.gate.set()
+    assert await first == await joined and provider.calls == 1
+
+
+async def test_a_failed_call_leaves_its_request_id_free_for_the_retry(store: LocalObjectStore) -> None:
+    provider = CountingProvider(fail=ProviderUnavailable("down"))
+    executor = Executor(provider, store, "https://game.test/images")
+    with pytest.raises(ProviderUnavailable):
+        await executor.execute(make_plan(), request_id="r-9")
+    provider.fail = None
+    result = await executor.execute(make_plan(), request_id="r-9")
+    assert provider.calls == 2 and not result.reused
+
+
 async def test_invalid_plan_writes_nothing(executor: Executor, provider: CountingProvider, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest) as caught:
         await executor.execute(make_plan(size="0x0", session_id="../up"))

@@ -10,12 +10,12 @@ import pytest
 
 from executor_service.executor import Executor, key_from_storage_path, object_key
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.errors import InvalidRequest, NotFound
+from imagegen.errors import InvalidRequest, NotFound, ProviderUnavailable
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from tests.support.executor_server import HeldProvider
-from tests.unit.test_executor import files_under, make_plan
+from tests.unit.test_executor import CountingProvider, files_under, make_plan
 
 KEY = "table-3/creature/" + "a" * 32 + ".png"
 
@@ -132,3 +132,43 @@ def test_malformed_paths_are_invalid(path: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         key_from_storage_path(path, "images")
     assert [v.field for v in caught.value.violations] == ["storage_path"]
+
+
+class CountingObserver:
+    def __init__(self) -> None:
+        self.reuses: list[str] = []
+
+    def reused(self, kind: str) -> None:
+        self.reuses.append(kind)
+
+    def stored(self, byte_size: int) -> None:
+        pass
+
+
+async def test_a_shared_render_counts_only_the_callers_it_answered(held: HeldProvider, tmp_path: Path) -> None:
+    observer = CountingObserver()
+    executor = Executor(held, LocalObjectStore(tmp_path / "store", bucket="images"), "https://x", observer=observer)
+    leader = asyncio.ensure_future(executor.execute(request()))
+    await held.started.wait()
+    followers = [asyncio.ensure_future(executor.execute(request())) for _ in range(62)]
+    quitters = [asyncio.ensure_future(executor.execute(request())) for _ in range(5)]
+    await asyncio.sleep(0)  # let every caller join the flight before any leaves
+    for quitter in quitters:
+        quitter.cancel()
+    await asyncio.wait(quitters)
+    held.release.set()
+    await asyncio.gather(leader, *followers)
+    assert observer.reuses == ["in_flight"] * 62 and held.calls == 1
+
+
+async def test_followers_of_a_failed_render_are_not_counted_as_reuses(tmp_path: Path) -> None:
+    observer = CountingObserver()
+    failing = CountingProvider(fail=ProviderUnavailable("down"))
+    failing.gate = asyncio.Event()
+    executor = Executor(failing, LocalObjectStore(tmp_path / "store", bucket="images"), "https://x", observer=observer)
+    calls = [asyncio.ensure_future(executor.execute(request())) for _ in range(4)]
+    await failing.started.wait()
+    failing.gate.set()
+    await asyncio.wait(calls)
+    assert all(isinstance(call.exception(), ProviderUnavailable) for call in calls)
+    assert observer.reuses == [] and failing.calls == 1

@@ -38,57 +38,67 @@ def plan_to_json(plan: ImageGenerationPlan, *, indent: int | None = None) -> str
     return json.dumps(plan_to_dict(plan), ensure_ascii=False, indent=indent)
 
 
-_STRING_FIELDS = ("plan_id", "enhanced_prompt", "style", "size", "session_id")
-_PLAN_KEYS = frozenset(
-    key for field in ImageGenerationPlan.DESCRIPTOR.fields for key in (field.name, field.json_name)
-)
+_FIELD_NAMES = {
+    key: field.name for field in ImageGenerationPlan.DESCRIPTOR.fields for key in (field.name, field.json_name)
+}
 
 
 def plan_from_dict(data: Any, *, path: str = "plan") -> ImageGenerationPlan:
-    """Parse a plan dict; InvalidRequest naming each unknown key or wrongly typed field.
+    """Parse a plan dict by the proto3 JSON mapping; InvalidRequest naming every bad field at once.
 
-    image_type takes the enum name, the short name ("portrait") or the number.
-    Only types are checked here; imagegen.validation checks the values.
+    The protobuf library does the mapping (https://protobuf.dev/programming-guides/json/),
+    so whatever grpcurl accepts is accepted here too: field names in snake_case or
+    lowerCamelCase, null for a field's default, enum names or numbers. On top of it,
+    image_type also takes the catalogue's short name ("portrait"). Each field is parsed
+    on its own, so one INVALID_ARGUMENT lists every unknown key and every wrongly typed
+    value; imagegen.validation then checks the values.
     """
     if not isinstance(data, Mapping):
         raise InvalidRequest([FieldViolation(path, "must be a JSON object")])
-    violations = [
-        FieldViolation(f"{path}.{key}", "unknown field") for key in data if key not in _PLAN_KEYS
-    ]
-    fields = {_snake(key): value for key, value in data.items() if key in _PLAN_KEYS}
     plan = ImageGenerationPlan()
-    for name in _STRING_FIELDS:
-        value = fields.get(name, "")
-        if isinstance(value, str):
-            setattr(plan, name, value)
-        else:
-            violations.append(FieldViolation(f"{path}.{name}", "must be a string"))
-    image_type = fields.get("image_type", 0)
-    if isinstance(image_type, bool) or not isinstance(image_type, (str, int)):
-        violations.append(FieldViolation(f"{path}.image_type", "must be an image type name"))
-    elif isinstance(image_type, int):
-        plan.image_type = image_type  # out-of-range numbers are caught by validation
-    else:
+    violations = []
+    for key, value in data.items():
+        name = _FIELD_NAMES.get(key) if isinstance(key, str) else None
+        if name is None:
+            violations.append(FieldViolation(f"{path}.{str(key)[:64]}", "unknown field"))
+            continue
+        if name == "image_type":
+            problem, value = _enum_value(value)
+            if problem:
+                violations.append(FieldViolation(f"{path}.{name}", problem))
+                continue
+        field = ImageGenerationPlan()
         try:
-            plan.image_type = image_type_from_name(image_type)
-        except ValueError as exc:
-            violations.append(FieldViolation(f"{path}.image_type", str(exc)))
-    metadata = fields.get("metadata", {})
-    if isinstance(metadata, Mapping) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        plan.metadata.update(metadata)
-    else:
-        violations.append(FieldViolation(f"{path}.metadata", "must map strings to strings"))
-    provenance = fields.get("provenance")
-    if provenance is not None:
-        try:
-            json_format.ParseDict(provenance, plan.provenance)
-        except (json_format.ParseError, TypeError, AttributeError) as exc:
-            violations.append(FieldViolation(f"{path}.provenance", str(exc)))
+            json_format.ParseDict({name: value}, field)
+        except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+            violations.append(FieldViolation(f"{path}.{name}", _parse_problem(exc)))
+            continue
+        plan.MergeFrom(field)
     if violations:
         raise InvalidRequest(violations)
     return plan
+
+
+_INT32 = range(-(2**31), 2**31)
+
+
+def _enum_value(value: Any) -> tuple[str, Any]:
+    """(problem, value) for an image_type: the library turns 3.5, true and 2**40 into enum
+    numbers silently (3, 1, 0), which no other proto3 JSON parser does; those are refused."""
+    if isinstance(value, str) and not value.startswith("IMAGE_TYPE_"):
+        try:
+            return "", image_type_from_name(value)
+        except ValueError as exc:
+            return str(exc), value
+    if isinstance(value, bool) or isinstance(value, float) or (isinstance(value, int) and value not in _INT32):
+        return "must be an image type name or a 32-bit enum number", value
+    return "", value
+
+
+def _parse_problem(exc: Exception) -> str:
+    """The protobuf library's complaint, without its message-type prefix, bounded."""
+    text = str(exc).split(": ", 1)[-1] if isinstance(exc, json_format.ParseError) else "has the wrong JSON type"
+    return text[:200]
 
 
 def plan_from_json(text: str | bytes) -> ImageGenerationPlan:
@@ -117,10 +127,3 @@ def result_from_dict(data: Mapping[str, Any]) -> ImageGenerationResult:
     except json_format.ParseError as exc:
         raise InvalidRequest([FieldViolation("result", str(exc))]) from None
     return result
-
-
-def _snake(key: str) -> str:
-    for field in ImageGenerationPlan.DESCRIPTOR.fields:
-        if key in (field.name, field.json_name):
-            return field.name
-    return key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -130,3 +131,48 @@ def test_result_round_trips_with_plain_number_sizes() -> None:
     assert data["plan"]["image_type"] == "IMAGE_TYPE_PORTRAIT"
     assert result_from_dict(data) == result
     assert result_to_dict(result) == data
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("metadata", None),  # the example: grpcurl accepts it
+        ("provenance", None),
+        ("plan_id", None),
+        ("style", None),
+        ("image_type", 3),  # enum numbers
+        ("imageType", "IMAGE_TYPE_PORTRAIT"),
+        ("sessionId", "table-1"),
+    ],
+)
+def test_plan_from_dict_follows_the_proto3_json_mapping(field: str, value: object) -> None:
+    data = plan_to_dict(sample_plan())
+    data.pop("image_type" if field == "imageType" else "session_id" if field == "sessionId" else field, None)
+    data[field] = value
+    expected = ImageGenerationPlan()
+    json_format.ParseDict(data, expected)  # what grpcurl's mapping makes of it
+    assert plan_from_dict(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"metadata": ["a"]}, "plan.metadata"),
+        ({"metadata": {"k": None}}, "plan.metadata"),
+        ({"style": True}, "plan.style"),
+        ({"image_type": 3.5}, "plan.image_type"),
+        ({"image_type": True}, "plan.image_type"),
+        ({"image_type": 2**40}, "plan.image_type"),
+        ({"image_type": "IMAGE_TYPE_HOLOGRAM"}, "plan.image_type"),
+        ({"image_type": None, "size": {}}, "plan.size"),
+        ({"provenance": {"latency": "forever"}}, "plan.provenance"),
+        ({"provenance": "llm"}, "plan.provenance"),
+        ({"x" * 10_000: 1}, "plan." + "x" * 64),
+    ],
+)
+def test_plan_from_dict_names_the_bad_field_for_any_json_value(value: dict[str, object], problem: str) -> None:
+    data = {**plan_to_dict(sample_plan()), **value}
+    with pytest.raises(InvalidRequest) as caught:
+        plan_from_dict(data)
+    assert problem in {v.field for v in caught.value.violations}
+    assert all(len(v.description) <= 200 for v in caught.value.violations)

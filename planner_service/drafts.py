@@ -69,22 +69,32 @@ def _json_text(answer: str) -> str:
     return answer[start : end + 1] if 0 <= start < end else answer.strip()
 
 
+# A repair message names at most this many unknown fields, each cut to this length:
+# the model's answer is not ours to echo unbounded.
+MAX_UNKNOWN_FIELDS_NAMED = 8
+MAX_ECHOED_CHARS = 80
+
+
 def parse_draft(answer: str) -> PlanDraft:
-    """The model's answer as a draft; DraftUnusable listing every structural problem."""
+    """The model's answer as a draft. DraftUnusable when it is not one JSON object; unknown,
+    missing and wrongly typed fields are kept in the draft's problems, so plan_from_draft
+    reports them with every problem of the values in the same repair."""
     try:
         data = json.loads(_json_text(answer))
     except ValueError as exc:
         raise DraftUnusable(answer, [f"the answer is not valid JSON: {exc}"]) from None
     if not isinstance(data, Mapping):
         raise DraftUnusable(answer, ["the answer must be one JSON object"])
-    problems = [f"{key}: unknown field" for key in data if key not in DRAFT_FIELDS]
+    unknown = [str(key)[:MAX_ECHOED_CHARS] for key in data if key not in DRAFT_FIELDS]
+    problems = [f"{key}: unknown field" for key in unknown[:MAX_UNKNOWN_FIELDS_NAMED]]
+    if len(unknown) > MAX_UNKNOWN_FIELDS_NAMED:
+        problems.append(f"and {len(unknown) - MAX_UNKNOWN_FIELDS_NAMED} more unknown fields")
     problems += [f"{key}: is required" for key in DRAFT_FIELDS if key not in data]
     problems += [
         f"{key}: must be a string" for key in DRAFT_FIELDS if key in data and not isinstance(data[key], str)
     ]
-    if problems:
-        raise DraftUnusable(answer, problems)
-    return PlanDraft(**{key: data[key] for key in DRAFT_FIELDS}, answer=answer)
+    values = {key: data[key] if isinstance(data.get(key), str) else "" for key in DRAFT_FIELDS}
+    return PlanDraft(**values, answer=answer, problems=tuple(problems))
 
 
 def normalise_draft(draft: PlanDraft, request: PlanRequest) -> PlanDraft:
@@ -101,21 +111,26 @@ def normalise_draft(draft: PlanDraft, request: PlanRequest) -> PlanDraft:
         size=request.size or draft.size.strip().lower().replace(" ", ""),
         metadata=draft.metadata,
         answer=draft.answer,
+        problems=draft.problems,
     )
 
 
 def plan_from_draft(draft: PlanDraft, session_id: str, styles: Collection[str]) -> ImageGenerationPlan:
     """The fingerprinted plan, checked by the same rules as every plan; DraftUnusable
     naming each bad field and the value the model gave, so a repair can fix it."""
-    problems = []
+    problems = list(draft.problems)
+    explained = {problem.split(":", 1)[0] for problem in problems}
     try:
         image_type = image_type_from_name(draft.image_type)
-    except ValueError as exc:
+    except ValueError:
         image_type = ImageType.IMAGE_TYPE_UNSPECIFIED
-        problems.append(f"image_type: {exc}")
-    if draft.style not in styles:
+        if "image_type" not in explained:
+            problems.append(
+                f"image_type: unknown image type {_echo(draft.image_type)}; expected one of {', '.join(IMAGE_TYPE_NAMES)}"
+            )
+    if draft.style not in styles and "style" not in explained:
         problems.append(
-            f"style: unknown style preset {draft.style!r}; expected one of {', '.join(sorted(styles))}"
+            f"style: unknown style preset {_echo(draft.style)}; expected one of {', '.join(sorted(styles))}"
         )
     plan = ImageGenerationPlan(
         enhanced_prompt=draft.enhanced_prompt,
@@ -140,5 +155,10 @@ def _given(field: str, draft: PlanDraft) -> str:
     if field == "enhanced_prompt":
         return f" (it has {len(draft.enhanced_prompt)} characters)"
     if field == "size":
-        return f" (got {draft.size!r})"
+        return f" (got {_echo(draft.size)})"
     return ""
+
+
+def _echo(value: str) -> str:
+    """A value the model gave, quoted and cut to MAX_ECHOED_CHARS."""
+    return repr(value[:MAX_ECHOED_CHARS] + ("…" if len(value) > MAX_ECHOED_CHARS else ""))

@@ -10,9 +10,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from imagegen.errors import ImagegenError
-from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
-from planner_service.ports import DraftUnusable, PlanDraft, PlanningAgent, Repair
+from planner_service.ports import DraftUnusable, PlanDraft, PlanningAgent, PlanRequest, Repair
 
 
 class PlannerMetrics:
@@ -50,12 +49,12 @@ class ObservedAgent:
         self._inner = inner
         self._metrics = metrics
 
-    async def draft(self, request: CreatePlanRequest, repair: Repair | None = None) -> PlanDraft:
+    async def draft(self, request: PlanRequest, repair: Repair | None = None) -> PlanDraft:
         started = time.perf_counter()
         outcome = "error"
         try:
             draft = await self._inner.draft(request, repair)
-            outcome = "ok"
+            outcome = "unusable" if draft.problems else "ok"
             return draft
         except asyncio.CancelledError:
             outcome = ""

@@ -47,6 +47,7 @@ class PlanDraft:
     against the contract, so an agent's mistake never becomes a bad plan.
     answer is the agent's raw answer (an LLM's JSON), kept so that a repair
     round trip can show the model what it said; empty for the offline planner.
+    A field the answer lacked or gave with the wrong type is "" and named in problems.
     """
 
     enhanced_prompt: str
@@ -55,6 +56,9 @@ class PlanDraft:
     size: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     answer: str = ""
+    # What was wrong with the answer's shape (unknown, missing or wrongly typed fields);
+    # the planner reports these together with the values' problems in one repair.
+    problems: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

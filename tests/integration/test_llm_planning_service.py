@@ -163,26 +163,25 @@ async def test_rate_limit_is_resource_exhausted_with_retry_info_even_with_fallba
     assert error.retry_after == 7.0 and error.retryable
 
 
-@pytest.mark.parametrize(
-    "reply", [fo.error(500, "The server had an error"), fo.delay(5, fo.chat_tool_call(TOOL_NAME, ANSWER))],
+@pytest.fixture(
+    params=[fo.error(500, "The server had an error"), fo.delay(5, fo.chat_tool_call(TOOL_NAME, ANSWER))],
     ids=["500", "timeout"],
 )
+def unreachable_llm(request: pytest.FixtureRequest, fake_openai: fo.FakeOpenAI) -> None:
+    """The LLM's one reply is a 500, or comes too late (the planners below time out at 0.3 s)."""
+    fake_openai.script_chat(request.param)
+
+
 async def test_unreachable_llm_is_unavailable_when_fallback_is_off(
-    start_planner: StartPlanner, fake_openai: fo.FakeOpenAI, reply: fo.ReplySpec
+    start_planner: StartPlanner, unreachable_llm: None
 ) -> None:
-    fake_openai.script_chat(reply)
     error = await failure(await start_planner(fallback=False, llm_timeout_seconds=0.3))
     assert (error.code, error.reason, error.retryable) == (grpc.StatusCode.UNAVAILABLE, "LLM_UNAVAILABLE", True)
 
 
-@pytest.mark.parametrize(
-    "reply", [fo.error(500, "The server had an error"), fo.delay(5, fo.chat_tool_call(TOOL_NAME, ANSWER))],
-    ids=["500", "timeout"],
-)
 async def test_unreachable_llm_falls_back_to_the_offline_plan_when_fallback_is_on(
-    start_planner: StartPlanner, fake_openai: fo.FakeOpenAI, reply: fo.ReplySpec
+    start_planner: StartPlanner, unreachable_llm: None
 ) -> None:
-    fake_openai.script_chat(reply)
     result = await plan(await start_planner(llm_timeout_seconds=0.3))
     assert (result.provenance.planner, result.provenance.fell_back) == ("offline", True)
     assert result.plan_id == (await offline_twin()).plan_id
@@ -216,7 +215,7 @@ async def test_mode_per_request(start_planner: StartPlanner, fake_openai: fo.Fak
     fake_openai.script_chat(fo.chat_tool_call(TOOL_NAME, ANSWER))
     target = await start_planner(mode="offline")
     requests = {
-        mode: PlanRequest(prompt=PROMPT, session_id="s", mode=mode)
+        mode: CreatePlanRequest(prompt=PROMPT, session_id="s", mode=mode)
         for mode in (PlanningMode.PLANNING_MODE_UNSPECIFIED, PlanningMode.PLANNING_MODE_OFFLINE,
                      PlanningMode.PLANNING_MODE_AUTO)
     }

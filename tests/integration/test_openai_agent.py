@@ -131,13 +131,26 @@ async def test_json_path_falls_back_to_json_text_when_the_server_refuses_json_sc
 
 
 @pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ({**ANSWER, "mood": "grim"}, "mood: unknown field"),
+        ({k: v for k, v in ANSWER.items() if k != "size"}, "size: is required"),
+        ({**ANSWER, "size": 1024}, "size: must be a string"),
+    ],
+)
+async def test_misshapen_answers_are_drafts_that_name_their_problems(
+    make_agent: AgentFactory, fake_openai: fo.FakeOpenAI, answer: dict[str, object], problem: str
+) -> None:
+    fake_openai.script_chat(fo.chat_tool_call(TOOL_NAME, answer))
+    draft = await make_agent().draft(REQUEST)
+    assert problem in draft.problems and draft.answer == json.dumps(answer)
+
+
+@pytest.mark.parametrize(
     ("reply", "problem"),
     [
         (fo.chat_tool_call(TOOL_NAME, '{"enhanced_prompt": "unterminated'), "the answer is not valid JSON"),
         (fo.chat_tool_call(TOOL_NAME, "[1, 2]"), "the answer must be one JSON object"),
-        (fo.chat_tool_call(TOOL_NAME, {**ANSWER, "mood": "grim"}), "mood: unknown field"),
-        (fo.chat_tool_call(TOOL_NAME, {k: v for k, v in ANSWER.items() if k != "size"}), "size: is required"),
-        (fo.chat_tool_call(TOOL_NAME, {**ANSWER, "size": 1024}), "size: must be a string"),
         (fo.chat_completion({"role": "assistant", "content": None, "refusal": "I cannot help"},
                             finish_reason="stop"), f"the answer did not call {TOOL_NAME} (it refused: I cannot help)"),
     ],

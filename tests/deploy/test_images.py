@@ -72,17 +72,35 @@ def test_the_image_copies_every_package_the_project_ships() -> None:
     assert pyproject["project"]["readme"] in copied
 
 
+def _service_requirements() -> list[Requirement]:
+    """The base dependencies and those of the services' extras, self-references followed."""
+    project = tomllib.loads((checks.REPO / "pyproject.toml").read_text())["project"]
+    extras, found = project["optional-dependencies"], list(map(Requirement, project["dependencies"]))
+    pending, seen = ["planner", "executor"], set()
+    while pending:
+        extra = pending.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for requirement in map(Requirement, extras[extra]):
+            if canonicalize_name(requirement.name) == canonicalize_name(project["name"]):
+                pending.extend(requirement.extras)
+            else:
+                found.append(requirement)
+    return found
+
+
 def test_constraints_pin_every_runtime_dependency() -> None:
     pins: dict[str, str] = {}
     for line in (DOCKER / "constraints.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
             pins[canonicalize_name(name)] = version
-    dependencies = tomllib.loads((checks.REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    for dependency in map(Requirement, dependencies):
+    for dependency in _service_requirements():
         name = canonicalize_name(dependency.name)
         assert name in pins, f"{dependency.name} is not pinned in deploy/docker/constraints.txt"
         assert dependency.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} breaks {dependency}"
+    assert {"openai", "minio", "pillow", "grpcio-health-checking"} <= {canonicalize_name(d.name) for d in _service_requirements()}
 
 
 # ---- the container health check ---------------------------------------------------

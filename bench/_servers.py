@@ -39,6 +39,17 @@ def canned_request() -> planner_service_pb2.CreatePlanRequest:
     )
 
 
+async def started(
+    server: grpc.aio.Server, handler: grpc.GenericRpcHandler | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """server (with handler, if any) started on a free loopback port; and the port."""
+    if handler is not None:
+        server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
 async def start_echo() -> tuple[grpc.aio.Server, int]:
     """The baseline: a bare grpc.aio service (no interceptors, no health) that
     parses the same CreatePlanRequest and answers a canned CreatePlanResponse,
@@ -48,16 +59,12 @@ async def start_echo() -> tuple[grpc.aio.Server, int]:
     async def echo(request: planner_service_pb2.CreatePlanRequest, context: grpc.aio.ServicerContext) -> planner_service_pb2.CreatePlanResponse:
         return reply
 
-    server = grpc.aio.server()
     method = grpc.unary_unary_rpc_method_handler(
         echo,
         request_deserializer=planner_service_pb2.CreatePlanRequest.FromString,
         response_serializer=planner_service_pb2.CreatePlanResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Echo": method}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, port
+    return await started(grpc.aio.server(), grpc.method_handlers_generic_handler("bench.Echo", {"Echo": method}))
 
 
 async def start_bare_planner() -> tuple[grpc.aio.Server, int]:
@@ -66,9 +73,7 @@ async def start_bare_planner() -> tuple[grpc.aio.Server, int]:
 
     server = grpc.aio.server()
     planner_service_pb2_grpc.add_PlannerServiceServicer_to_server(PlannerServicer(build_planner(PlannerSettings())), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, port
+    return await started(server)
 
 
 STREAM_METHOD = "/bench.Stream/Stream"
@@ -109,10 +114,7 @@ async def start_stream(size: int, from_s3: bool) -> tuple[grpc.aio.Server, int]:
         request_deserializer=executor_service_pb2.GetImageRequest.FromString,
         response_serializer=executor_service_pb2.GetImageResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Stream", {"Stream": method}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, port
+    return await started(server, grpc.method_handlers_generic_handler("bench.Stream", {"Stream": method}))
 
 
 async def start_executor(size: int):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -37,7 +37,25 @@ from imagegen.v1.executor_service_pb2 import StreamExecutePlanResponse
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
-class AsyncPlannerClient:
+class _AsyncServiceClient:
+    """What AsyncPlannerClient and AsyncExecutorClient share: the channel to their
+    service, which close() (or leaving async with) closes when the client built it."""
+
+    def __init__(self, target: str | grpc.aio.Channel, options: ChannelOptions | None) -> None:
+        self._channel, self._own_channel = client_channel(target, options, aio_channel)
+
+    async def close(self) -> None:
+        if self._own_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncPlannerClient(_AsyncServiceClient):
     """target: "host:port", "dns:///name:port", ... (a channel built from options) or a ready
     channel; timeout: the default deadline of each call, in seconds."""
 
@@ -48,7 +66,7 @@ class AsyncPlannerClient:
         options: ChannelOptions | None = None,
         timeout: float = DEFAULT_PLAN_TIMEOUT,
     ) -> None:
-        self._channel, self._own_channel = client_channel(target, options, aio_channel)
+        super().__init__(target, options)
         self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
         self._timeout = timeout
 
@@ -61,18 +79,7 @@ class AsyncPlannerClient:
         with planning_errors():
             return (await self._stub.CreatePlan(request, timeout=timeout or self._timeout)).plan
 
-    async def close(self) -> None:
-        if self._own_channel:
-            await self._channel.close()
-
-    async def __aenter__(self) -> AsyncPlannerClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
-class AsyncExecutorClient:
+class AsyncExecutorClient(_AsyncServiceClient):
     """As AsyncPlannerClient; timeout is the default deadline of an execution,
     image_timeout that of GetImage and SignImageUrl."""
 
@@ -84,7 +91,7 @@ class AsyncExecutorClient:
         timeout: float = DEFAULT_EXECUTE_TIMEOUT,
         image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
     ) -> None:
-        self._channel, self._own_channel = client_channel(target, options, aio_channel)
+        super().__init__(target, options)
         self._stub = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._timeout = timeout
         self._image_timeout = image_timeout
@@ -132,17 +139,6 @@ class AsyncExecutorClient:
         request = sign_image_url_request(storage_path, expires_in)
         with execution_errors(None):
             return signed_image_url(await self._stub.SignImageUrl(request, timeout=timeout or self._image_timeout))
-
-    async def close(self) -> None:
-        if self._own_channel:
-            await self._channel.close()
-
-    async def __aenter__(self) -> AsyncExecutorClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
 
 class AsyncImageStream(ImageStreamBase):
     """A stored image's chunks, from AsyncExecutorClient.open_image; iterate once,

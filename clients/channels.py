@@ -225,26 +225,26 @@ class _AioToken:
     def _details(self, d: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         return d._replace(metadata=grpc.aio.Metadata(*_with_token(d.metadata, self._header)))  # type: ignore[attr-defined]
 
+    async def _intercept(self, continuation, client_call_details, request_or_iterator):  # type: ignore[no-untyped-def]
+        """Every kind of call alike: on with the token in its metadata."""
+        return await continuation(self._details(client_call_details), request_or_iterator)
+
 
 # One class per call kind: an aio channel files each interceptor under one kind only.
 class _AioUnaryUnaryToken(_AioToken, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return await continuation(self._details(client_call_details), request)
+    intercept_unary_unary = _AioToken._intercept
 
 
 class _AioUnaryStreamToken(_AioToken, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return await continuation(self._details(client_call_details), request)
+    intercept_unary_stream = _AioToken._intercept
 
 
 class _AioStreamUnaryToken(_AioToken, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
-        return await continuation(self._details(client_call_details), request_iterator)
+    intercept_stream_unary = _AioToken._intercept
 
 
 class _AioStreamStreamToken(_AioToken, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
-        return await continuation(self._details(client_call_details), request_iterator)
+    intercept_stream_stream = _AioToken._intercept
 
 
 def aio_bearer_token(token: str) -> list[grpc.aio.ClientInterceptor]:

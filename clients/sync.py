@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -37,14 +37,32 @@ from imagegen.v1.executor_service_pb2 import StreamExecutePlanResponse
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
-class PlannerClient:
+class _ServiceClient:
+    """What PlannerClient and ExecutorClient share: the channel to their service,
+    which close() (or leaving with) closes when the client built it."""
+
+    def __init__(self, target: str | grpc.Channel, options: ChannelOptions | None) -> None:
+        self._channel, self._own_channel = client_channel(target, options, sync_channel)
+
+    def close(self) -> None:
+        if self._own_channel:
+            self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PlannerClient(_ServiceClient):
     """target: "host:port", "dns:///name:port", ... (a channel built from options) or a ready
     channel; timeout: the default deadline of each call, in seconds."""
 
     def __init__(
         self, target: str | grpc.Channel, *, options: ChannelOptions | None = None, timeout: float = DEFAULT_PLAN_TIMEOUT
     ) -> None:
-        self._channel, self._own_channel = client_channel(target, options, sync_channel)
+        super().__init__(target, options)
         self._stub = planner_service_pb2_grpc.PlannerServiceStub(self._channel)
         self._timeout = timeout
 
@@ -55,18 +73,7 @@ class PlannerClient:
         with planning_errors():
             return self._stub.CreatePlan(request, timeout=timeout or self._timeout).plan
 
-    def close(self) -> None:
-        if self._own_channel:
-            self._channel.close()
-
-    def __enter__(self) -> PlannerClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class ExecutorClient:
+class ExecutorClient(_ServiceClient):
     """As PlannerClient; timeout is the default deadline of an execution, image_timeout
     that of GetImage and SignImageUrl."""
 
@@ -78,7 +85,7 @@ class ExecutorClient:
         timeout: float = DEFAULT_EXECUTE_TIMEOUT,
         image_timeout: float = DEFAULT_IMAGE_TIMEOUT,
     ) -> None:
-        self._channel, self._own_channel = client_channel(target, options, sync_channel)
+        super().__init__(target, options)
         self._stub = executor_service_pb2_grpc.ExecutorServiceStub(self._channel)
         self._timeout = timeout
         self._image_timeout = image_timeout
@@ -125,17 +132,6 @@ class ExecutorClient:
         request = sign_image_url_request(storage_path, expires_in)
         with execution_errors(None):
             return signed_image_url(self._stub.SignImageUrl(request, timeout=timeout or self._image_timeout))
-
-    def close(self) -> None:
-        if self._own_channel:
-            self._channel.close()
-
-    def __enter__(self) -> ExecutorClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 class ImageStream(ImageStreamBase):
     """A stored image's chunks, from ExecutorClient.open_image; iterate once, then

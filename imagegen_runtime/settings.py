@@ -6,7 +6,8 @@ start with a message an operator can act on.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from typing import TypeVar
 
 
 class ConfigError(ValueError):
@@ -44,26 +45,26 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r}: must be at least {minimum}")
-    return value
+    return _env_number(env, name, default, float, "a number", minimum)
 
 
 def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _env_number(env, name, default, int, "a whole number", 0)
+
+
+N = TypeVar("N", int, float)
+
+
+def _env_number(
+    env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], expected: str, minimum: N
+) -> N:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
-    if value < 0:
-        raise ConfigError(f"{name}={raw!r}: must be at least 0")
+        raise ConfigError(f"{name}={raw!r}: expected {expected}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum}")
     return value

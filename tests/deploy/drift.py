@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from executor_service.config import ExecutorSettings
+from imagegen_runtime.server_settings import ServerSettings
 from planner_service.config import PlannerSettings
 
 SECRET_PLACEHOLDER = "value-from-a-secret"
@@ -53,7 +54,7 @@ def services() -> dict[str, Service]:
     return {"planner": Service(PlannerSettings, PLANNER), "executor": Service(ExecutorSettings, EXECUTOR)}
 
 
-def read_settings(service: str, env: Mapping[str, str]) -> tuple[Any, list[str]]:
+def read_settings(service: str, env: Mapping[str, str]) -> tuple[ServerSettings | None, list[str]]:
     """The service's settings for env, and problems: unread names, unparsable values."""
     recording = RecordingEnv(env)
     try:
@@ -164,12 +165,12 @@ def kubernetes_problems(objects: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def _metrics_port(settings: Any) -> int | None:
+def _metrics_port(settings: ServerSettings) -> int | None:
     address = settings.telemetry.metrics_address
     return port_of(address) if address else None
 
 
-def _metrics_problems(name: str, settings: Any, container: dict[str, Any], deployment: dict[str, Any]) -> list[str]:
+def _metrics_problems(name: str, settings: ServerSettings, container: dict[str, Any], deployment: dict[str, Any]) -> list[str]:
     """Metrics served means: reachable, the container port named metrics, and the
     scrape annotations pointing at it; no metrics means no such port."""
     declared = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == "metrics"]

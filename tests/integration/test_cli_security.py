@@ -4,21 +4,16 @@ processes, real ports, the certificates and tokens as an operator passes them.""
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import cli
 from tests.support.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration
 
-IMAGEGEN = [sys.executable, "-m", "imagegen_cli"]
 PLANNER_TOKEN = "cli-planner-token-0123456789"
 EXECUTOR_TOKEN = "cli-executor-token-0123456789"
 
@@ -31,7 +26,7 @@ def pki(tmp_path: Path) -> Pki:
 @pytest.fixture
 def secured_up(tmp_path: Path, pki: Pki) -> Iterator[tuple[str, str]]:
     """`imagegen up` with mutual TLS and a token per service, from the environment."""
-    env = {**os.environ, "EXECUTOR_LOCAL_STORE_DIR": str(tmp_path / "store")}
+    env: dict[str, str] = {}
     for service, token in (("PLANNER", PLANNER_TOKEN), ("EXECUTOR", EXECUTOR_TOKEN)):
         env |= {
             f"{service}_TLS_CERT_FILE": str(pki.server_cert),
@@ -39,22 +34,8 @@ def secured_up(tmp_path: Path, pki: Pki) -> Iterator[tuple[str, str]]:
             f"{service}_TLS_CLIENT_CA_FILE": str(pki.ca),
             f"{service}_AUTH_TOKEN": token,
         }
-    process = subprocess.Popen(
-        IMAGEGEN + ["up", "--planner-address", "127.0.0.1:0", "--executor-address", "127.0.0.1:0"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    lines = [process.stdout.readline() for _ in range(2)]  # printed once both servers listen
-    addresses = [re.search(r"listening on (\S+)", line)[1] for line in lines]
-    yield addresses[0], addresses[1]
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        IMAGEGEN + args, cwd=cwd, env={**os.environ, **env}, input=stdin, capture_output=True, text=True, timeout=120
-    )
+    with cli.imagegen_up(tmp_path, env) as addresses:
+        yield addresses
 
 
 def test_plan_execute_and_generate_with_tls_flags_and_token_variables(
@@ -65,22 +46,22 @@ def test_plan_execute_and_generate_with_tls_flags_and_token_variables(
              "--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]  # fmt: skip
     tokens = {"IMAGEGEN_PLANNER_TOKEN": PLANNER_TOKEN, "IMAGEGEN_EXECUTOR_TOKEN": EXECUTOR_TOKEN}
 
-    planned = run(["plan", "A silver key", "--session-id", "cli-sec", "--mode", "offline", *flags], tmp_path, tokens)
+    planned = cli.run(["plan", "A silver key", "--session-id", "cli-sec", "--mode", "offline", *flags], tmp_path, tokens)
     assert planned.returncode == 0, planned.stdout + planned.stderr
-    executed = run(["execute", "-", *flags], tmp_path, tokens, stdin=planned.stdout)
+    executed = cli.run(["execute", "-", *flags], tmp_path, tokens, stdin=planned.stdout)
     assert executed.returncode == 0, executed.stdout + executed.stderr
     assert json.loads(executed.stdout)["plan"]["plan_id"] == json.loads(planned.stdout)["plan_id"]
 
     # the same through the environment instead of flags
     env = {**tokens, "IMAGEGEN_PLANNER": planner, "IMAGEGEN_EXECUTOR": executor, "IMAGEGEN_TLS_CA": str(pki.ca),
            "IMAGEGEN_TLS_CERT": str(pki.client_cert), "IMAGEGEN_TLS_KEY": str(pki.client_key)}  # fmt: skip
-    generated = run(["generate", "A silver key", "--session-id", "cli-sec", "--mode", "offline"], tmp_path, env)
+    generated = cli.run(["generate", "A silver key", "--session-id", "cli-sec", "--mode", "offline"], tmp_path, env)
     assert generated.returncode == 0, generated.stdout + generated.stderr
     assert json.loads(generated.stdout)["reused"] is True
 
     # no planner token: refused, and said so
-    refused = run(["plan", "A silver key", "--session-id", "cli-sec", *flags], tmp_path,
-                  {"IMAGEGEN_EXECUTOR_TOKEN": EXECUTOR_TOKEN, "IMAGEGEN_PLANNER_TOKEN": ""})  # fmt: skip
+    refused = cli.run(["plan", "A silver key", "--session-id", "cli-sec", *flags], tmp_path,
+                      {"IMAGEGEN_EXECUTOR_TOKEN": EXECUTOR_TOKEN, "IMAGEGEN_PLANNER_TOKEN": ""})  # fmt: skip
     assert refused.returncode == 1
     error = json.loads(refused.stdout)["error"]
     assert (error["code"], error["reason"]) == ("UNAUTHENTICATED", "MISSING_CREDENTIALS")

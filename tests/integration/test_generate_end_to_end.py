@@ -16,37 +16,21 @@ from PIL import Image
 from clients import AsyncImagegenClient
 from executor_service.bootstrap import build_executor
 from executor_service.config import ExecutorSettings
-from planner_service.bootstrap import build_planner, create_server
-from planner_service.config import PlannerSettings
 from planner_service.openai_agent import TOOL_NAME
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_minio_store import http_get
 from tests.support import fake_openai as fo
 from tests.support.executor_server import running_executor
+from tests.support.llm_planner import ANSWER, API_KEY, PROMPT, running_llm_planner
 from tests.support.s3_server import ExternalS3, S3Server
 
 pytestmark = pytest.mark.integration
 
-API_KEY = "sk-test-end-to-end-42"
-ANSWER = {
-    "enhanced_prompt": "Adventurers spring an ambush on goblins crossing a swaying rope bridge over a gorge.",
-    "image_type": "scene",
-    "style": "cinematic",
-    "size": "1536x1024",
-}
-
 
 @pytest.fixture
 async def planner_target(fake_openai: fo.FakeOpenAI) -> AsyncIterator[str]:
-    settings = PlannerSettings(
-        address="127.0.0.1:0", mode="llm", llm_base_url=fake_openai.base_url, llm_api_key=API_KEY,
-        llm_model="gpt-test", llm_max_retries=0, llm_timeout_seconds=5.0,
-    )
-    planner = build_planner(settings)
-    running = await create_server(settings, planner)
-    yield f"127.0.0.1:{running.port}"
-    await running.stop(None)
-    await planner.aclose()
+    async with running_llm_planner(fake_openai, mode="llm", llm_timeout_seconds=5.0) as target:
+        yield target
 
 
 def noisy_png(width: int, height: int) -> bytes:
@@ -72,7 +56,7 @@ async def test_generate_returns_an_image_url_that_downloads_exactly_the_stored_b
     )
     async with running_executor(build_executor(settings)) as executor_target:
         async with AsyncImagegenClient(planner_target, executor_target) as client:
-            generation = await client.generate("The party ambushes goblins on a rope bridge", session_id="table-1")
+            generation = await client.generate(PROMPT, session_id="table-1")
             fetched = await client.executor.get_image(generation.payload["storage_path"])
     payload = generation.payload
     key = f"table-1/scene/{generation.plan.plan_id}.png"

@@ -5,6 +5,7 @@ Each case asserts the plan, or the status code and the ErrorInfo reason."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,17 +24,10 @@ from planner_service.config import PlannerSettings
 from planner_service.openai_agent import TOOL_NAME
 from planner_service.ports import PlanRequest
 from tests.support import fake_openai as fo
+from tests.support.llm_planner import ANSWER, API_KEY, PROMPT, running_llm_planner
 
 pytestmark = pytest.mark.integration
 
-API_KEY = "sk-test-planner-9876543210"
-PROMPT = "The party ambushes goblins on a rope bridge"
-ANSWER = {
-    "enhanced_prompt": "Adventurers spring an ambush on goblins crossing a swaying rope bridge over a gorge.",
-    "image_type": "scene",
-    "style": "cinematic",
-    "size": "1536x1024",
-}
 BAD_ANSWER = {**ANSWER, "image_type": "selfie", "size": "5000x5000"}
 
 StartPlanner = Callable[..., Awaitable[str]]
@@ -42,21 +36,12 @@ StartPlanner = Callable[..., Awaitable[str]]
 @pytest.fixture
 async def start_planner(fake_openai: fo.FakeOpenAI) -> AsyncIterator[StartPlanner]:
     """Start a planner pointed at the fake LLM; returns its target."""
-    started = []
+    async with contextlib.AsyncExitStack() as started:
 
-    async def start(**overrides: object) -> str:
-        settings = dict(address="127.0.0.1:0", llm_base_url=fake_openai.base_url, llm_api_key=API_KEY,
-                        llm_model="gpt-test", llm_max_retries=0, llm_timeout_seconds=1.0)
-        settings.update(overrides)
-        planner = build_planner(PlannerSettings(**settings))  # type: ignore[arg-type]
-        running = await create_server(PlannerSettings(**settings), planner)  # type: ignore[arg-type]
-        started.append((running, planner))
-        return f"127.0.0.1:{running.port}"
+        async def start(**overrides: object) -> str:
+            return await started.enter_async_context(running_llm_planner(fake_openai, **overrides))
 
-    yield start
-    for running, planner in started:
-        await running.stop(None)
-        await planner.aclose()
+        yield start
 
 
 async def plan(target: str, prompt: str = PROMPT, **options: object) -> ImageGenerationPlan:

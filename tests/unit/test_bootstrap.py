@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import dataclass, field
 
 import pytest
 
 from imagegen_runtime.bootstrap import CONFIG_ERROR_EXIT_STATUS, Served, run_service, start_service
-from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.server_settings import ServerSettings
 from imagegen_runtime.serving import RunningServer, ServiceBinding
 from imagegen_runtime.settings import ConfigError
-from imagegen_runtime.telemetry.settings import TelemetrySettings
-
-
-@dataclass(frozen=True)
-class Settings:
-    address: str = "127.0.0.1:0"
-    reflection: bool = True
-    shutdown_grace_seconds: float = 0.0
-    log_level: str = "INFO"
-    telemetry: TelemetrySettings = TelemetrySettings()
-    security: ServerSecurity = field(default_factory=ServerSecurity)
 
 
 class Owned:
@@ -54,7 +42,7 @@ async def test_what_the_server_owns_is_closed_last_on_stop() -> None:
 
         running.on_stop.append(stop_watching)
 
-    running = await start_service(Settings(), lambda registry: served(owned, started))
+    running = await start_service(ServerSettings(), lambda registry: served(owned, started))
     assert running.port and events == []
     await running.stop(None)
     assert events == ["watch stopped", "owned closed"]
@@ -67,7 +55,7 @@ async def test_what_serve_built_is_closed_when_the_server_cannot_start() -> None
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         with pytest.raises((OSError, RuntimeError)):
-            await start_service(Settings(address=address), lambda registry: served(owned))
+            await start_service(ServerSettings(address=address), lambda registry: served(owned))
     assert owned.closed == 1
 
 
@@ -79,12 +67,12 @@ async def test_a_failing_start_step_stops_the_server_and_closes_what_it_owns() -
         raise RuntimeError("the watch cannot start")
 
     with pytest.raises(RuntimeError, match="the watch cannot start"):
-        await start_service(Settings(), lambda registry: served(owned, started))
+        await start_service(ServerSettings(), lambda registry: served(owned, started))
     assert owned.closed == 1 and len(seen) == 1
 
 
 def test_a_config_error_stops_with_one_line_and_status_2(capsys: pytest.CaptureFixture[str]) -> None:
-    def settings_from_env() -> Settings:
+    def settings_from_env() -> ServerSettings:
         raise ConfigError("TEST_TIMEOUT_SECONDS='abc': expected a number")
 
     with pytest.raises(SystemExit) as exited:

@@ -2,12 +2,14 @@
 
 Both are built from the server's google.rpc.Status details: reason from
 ErrorInfo, field violations from BadRequest, retry_after from RetryInfo, and
-(for execution) the plan, so a caller can retry it or show it.
+(for execution) the plan, so a caller can retry it or show it. The server bounds
+what an error carries: a plan too large for it comes as its identity fields or not
+at all (ErrorInfo says plan_truncated), and then .plan is the plan the caller sent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from google.rpc import error_details_pb2
@@ -15,6 +17,10 @@ from grpc_status import rpc_status
 
 from imagegen.errors import FieldViolation
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
+
+# What ErrorInfo.metadata says when an error's details could not carry its whole plan
+# (the server keeps every error's trailer small enough for any client to read it).
+PLAN_TRUNCATED = "plan_truncated"
 
 # Codes where the same call may succeed later.
 RETRYABLE_CODES = frozenset(
@@ -93,7 +99,24 @@ def planning_failed(error: grpc.RpcError) -> PlanningFailed:
 
 
 def execution_failed(error: grpc.RpcError, plan: ImageGenerationPlan | None) -> ExecutionFailed:
+    """The failure of an executor call given plan (None: GetImage, SignImageUrl). Its .plan
+    is the one in the status details when they carry it whole; else the plan sent."""
     details = _details(error)
-    if details.plan is None:  # e.g. a transport failure: the server never saw it
-        details = _Details(details.reason, details.metadata, details.violations, details.retry_after, plan)
+    if details.plan is None or details.metadata.get(PLAN_TRUNCATED) == "true":
+        details = replace(details, plan=_sent_plan(plan, details.plan))
     return ExecutionFailed(error.code(), error.details() or "", details)  # type: ignore[attr-defined]
+
+
+def _sent_plan(
+    sent: ImageGenerationPlan | None, server: ImageGenerationPlan | None
+) -> ImageGenerationPlan | None:
+    """The plan a caller sent, when the details carry no plan (a transport failure: the
+    server never saw it) or too large a one to carry whole: then the server sends its
+    identity fields alone, or nothing, and says plan_truncated. The plan_id the server
+    worked out (the fingerprint it filed the plan under) replaces the sent one."""
+    if sent is None or server is None or not server.plan_id or server.plan_id == sent.plan_id:
+        return sent if sent is not None else server
+    stamped = ImageGenerationPlan()
+    stamped.CopyFrom(sent)
+    stamped.plan_id = server.plan_id
+    return stamped

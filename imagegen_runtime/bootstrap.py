@@ -14,40 +14,22 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.interceptor import CallInterceptor
+from imagegen_runtime.server_settings import ServerSettings
 from imagegen_runtime.serving import RunningServer, ServiceBinding, serve_until_signalled, start_server
 from imagegen_runtime.settings import ConfigError
 from imagegen_runtime.telemetry.logs import configure_logging
 from imagegen_runtime.telemetry.server_telemetry import ServerTelemetry
-from imagegen_runtime.telemetry.settings import TelemetrySettings
 
 # How a service stops on settings it cannot use: one line on stderr, and this status.
 CONFIG_ERROR_EXIT_STATUS = 2
 
-
-class ServerSettings(Protocol):
-    """The settings every service has (PlannerSettings, ExecutorSettings)."""
-
-    @property
-    def address(self) -> str: ...
-    @property
-    def reflection(self) -> bool: ...
-    @property
-    def shutdown_grace_seconds(self) -> float: ...
-    @property
-    def log_level(self) -> str: ...
-    @property
-    def telemetry(self) -> TelemetrySettings: ...
-    @property
-    def security(self) -> ServerSecurity: ...
-
-
-S = TypeVar("S", bound=ServerSettings)
+S = TypeVar("S", bound=ServerSettings)  # PlannerSettings, ExecutorSettings
 
 
 @dataclass(frozen=True)
@@ -68,8 +50,8 @@ async def start_service(
     tracer_provider: TracerProvider | None = None,
 ) -> RunningServer:
     """Start one service's gRPC server as settings say (settings.address may use port 0):
-    telemetry interceptors, then security's; TLS credentials; reflection; the plaintext
-    health port; the metrics endpoint. serve builds what is served, given the registry
+    its one interceptor (the RPC metrics, tracing, the bearer token); TLS credentials;
+    reflection; the plaintext health port; the metrics endpoint. serve builds what is served, given the registry
     for its metrics. tracer_provider overrides the configured tracing.
 
     If anything fails after serve, what it built is closed before the error goes on.
@@ -82,7 +64,11 @@ async def start_service(
             settings.address,
             [served.binding],
             enable_reflection=settings.reflection,
-            interceptors=[*telemetry.interceptors(), *security.interceptors()],
+            interceptor=CallInterceptor(
+                observers=telemetry.observers,
+                token_check=security.token_check(),
+                tracer_provider=telemetry.tracer_provider,
+            ),
             credentials=security.server_credentials(),
             health_address=security.health_address or None,
         )

@@ -1,4 +1,4 @@
-"""Server security: TLS / mutual TLS credentials and the bearer-token interceptor.
+"""Server security: TLS / mutual TLS credentials and the bearer-token check.
 
 ServerSecurity is one block of each service's settings, read from
 {PREFIX}_TLS_CERT_FILE, {PREFIX}_TLS_KEY_FILE, {PREFIX}_TLS_CLIENT_CA_FILE,
@@ -6,11 +6,12 @@ ServerSecurity is one block of each service's settings, read from
 the server starts (server_credentials()), so a bad file stops the service with
 a ConfigError naming the variable.
 
-BearerTokenInterceptor checks `authorization: Bearer <token>` on every call but
-health checks; a missing or wrong token is UNAUTHENTICATED with an ErrorInfo
-(MISSING_CREDENTIALS or INVALID_CREDENTIALS). Reflection is not exempt: the
-service listing is part of the API, so grpcurl passes the header for it too.
-The token is never logged, and never part of a message.
+TokenCheck checks `authorization: Bearer <token>`; the server's interceptor
+(imagegen_runtime.interceptor) asks it on every call but health checks, before
+any handler code runs, and answers a missing or wrong token with UNAUTHENTICATED
+and an ErrorInfo (MISSING_CREDENTIALS or INVALID_CREDENTIALS). Reflection is not
+exempt: the service listing is part of the API, so grpcurl passes the header for
+it too. The token is never logged, and never part of a message.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 import grpc
 
 from imagegen import errors
-from imagegen_runtime.error_mapping import abort_with_status, to_status
 from imagegen_runtime.settings import ConfigError, env_str
 
 # Health is exempt so that Kubernetes' grpc probes and load balancers work without a token.
@@ -113,8 +113,9 @@ class ServerSecurity:
             [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
         )
 
-    def interceptors(self) -> tuple[grpc.aio.ServerInterceptor, ...]:
-        return (BearerTokenInterceptor(self.auth_token),) if self.auth_token else ()
+    def token_check(self) -> TokenCheck | None:
+        """What checks each call's bearer token; None when no token is set."""
+        return TokenCheck(self.auth_token) if self.auth_token else None
 
 
 def _read_pem(name: str, path: str, kind: str) -> bytes:
@@ -130,58 +131,34 @@ def _read_pem(name: str, path: str, kind: str) -> bytes:
 # ---- bearer tokens ------------------------------------------------------------
 
 
-def _denied(status: grpc.Status, kind: str) -> Any:
-    """A handler behaviour of the given kind that only aborts with status."""
-    if kind in ("unary_unary", "stream_unary"):
-
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await abort_with_status(context, status)
-
-        return deny
-
-    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await abort_with_status(context, status)
-        yield  # pragma: no cover - makes this an async generator; abort raises first
-
-    return deny_stream
-
-
-_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 _MISSING = errors.Unauthenticated("missing bearer token", reason="MISSING_CREDENTIALS")
 _INVALID = errors.Unauthenticated("invalid bearer token", reason="INVALID_CREDENTIALS")
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """UNAUTHENTICATED unless the call carries `authorization: Bearer <token>`."""
+def is_exempt(method: str) -> bool:
+    """Calls to method ("/grpc.health.v1.Health/Check") need no token."""
+    return method.startswith(UNAUTHENTICATED_PREFIXES)
 
-    def __init__(self, token: str, exempt_prefixes: tuple[str, ...] = UNAUTHENTICATED_PREFIXES) -> None:
+
+class TokenCheck:
+    """Whether a call carries `authorization: Bearer <token>`: check(metadata) is None
+    when it does, else the Unauthenticated error to answer with (MISSING_CREDENTIALS,
+    INVALID_CREDENTIALS). imagegen_runtime.interceptor asks it for every call but those
+    is_exempt names, before any handler code runs."""
+
+    def __init__(self, token: str) -> None:
         self._token = token.encode()
-        self._exempt = exempt_prefixes
-        # Denying handlers per (method, reason), built once: handlers never change after start.
-        self._denials: dict[tuple[str, str], Any] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(self._exempt):
-            return handler
-        error = self._check(handler_call_details.invocation_metadata or ())
-        if error is None:
-            return handler
-        key = (method, error.reason)
-        denial = self._denials.get(key)
-        if denial is None:
-            kind = next(k for k in _KINDS if getattr(handler, k) is not None)
-            denial = self._denials[key] = handler._replace(**{kind: _denied(to_status(error), kind)})
-        return denial
-
-    def _check(self, metadata: Any) -> errors.Unauthenticated | None:
-        values = [value for key, value in metadata if key == "authorization"]
+    def check(self, metadata: Any) -> errors.Unauthenticated | None:
+        values = [value for key, value in metadata or () if key == "authorization"]
         if not values:
             return _MISSING
-        scheme, _, presented = str(values[0]).partition(" ")
-        if scheme.lower() != "bearer" or len(values) > 1:
+        if len(values) > 1 or not isinstance(values[0], str):
             return _INVALID
+        scheme, _, presented = values[0].partition(" ")
+        if scheme.lower() != "bearer":
+            return _INVALID
+        # compare_digest takes time by the presented token's length only, not by where it differs.
         if not hmac.compare_digest(presented.strip().encode(), self._token):
             return _INVALID
         return None

@@ -1,5 +1,6 @@
-"""What both servers share: build a grpc.aio server with health, reflection
-and error mapping; run it until SIGTERM/SIGINT, then drain gracefully."""
+"""What both servers share: build a grpc.aio server with health, reflection (v1
+and v1alpha) and the one interceptor (request ids, auth, error mapping, logs,
+metrics, tracing); run it until SIGTERM/SIGINT, then drain gracefully."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from imagegen.catalogue import MAX_MESSAGE_BYTES, MIN_PING_INTERVAL_SECONDS
-from imagegen_runtime.error_mapping import ErrorMappingInterceptor
+from imagegen_runtime import reflection
+from imagegen_runtime.interceptor import CallInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,19 @@ class ServiceBinding:
     name: str
     servicer: Any
     register: Callable[[Any, grpc.aio.Server], None]
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """grpc_health's asyncio servicer, with the List method of grpc.health.v1's current
+    version, which it leaves unimplemented: every registered name and its status."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        statuses = dict(self._server_status)  # the base class keeps them there, and offers no reader
+        return health_pb2.HealthListResponse(
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in statuses.items()}
+        )
 
 
 @dataclass
@@ -67,31 +81,28 @@ async def start_server(
     services: Sequence[ServiceBinding],
     *,
     enable_reflection: bool = True,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    interceptor: CallInterceptor | None = None,
     credentials: grpc.ServerCredentials | None = None,
     health_address: str | None = None,
 ) -> RunningServer:
     """Start serving on address ("host:port", port 0 picks a free one).
 
-    interceptors run outside the error mapping, in the order given (so an
-    interceptor sees the final status of every call); credentials, when
-    given, make the port TLS instead of plaintext. health_address, when given,
-    also serves the same health statuses (and nothing else) in plaintext there,
-    for probes that cannot do TLS.
+    interceptor is the server's one interceptor (imagegen_runtime.interceptor; by
+    default one with no token, metrics or tracing, which still maps errors, gives
+    request ids and logs); credentials, when given, make the port TLS instead of
+    plaintext. health_address, when given, also serves the same health statuses (and
+    reflection, nothing else) in plaintext there, for probes that cannot do TLS,
+    through the same interceptor without its token check.
     """
-    server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorMappingInterceptor()],
-        options=SERVER_OPTIONS,
-    )
-    health_servicer = health.aio.HealthServicer()
+    interceptor = interceptor or CallInterceptor()
+    server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for binding in services:
         binding.register(binding.servicer, server)
     names = tuple(binding.name for binding in services)
     if enable_reflection:
-        reflection.enable_server_reflection(
-            (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection((*names, health.SERVICE_NAME), server)
     port = (
         server.add_secure_port(address, credentials) if credentials is not None else server.add_insecure_port(address)
     )
@@ -101,7 +112,9 @@ async def start_server(
     running = RunningServer(server, port, health_servicer, names)
     if health_address:
         try:
-            running.health_server, running.health_port = await _start_health_server(health_address, health_servicer)
+            running.health_server, running.health_port = await _start_health_server(
+                health_address, health_servicer, interceptor.without_token()
+            )
         except BaseException:
             await server.stop(None)
             raise
@@ -110,11 +123,13 @@ async def start_server(
     return running
 
 
-async def _start_health_server(address: str, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+async def _start_health_server(
+    address: str, servicer: health.aio.HealthServicer, interceptor: CallInterceptor
+) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     # Reflection of health alone, so grpcurl can check it too; it shows nothing of the API.
-    reflection.enable_server_reflection((health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((health.SERVICE_NAME,), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")

@@ -1,5 +1,5 @@
 """PlannerService over gRPC: proto in, domain call, proto out. Errors are
-mapped by imagegen_runtime.error_mapping.ErrorMappingInterceptor, not here."""
+mapped by the server's interceptor (imagegen_runtime.interceptor), not here."""
 
 from __future__ import annotations
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
+import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from imagegen_runtime.telemetry.interceptors import FinishedCall
+from imagegen_runtime.telemetry.calls import FinishedCall
 
 # From 5 ms to 5 min: a planner answers in milliseconds, an image can take minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -33,7 +35,8 @@ def new_registry() -> CollectorRegistry:
 
 
 class RpcMetrics:
-    """Calls handled and their latency, by service, method, type and final code."""
+    """Calls handled and their latency, by service, method, type and final code. The
+    labelled series of each (service, method, type, code) are looked up once."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ("grpc_service", "grpc_method", "grpc_type", "grpc_code")
@@ -45,11 +48,16 @@ class RpcMetrics:
             "grpc_server_handling_seconds", "Time from a call's start to its final status, in seconds.",
             labels, buckets=LATENCY_BUCKETS, registry=registry,
         )
+        self._series: dict[tuple[str, str, str, grpc.StatusCode], tuple[Any, Any]] = {}
 
     def call_finished(self, call: FinishedCall) -> None:
-        labels = (call.service, call.method, "server_stream" if call.streaming else "unary", call.code.name)
-        self.handled.labels(*labels).inc()
-        self.handling_seconds.labels(*labels).observe(call.seconds)
+        key = call[:4]
+        series = self._series.get(key)
+        if series is None:
+            labels = (call.service, call.method, call.kind, call.code.name)
+            series = self._series[key] = (self.handled.labels(*labels), self.handling_seconds.labels(*labels))
+        series[0].inc()
+        series[1].observe(call.seconds)
 
 
 class MetricsEndpoint:

@@ -1,17 +1,16 @@
-"""What a server's telemetry settings start: a metrics registry, the
-interceptors (tracing outermost, so every log line of a call has its trace
-id; then the observing one), the metrics endpoint, and their closing."""
+"""What a server's telemetry settings start: a metrics registry and the RPC metrics
+(an observer of the server's interceptor), the tracer provider, the metrics
+endpoint, and their closing."""
 
 from __future__ import annotations
 
-import grpc
 from opentelemetry.trace import TracerProvider
 
 from imagegen_runtime.serving import RunningServer
-from imagegen_runtime.telemetry.interceptors import ObservingInterceptor
+from imagegen_runtime.telemetry.calls import CallObserver
 from imagegen_runtime.telemetry.metrics import MetricsEndpoint, RpcMetrics, new_registry
 from imagegen_runtime.telemetry.settings import TelemetrySettings
-from imagegen_runtime.telemetry.tracing import otlp_tracer_provider, server_interceptor
+from imagegen_runtime.telemetry.tracing import otlp_tracer_provider
 
 
 class ServerTelemetry:
@@ -25,9 +24,10 @@ class ServerTelemetry:
             otlp_tracer_provider(settings.service_name, settings.tracing_endpoint) if self._owns_provider else None
         )
 
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        tracing = [server_interceptor(self.tracer_provider)] if self.tracer_provider is not None else []
-        return [*tracing, ObservingInterceptor([self._rpc])]
+    @property
+    def observers(self) -> tuple[CallObserver, ...]:
+        """What the server's interceptor tells of each finished call: the RPC metrics."""
+        return (self._rpc,)
 
     def attach(self, running: RunningServer) -> None:
         """Serve the metrics (when an address is set) and close it all once the server has stopped."""

@@ -43,7 +43,7 @@ def _address(env: Mapping[str, str], name: str) -> str:
     address = env_str(env, name, "")
     if not address:
         return ""
-    host, sep, port = address.rpartition(":")
+    _host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"{name}={address!r}: expected host:port (port 0 picks a free one), or empty for none")
     return address

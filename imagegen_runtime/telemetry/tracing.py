@@ -1,9 +1,12 @@
-"""OpenTelemetry tracing through the gRPC instrumentation.
+"""OpenTelemetry tracing: the servers' tracer provider, and the callers' side.
 
-Servers get the instrumentation's aio server interceptor with their own tracer
-provider (nothing global is patched, so servers in one process stay apart);
-it continues the trace a caller sends in `traceparent` metadata. Health
-checks are not traced: probes would drown the real calls.
+Servers trace in their one interceptor (imagegen_runtime.interceptor), with their
+own tracer provider (nothing global is patched, so servers in one process stay
+apart): a server span per call, named and described as the gRPC instrumentation's
+(`/imagegen.v1.PlannerService/CreatePlan`, rpc.* attributes), continuing the trace a
+caller sends in `traceparent` metadata. Health checks are not traced: probes would
+drown the real calls. The instrumentation's own server interceptor is not used: it
+cannot serve a handler that writes with context.write (health's Watch).
 
 Callers (the backend, tests) trace their side with instrument_clients(),
 which patches grpc.aio's channel constructors until the returned undo is
@@ -14,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import grpc
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, aio_server_interceptor, filters
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, filters
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -31,10 +33,6 @@ def otlp_tracer_provider(service_name: str, endpoint: str) -> TracerProvider:
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return provider
-
-
-def server_interceptor(tracer_provider: AnyTracerProvider) -> grpc.aio.ServerInterceptor:
-    return aio_server_interceptor(tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check()))
 
 
 def instrument_clients(tracer_provider: AnyTracerProvider | None = None) -> Callable[[], None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from planner_service.config import PlannerSettings
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_executor_rpcs import make_plan
 from tests.support import fake_openai as fo
+from tests.support.calls import ClosingLines, closing_lines, codes
 from tests.support.executor_server import HeldProvider
 
 pytestmark = pytest.mark.integration
@@ -178,27 +180,56 @@ async def test_planner_metrics_count_llm_fallbacks_and_llm_errors(fake_openai: f
     assert value(samples, "imagegen_planner_llm_seconds_count", model="gpt-test", outcome="error") == 1
 
 
-async def test_a_call_past_its_deadline_and_a_cancelled_call_are_counted_as_such(tmp_path: Path) -> None:
-    provider = HeldProvider(hold=True)  # renders wait until released: never, here
+@contextlib.asynccontextmanager
+async def held_executor(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, HeldProvider]]:
+    """An executor whose renders wait until released: never, here."""
+    provider = HeldProvider(hold=True)
     running = await create_executor_server(
         ExecutorSettings(address="127.0.0.1:0", telemetry=METRICS),
         Executor(provider, LocalObjectStore(tmp_path), PUBLIC_BASE),
     )
     try:
-        async with AsyncExecutorClient(f"127.0.0.1:{running.port}") as client:
-            with pytest.raises(ExecutionFailed) as caught:
-                await client.execute_plan(make_plan(), timeout=0.3)
-            assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-            cancelled = asyncio.ensure_future(client.execute_plan(make_plan(style="noir")))
-            async with asyncio.timeout(10):
-                while provider.calls < 2:
-                    await asyncio.sleep(0.01)
-            cancelled.cancel()
-        expected = {"DEADLINE_EXCEEDED": 1.0, "CANCELLED": 1.0}
-        async with asyncio.timeout(10):  # the server finishes its side just after the client
-            while {code: value(await scrape(running), "grpc_server_handled_total",
-                               **rpc("ExecutorService", "ExecutePlan", code)) for code in expected} != expected:
-                await asyncio.sleep(0.02)
+        yield running, provider
     finally:
         await running.stop(None)
         await provider.aclose()
+
+
+def execute_plan_codes(lines: ClosingLines) -> list[str]:
+    return codes(lines.of("imagegen.v1.ExecutorService/ExecutePlan"))
+
+
+def handled(samples: Samples, code: str) -> float:
+    return value(samples, "grpc_server_handled_total", **rpc("ExecutorService", "ExecutePlan", code))
+
+
+async def test_calls_past_their_deadline_are_counted_deadline_exceeded_every_time(tmp_path: Path) -> None:
+    """The client's deadline passes a moment before the server's, so its cancellation can
+    reach the server while the server still has a little time left: still DEADLINE_EXCEEDED."""
+    calls = 100
+    with closing_lines() as lines:
+        async with held_executor(tmp_path) as (running, _):
+            async with AsyncExecutorClient(f"127.0.0.1:{running.port}") as client:
+                outcomes = await asyncio.gather(
+                    *(client.execute_plan(make_plan(style=f"style-{i}"), timeout=0.5 + 0.01 * (i % 10))
+                      for i in range(calls)),
+                    return_exceptions=True,
+                )  # fmt: skip
+            assert [o.code for o in outcomes] == [grpc.StatusCode.DEADLINE_EXCEEDED] * calls  # type: ignore[union-attr]
+            await lines.wait_for(lambda records: len(execute_plan_codes(lines)) == calls)
+            samples = await scrape(running)
+    assert execute_plan_codes(lines) == ["DEADLINE_EXCEEDED"] * calls
+    assert (handled(samples, "DEADLINE_EXCEEDED"), handled(samples, "CANCELLED")) == (calls, 0)
+
+
+async def test_a_call_its_client_cancels_is_counted_cancelled(tmp_path: Path) -> None:
+    with closing_lines() as lines:
+        async with held_executor(tmp_path) as (running, provider):
+            async with AsyncExecutorClient(f"127.0.0.1:{running.port}", timeout=60) as client:
+                call = asyncio.ensure_future(client.execute_plan(make_plan(style="noir")))
+                await asyncio.wait_for(provider.started.wait(), 10)  # the render is under way
+                call.cancel()
+                await lines.wait_for(lambda records: len(execute_plan_codes(lines)) == 1)
+            samples = await scrape(running)
+    assert execute_plan_codes(lines) == ["CANCELLED"]
+    assert (handled(samples, "CANCELLED"), handled(samples, "DEADLINE_EXCEEDED")) == (1, 0)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,9 +28,10 @@ from executor_service.config import ExecutorSettings
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from imagegen_runtime.security import ServerSecurity
 from imagegen_runtime.serving import RunningServer
-from imagegen_runtime.telemetry.logs import LOG_FORMATS, configure_logging
+from imagegen_runtime.telemetry.logs import LOG_FORMATS
 from planner_service.bootstrap import create_server as create_planner_server
 from planner_service.config import PlannerSettings
+from tests.support.logs import captured_logs
 from tests.support.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration
@@ -224,11 +223,7 @@ async def test_tokens_are_never_logged(tokened: tuple[str, str], fmt: str) -> No
     every field of a JSON line as well as its message) is free of any token."""
     planner_target, executor_target = tokened
     wrong = "wrong-token-that-must-not-leak-42"
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    stream = io.StringIO()
-    configure_logging("DEBUG", fmt, stream)
-    try:
+    with captured_logs("DEBUG", fmt) as stream:
         assert await plan_with(planner_target, ChannelOptions(token=PLANNER_TOKEN))
         for token in (wrong, "Bearer-less"):
             with pytest.raises(PlanningFailed):
@@ -242,12 +237,6 @@ async def test_tokens_are_never_logged(tokened: tuple[str, str], fmt: str) -> No
         async with wrong_executor as bad:
             with pytest.raises(ExecutionFailed):
                 await bad.execute_plan(plan)
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
     lines = stream.getvalue().splitlines()
     if fmt == "json":
         records = [json.loads(line) for line in lines]  # every line is one JSON object

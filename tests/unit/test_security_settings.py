@@ -37,14 +37,14 @@ def test_both_services_read_their_own_security_block(pki: Pki) -> None:
     )  # fmt: skip
     assert (executor.tls, executor.auth_token, executor.health_address) == (False, TOKEN[::-1], "")
     assert isinstance(planner.server_credentials(), grpc.ServerCredentials)
-    assert executor.server_credentials() is None and executor.interceptors() != ()
-    assert ServerSecurity().interceptors() == ()
+    assert executor.server_credentials() is None and executor.token_check() is not None
+    assert ServerSecurity().token_check() is None
 
 
 def test_nothing_set_means_plaintext_and_no_auth() -> None:
     security = PlannerSettings.from_env({}).security
-    assert (security.tls, security.auth_token, security.server_credentials(), security.interceptors()) == (
-        False, "", None, (),
+    assert (security.tls, security.auth_token, security.server_credentials(), security.token_check()) == (
+        False, "", None, None,
     )  # fmt: skip
 
 

@@ -8,7 +8,8 @@ from executor_service.config import ExecutorSettings
 from imagegen.v1.executor_service_pb2 import ExecutePlanRequest, ExecutePlanResponse
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 from imagegen_runtime.settings import ConfigError
-from imagegen_runtime.telemetry.interceptors import ObservingInterceptor, message_ids, request_id_from
+from imagegen_runtime.telemetry.calls import message_ids, request_id_from
+from imagegen_runtime.telemetry.metrics import RpcMetrics
 from imagegen_runtime.telemetry.server_telemetry import ServerTelemetry
 from imagegen_runtime.telemetry.settings import TelemetrySettings
 from planner_service.config import PlannerSettings
@@ -46,36 +47,35 @@ def test_the_sdk_switch_turns_tracing_off() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("settings", "name", "value"),
     [
-        ("PLANNER_METRICS_ADDRESS", "9464"),
-        ("PLANNER_METRICS_ADDRESS", "host:http"),
-        ("PLANNER_METRICS_ADDRESS", "host:70000"),
-        ("LOG_FORMAT", "yaml"),
-        ("OTEL_SDK_DISABLED", "maybe"),
+        (PlannerSettings, "PLANNER_METRICS_ADDRESS", "9464"),
+        (PlannerSettings, "PLANNER_METRICS_ADDRESS", "host:http"),
+        (PlannerSettings, "PLANNER_METRICS_ADDRESS", "host:70000"),
+        (PlannerSettings, "LOG_FORMAT", "yaml"),
+        (PlannerSettings, "OTEL_SDK_DISABLED", "maybe"),
+        # the health check's timing must be positive
+        (ExecutorSettings, "EXECUTOR_HEALTH_INTERVAL_SECONDS", "0"),
+        (ExecutorSettings, "EXECUTOR_HEALTH_TIMEOUT_SECONDS", "0"),
     ],
 )
-def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
+def test_a_bad_value_names_its_variable(
+    settings: type[PlannerSettings] | type[ExecutorSettings], name: str, value: str
+) -> None:
     with pytest.raises(ConfigError, match=name):
-        PlannerSettings.from_env({name: value})
+        settings.from_env({name: value})
 
 
-@pytest.mark.parametrize("name", ["EXECUTOR_HEALTH_INTERVAL_SECONDS", "EXECUTOR_HEALTH_TIMEOUT_SECONDS"])
-def test_health_check_timing_must_be_positive(name: str) -> None:
-    with pytest.raises(ConfigError, match=name):
-        ExecutorSettings.from_env({name: "0"})
-
-
-def test_an_otlp_endpoint_makes_a_tracing_interceptor_outside_the_observing_one() -> None:
+def test_an_otlp_endpoint_makes_a_tracer_provider_and_metrics_always_observe() -> None:
     traced = ServerTelemetry(TelemetrySettings(tracing_endpoint="http://127.0.0.1:1", service_name="x"))
     try:
-        outer, inner = traced.interceptors()
-        assert type(outer).__name__ == "OpenTelemetryAioServerInterceptor" and isinstance(inner, ObservingInterceptor)
         assert traced.tracer_provider.resource.attributes["service.name"] == "x"  # type: ignore[union-attr]
+        (observer,) = traced.observers
+        assert isinstance(observer, RpcMetrics)
     finally:
         traced.tracer_provider.shutdown()  # type: ignore[union-attr]
-    (only,) = ServerTelemetry(TelemetrySettings()).interceptors()
-    assert isinstance(only, ObservingInterceptor)
+    untraced = ServerTelemetry(TelemetrySettings())
+    assert untraced.tracer_provider is None and isinstance(untraced.observers[0], RpcMetrics)
 
 
 @pytest.mark.parametrize(

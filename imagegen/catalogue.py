@@ -264,6 +264,10 @@ MIN_URL_EXPIRY = dt.timedelta(seconds=1)
 MAX_URL_EXPIRY = dt.timedelta(days=7)
 DEFAULT_URL_EXPIRY = dt.timedelta(hours=1)
 
+# The longest wait a peer's Retry-After (or retry-after-ms) is taken at: a longer one,
+# an infinite one or a number too large for a float becomes this (the error's RetryInfo).
+MAX_RETRY_AFTER = dt.timedelta(hours=1)
+
 # gRPC transport, the same on servers and client channels.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # both directions
 IMAGE_CHUNK_BYTES = 1024 * 1024  # GetImage sends at most this much per message

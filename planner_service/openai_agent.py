@@ -11,6 +11,13 @@ to the model, not a guarantee from every server.
 
 This is the only planner module that imports the SDK; SDK errors, sorted by
 imagegen_runtime.openai_errors, become the planning errors of imagegen.errors here.
+
+The SDK client is imagegen_runtime.openai_client's: each attempt ends after `timeout`
+seconds in all, a whole call (retries included) after call_budget(), and no answer is
+read past MAX_ANSWER_BYTES. An answer that is not a chat completion at all (HTML, JSON
+of another shape) is the LLM being unavailable; a chat completion with nothing usable
+in it (no choices, no message, no tool call) is an unusable draft, which the planner
+asks the model once to repair.
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ from imagegen import catalogue
 from imagegen.catalogue import Style, image_type_name
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
 from imagegen.v1.image_plan_pb2 import ImageType
-from imagegen_runtime.openai_errors import OpenAIFailureKind, classify_openai_error
+from imagegen_runtime import openai_client
+from imagegen_runtime.openai_errors import (
+    OPENAI_FAILURES,
+    WRONG_SHAPE_ERRORS,
+    AnswerUnreadable,
+    OpenAIFailureKind,
+    classify_openai_error,
+)
 from planner_service.drafts import draft_schema, parse_draft
 from planner_service.ports import DraftUnusable, PlanDraft, PlanRequest, Repair
 
@@ -35,6 +49,11 @@ log = logging.getLogger(__name__)
 TOOL_NAME = "create_image_plan"
 SCHEMA_NAME = "image_plan"
 PATHS = ("tools", "json")
+# The most of an LLM's answer that is read: a plan is a few kilobytes, and even a
+# server that adds reasoning text or log probabilities stays far below this.
+MAX_ANSWER_BYTES = 1024 * 1024
+# The most of a model's refusal kept (it reaches the logs, the repair and an error).
+MAX_REFUSAL_CHARS = 200
 
 class _RequestRejected(PlannerMisconfigured):
     """HTTP 400/422: the server refused the request's shape, e.g. a json_schema format."""
@@ -51,7 +70,10 @@ class OpenAIPlanningAgent:
         styles: Mapping[str, Style],
         path: str = "tools",
         seed: int | None = 0,
+        call_timeout: float | None = None,
     ) -> None:
+        """call_timeout bounds one request, retries included (None: no bound beyond
+        the client's own)."""
         if path not in PATHS:
             raise ValueError(f"path must be one of {', '.join(PATHS)}, not {path!r}")
         self.model = model
@@ -61,6 +83,7 @@ class OpenAIPlanningAgent:
         self._schema = draft_schema(styles)
         self._instructions = _instructions(styles, path, self._schema)
         self._json_schema_accepted = True
+        self._call_timeout = call_timeout
 
     @classmethod
     def connect(
@@ -74,16 +97,21 @@ class OpenAIPlanningAgent:
         timeout: float = 30.0,
         max_retries: int = 2,
         seed: int | None = 0,
+        call_timeout: float | None = None,
     ) -> OpenAIPlanningAgent:
-        """An agent with its own SDK client. No request is made until the first plan."""
-        client = openai.AsyncOpenAI(
+        """An agent with its own SDK client. No request is made until the first plan.
+        timeout is one attempt's, in all; call_timeout (default: the SDK's retries at
+        that timeout and its longest waits, openai_client.call_budget) one request's."""
+        client = openai_client.connect(
             base_url=base_url,
-            # Local model servers often need no key, but the SDK insists on one.
-            api_key=api_key or "no-key",
+            api_key=api_key,  # local model servers often need none
             timeout=timeout,
             max_retries=max_retries,
+            max_response_bytes=MAX_ANSWER_BYTES,
         )
-        return cls(client, model=model, styles=styles, path=path, seed=seed)
+        if call_timeout is None:
+            call_timeout = openai_client.call_budget(timeout, max_retries)
+        return cls(client, model=model, styles=styles, path=path, seed=seed, call_timeout=call_timeout)
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -93,7 +121,12 @@ class OpenAIPlanningAgent:
     async def draft(self, request: PlanRequest, repair: Repair | None = None) -> PlanDraft:
         messages = self._messages(request, repair)
         log.debug("planning with %s: messages %s", self.model, json.dumps(messages, ensure_ascii=False))
-        answer = await (self._ask_for_tool_call(messages) if self._path == "tools" else self._ask_for_json(messages))
+        try:
+            answer = await (
+                self._ask_for_tool_call(messages) if self._path == "tools" else self._ask_for_json(messages)
+            )
+        except AnswerUnreadable as exc:
+            raise self._planning_error(exc) from None
         log.debug("planning with %s: answer %s", self.model, answer)
         return parse_draft(answer)
 
@@ -118,13 +151,14 @@ class OpenAIPlanningAgent:
             parallel_tool_calls=False,  # strict schemas hold only for a single call
         )
         message = _message(completion)
-        for call in message.tool_calls or ():
-            if call.type == "function" and call.function.name == TOOL_NAME:
-                return call.function.arguments
-        if message.content:  # some compatible servers answer a forced tool call in text
-            return message.content
-        refusal = f" (it refused: {message.refusal})" if message.refusal else ""
-        raise DraftUnusable(message.refusal or "", [f"the answer did not call {TOOL_NAME}{refusal}"])
+        arguments = _tool_arguments(message)
+        if arguments is not None:
+            return arguments
+        content = _text(message, "content")
+        if content:  # some compatible servers answer a forced tool call in text
+            return content
+        refusal = _refusal(message)
+        raise DraftUnusable(refusal, [f"the answer did not call {TOOL_NAME}{_refused(refusal)}"])
 
     async def _ask_for_json(self, messages: list[dict[str, Any]]) -> str:
         completion = None
@@ -143,10 +177,11 @@ class OpenAIPlanningAgent:
         if completion is None:
             completion = await self._complete(messages)
         message = _message(completion)
-        if not message.content:
-            refusal = f" (it refused: {message.refusal})" if message.refusal else ""
-            raise DraftUnusable(message.refusal or "", [f"the answer was empty{refusal}"])
-        return message.content
+        content = _text(message, "content")
+        if not content:
+            refusal = _refusal(message)
+            raise DraftUnusable(refusal, [f"the answer was empty{_refused(refusal)}"])
+        return content
 
     # ------------------------------------------------------------------ the request
     def _messages(self, request: PlanRequest, repair: Repair | None) -> list[dict[str, Any]]:
@@ -179,14 +214,17 @@ class OpenAIPlanningAgent:
     async def _complete(self, messages: list[dict[str, Any]], **options: Any) -> Any:
         if self._seed is not None:
             options["seed"] = self._seed
+        request = self._client.chat.completions.create(
+            model=self.model, messages=messages, temperature=0, **options  # type: ignore[arg-type]
+        )
         try:
-            return await self._client.chat.completions.create(
-                model=self.model, messages=messages, temperature=0, **options  # type: ignore[arg-type]
-            )
-        except openai.APIError as exc:
+            if self._call_timeout is None:
+                return await request
+            return await openai_client.within_budget(request, self._call_timeout)
+        except OPENAI_FAILURES as exc:
             raise self._planning_error(exc) from None
 
-    def _planning_error(self, exc: openai.APIError) -> PlanningError:
+    def _planning_error(self, exc: Exception) -> PlanningError:
         failure = classify_openai_error(exc, "the planning LLM", log)
         error_type = _PLANNING_ERRORS[failure.kind]
         return error_type(failure.description, metadata={"model": self.model}, retry_after=failure.retry_after)
@@ -203,10 +241,47 @@ _PLANNING_ERRORS: dict[OpenAIFailureKind, type[PlanningError]] = {
 }
 
 
+# Reading an answer. The SDK builds it without validating it, so any field may hold
+# anything, or be missing: each step checks what it gets. An answer that is not a chat
+# completion is AnswerUnreadable (the LLM is unavailable, _complete's caller is told so
+# through _planning_error); one with nothing usable in it is DraftUnusable.
 def _message(completion: Any) -> Any:
-    if not completion.choices:
-        raise DraftUnusable("", ["the answer had no choices"])
-    return completion.choices[0].message
+    try:
+        choices = completion.choices
+        if not isinstance(choices, list):
+            raise AnswerUnreadable("no list of choices")
+        if not choices:
+            raise DraftUnusable("", ["the answer had no choices"])
+        message = choices[0].message
+    except WRONG_SHAPE_ERRORS as exc:
+        raise AnswerUnreadable(f"an answer of another shape ({type(exc).__name__})") from None
+    if message is None:
+        raise DraftUnusable("", ["the answer had no message"])
+    return message
+
+
+def _tool_arguments(message: Any) -> str | None:
+    """The arguments of the first call of TOOL_NAME, or None."""
+    calls = getattr(message, "tool_calls", None)
+    for call in calls if isinstance(calls, list) else ():
+        function = getattr(call, "function", None)
+        if getattr(call, "type", None) == "function" and getattr(function, "name", None) == TOOL_NAME:
+            arguments = getattr(function, "arguments", None)
+            return arguments if isinstance(arguments, str) else ""
+    return None
+
+
+def _text(message: Any, field: str) -> str:
+    value = getattr(message, field, None)
+    return value if isinstance(value, str) else ""
+
+
+def _refusal(message: Any) -> str:
+    return _text(message, "refusal")[:MAX_REFUSAL_CHARS]
+
+
+def _refused(refusal: str) -> str:
+    return f" (it refused: {refusal})" if refusal else ""
 
 
 def _instructions(styles: Mapping[str, Style], path: str, schema: Mapping[str, Any]) -> str:

@@ -3,24 +3,38 @@ against OpenAI or any OpenAI-compatible images endpoint.
 
 Each plan is checked before any request: its size against the model family
 (image_options.size_problem) and its rendering options (metadata "quality",
-"output_format", "moderation", else the configured defaults). SDK errors,
-sorted by imagegen_runtime.openai_errors, become the execution errors of
-imagegen.errors here; the provider's own message is neither passed on nor logged.
+"output_format", "moderation", else the configured defaults). The SDK client is
+imagegen_runtime.openai_client's: each attempt ends after `timeout` seconds in all,
+the whole call (retries included) after call_budget(), and no answer is read past
+the base64 size of max_image_bytes. The answer's body is read here, not by the SDK,
+and defensively (it may be HTML, JSON of another shape, a null image...): the base64
+text is found in the body and measured before it is decoded, once, from the body
+itself, so a large answer is held about twice (its body and the image), not four
+times. Failures, sorted by imagegen_runtime.openai_errors, become the execution
+errors of imagegen.errors here; the provider's own message is neither passed on nor
+logged.
+
+The image itself is not looked at here: every provider's output is checked whole
+(format, size, every pixel) by providers.verify.VerifiedProvider, which bootstrap
+wraps around each provider. The width and height returned are the plan's, which
+that check holds the image to.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
-import io
+import json
 import logging
+import re
+from typing import Any
 
 import openai
-from PIL import Image, UnidentifiedImageError
 
 from executor_service.ports import RenderedImage
 from executor_service.providers import image_options as options
+from executor_service.providers.verify import DEFAULT_MAX_IMAGE_BYTES
+from imagegen.catalogue import MAX_PROMPT_CHARS
 from imagegen.errors import (
     ContentRejected,
     ExecutionError,
@@ -32,11 +46,21 @@ from imagegen.errors import (
 )
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
-from imagegen_runtime.openai_errors import OpenAIFailureKind, classify_openai_error
+from imagegen_runtime import openai_client
+from imagegen_runtime.openai_errors import (
+    OPENAI_FAILURES,
+    UNDECODABLE_BODY_ERRORS,
+    WRONG_SHAPE_ERRORS,
+    AnswerUnreadable,
+    OpenAIFailureKind,
+    classify_openai_error,
+)
 
 log = logging.getLogger(__name__)
 
-_PIL_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+# Room in an answer for what comes with the base64 image: the JSON around it, the
+# revised prompt, usage.
+ENVELOPE_BYTES = 1024 * 1024
 _EXECUTION_ERRORS: dict[OpenAIFailureKind, type[ExecutionError]] = {
     OpenAIFailureKind.UNAVAILABLE: ProviderUnavailable,
     OpenAIFailureKind.THROTTLED: ProviderThrottled,
@@ -57,7 +81,11 @@ class OpenAIImageProvider:
         quality: str = "auto",
         output_format: str = "png",
         moderation: str = "auto",
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        call_timeout: float | None = None,
     ) -> None:
+        """call_timeout bounds a whole render's request, retries included (None: no
+        bound beyond the client's own)."""
         if model in options.RETIRED_MODELS:
             raise ValueError(f"{model} is retired; use a current GPT image model such as {options.DEFAULT_MODEL}")
         self.model = model
@@ -65,6 +93,9 @@ class OpenAIImageProvider:
         self._quality = quality
         self._output_format = output_format
         self._moderation = moderation
+        self._max_image_bytes = max_image_bytes
+        self._max_b64_chars = base64_length(max_image_bytes)
+        self._call_timeout = call_timeout
 
     @classmethod
     def connect(
@@ -74,16 +105,23 @@ class OpenAIImageProvider:
         api_key: str,
         timeout: float = 180.0,
         max_retries: int = 2,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        call_timeout: float | None = None,
         **settings: str,
     ) -> OpenAIImageProvider:
-        """A provider with its own SDK client; no request is made until the first render."""
-        client = openai.AsyncOpenAI(
-            base_url=base_url or None,
-            api_key=api_key or "no-key",  # compatible servers may need none; the SDK insists
+        """A provider with its own SDK client; no request is made until the first render.
+        timeout is one attempt's, in all; call_timeout (default: the SDK's retries at
+        that timeout and its longest waits, openai_client.call_budget) the whole call's."""
+        client = openai_client.connect(
+            base_url=base_url,
+            api_key=api_key,
             timeout=timeout,
             max_retries=max_retries,
+            max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES,
         )
-        return cls(client, **settings)
+        if call_timeout is None:
+            call_timeout = openai_client.call_budget(timeout, max_retries)
+        return cls(client, max_image_bytes=max_image_bytes, call_timeout=call_timeout, **settings)  # type: ignore[arg-type]
 
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return options.output_mime_type(plan, self._output_format)
@@ -96,60 +134,118 @@ class OpenAIImageProvider:
         output_format = options.output_format(plan, self._output_format)
         quality = options.plan_option(plan, options.QUALITY_KEY, self._quality, options.QUALITIES)
         moderation = options.plan_option(plan, options.MODERATION_KEY, self._moderation, options.MODERATION_LEVELS)
+        # The raw answer: read here rather than by the SDK, whose JSON parse would hold the
+        # base64 text three times over (the body, its text, the value) while it runs.
+        request = self._client.images.with_raw_response.generate(
+            model=self.model,
+            prompt=plan.enhanced_prompt,
+            n=1,
+            size=plan.size,  # type: ignore[arg-type]
+            quality=quality,  # type: ignore[arg-type]
+            output_format=output_format,  # type: ignore[arg-type]
+            moderation=moderation,  # type: ignore[arg-type]
+            # Lets OpenAI tell one table's abuse from another's without learning who plays.
+            safety_identifier=hashlib.sha256(plan.session_id.encode()).hexdigest()[:32],
+        )
         try:
-            response = await self._client.images.generate(
-                model=self.model,
-                prompt=plan.enhanced_prompt,
-                n=1,
-                size=plan.size,
-                quality=quality,  # type: ignore[arg-type]
-                output_format=output_format,  # type: ignore[arg-type]
-                moderation=moderation,  # type: ignore[arg-type]
-                # Lets OpenAI tell one table's abuse from another's without learning who plays.
-                safety_identifier=hashlib.sha256(plan.session_id.encode()).hexdigest()[:32],
-            )
-        except openai.APIError as exc:
+            if self._call_timeout is None:
+                response = await request
+            else:
+                response = await openai_client.within_budget(request, self._call_timeout)
+            body = response.http_response.content
+            del response
+            b64, revised_prompt = _base64_image(body)
+        except OPENAI_FAILURES as exc:
             raise self._execution_error(exc) from None
-        image = response.data[0] if response.data else None
-        if image is None or not image.b64_json:
-            raise ProviderMisconfigured(f"{self.model} answered without a base64 image", metadata=self._meta())
-        revised_prompt = image.revised_prompt or ""
-        data = _decode(image.b64_json, self.model)
-        del response, image  # the base64 text is as large as the image; let it go
-        mime_type, actual_width, actual_height = _describe(data, self.model)
-        if mime_type != options.MIME_TYPES[output_format]:
-            raise ProviderMisconfigured(
-                f"{self.model} returned {mime_type} when asked for {output_format}", metadata=self._meta()
-            )
-        return RenderedImage(data, mime_type, actual_width, actual_height, self.model, revised_prompt)
+        if len(b64) > self._max_b64_chars:  # measured before decoding: nothing this large is decoded
+            raise self._unavailable(f"returned an image of more than {self._max_image_bytes} bytes")
+        try:
+            data = binascii.a2b_base64(b64, strict_mode=True)  # reads the body in place: no copy
+        except (binascii.Error, ValueError):
+            raise self._unavailable("returned an image that is not valid base64") from None
+        del b64, body
+        mime_type = options.MIME_TYPES[output_format]
+        return RenderedImage(data, mime_type, width, height, self.model, revised_prompt)
 
     async def aclose(self) -> None:
         await self._client.close()
 
     def _meta(self) -> dict[str, str]:
-        return _meta(self.model)
+        return {"provider": self.name, "model": self.model}
 
-    def _execution_error(self, exc: openai.APIError) -> ExecutionError:
+    def _unavailable(self, what: str) -> ProviderUnavailable:
+        log.warning("the image provider (%s) %s", self.model, what)
+        return ProviderUnavailable(f"the image provider ({self.model}) {what}", metadata=self._meta())
+
+    def _execution_error(self, exc: Exception) -> ExecutionError:
         failure = classify_openai_error(exc, f"the image provider ({self.model})", log)
         error_type = _EXECUTION_ERRORS[failure.kind]
         return error_type(failure.description, metadata=self._meta(), retry_after=failure.retry_after)
 
 
-def _meta(model: str) -> dict[str, str]:
-    return {"provider": OpenAIImageProvider.name, "model": model}
+def base64_length(size: int) -> int:
+    """How many base64 characters size bytes take (with padding)."""
+    return 4 * -(-size // 3)
 
 
-def _decode(b64: str, model: str) -> bytes:
+def _base64_image(body: bytes) -> tuple[bytes | memoryview | str, str]:
+    """(base64 text, revised prompt) of the answer's one image; AnswerUnreadable when the
+    answer is not an images response holding one base64 image, a JSON error when it is
+    not JSON. The base64 text is a view into body when it can be: see _in_place."""
+    found = _in_place(body)
+    if found is not None:
+        return found
+    answer = json.loads(body)
     try:
-        return base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProviderUnavailable(f"{model} returned an image that is not valid base64", metadata=_meta(model)) from None
+        first = _first_image(answer)
+        b64 = first.get("b64_json")
+    except WRONG_SHAPE_ERRORS as exc:
+        raise AnswerUnreadable(f"an answer of another shape ({type(exc).__name__})") from None
+    if not isinstance(b64, str) or not b64:
+        raise AnswerUnreadable("no base64 image")
+    return b64, _revised_prompt(first)
 
 
-def _describe(data: bytes, model: str) -> tuple[str, int, int]:
-    """(media type, width, height) from the image's header; nothing is decoded."""
+# The one place an image's base64 can be: "b64_json": "<base64>". Base64 has no quote and
+# no backslash, so the value ends at the next quote.
+_B64_VALUE = re.compile(rb'"b64_json"\s*:\s*"')
+
+
+def _in_place(body: bytes) -> tuple[memoryview, str] | None:
+    """The base64 text as a view into body, and the revised prompt, from the answer's
+    JSON parsed without that text (so it is never copied into a str); None when the
+    answer is not plainly that (then it is parsed whole). Safe by construction: the
+    key must occur once, and the JSON without its value must show it, emptied, as the
+    first image's b64_json."""
+    match = _B64_VALUE.search(body)
+    if match is None:
+        return None
+    start = match.end()
+    end = body.find(b'"', start)
+    if end < 0 or body.find(b"\\", start, end) >= 0 or _B64_VALUE.search(body, end) is not None:
+        return None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return _PIL_FORMATS.get(image.format or "", f"image/{(image.format or '').lower()}"), *image.size
-    except (UnidentifiedImageError, OSError):
-        raise ProviderUnavailable(f"{model} returned bytes that are not an image", metadata=_meta(model)) from None
+        envelope = json.loads(body[:start] + body[end:])
+        first = _first_image(envelope)
+    except (AnswerUnreadable, *UNDECODABLE_BODY_ERRORS, *WRONG_SHAPE_ERRORS):
+        return None  # the whole answer, parsed, says what is wrong with it
+    if first.get("b64_json") != "":
+        return None
+    return memoryview(body)[start:end], _revised_prompt(first)
+
+
+def _first_image(answer: Any) -> dict[str, Any]:
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, list):
+        raise AnswerUnreadable("no list of images")
+    if not data:
+        raise AnswerUnreadable("an empty list of images")
+    if not isinstance(data[0], dict):
+        raise AnswerUnreadable("an image that is not an object")
+    return data[0]
+
+
+def _revised_prompt(image: dict[str, Any]) -> str:
+    """The provider's words reach the result: a string, and no longer than a prompt may be."""
+    revised = image.get("revised_prompt")
+    return revised[:MAX_PROMPT_CHARS] if isinstance(revised, str) else ""

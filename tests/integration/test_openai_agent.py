@@ -12,7 +12,7 @@ from imagegen.catalogue import IMAGE_TYPE_NAMES, STYLES
 from imagegen.errors import PlannerMisconfigured, PlannerThrottled, PlannerUnavailable, PlanningError
 from imagegen.v1.image_plan_pb2 import ImageType
 from planner_service.drafts import SIZE_PATTERN
-from planner_service.openai_agent import TOOL_NAME, OpenAIPlanningAgent
+from planner_service.openai_agent import MAX_REFUSAL_CHARS, TOOL_NAME, OpenAIPlanningAgent
 from planner_service.ports import DraftUnusable, PlanDraft, PlanRequest, Repair
 from tests.support import fake_openai as fo
 
@@ -214,3 +214,28 @@ async def test_sdk_errors_become_planning_errors(
     assert error.reason == reason and error.metadata == {"model": "gpt-test"}
     assert API_KEY not in error.message  # the server's text is never passed on
     assert error.retry_after == (7.0 if error_type is PlannerThrottled else None)
+
+
+async def test_a_refusal_is_kept_short_wherever_it_goes(make_agent: AgentFactory, fake_openai: fo.FakeOpenAI) -> None:
+    refusal = "I will not. " * 10_000
+    fake_openai.script_chat(fo.chat_completion({"role": "assistant", "content": None, "refusal": refusal},
+                                               finish_reason="stop"))
+    with pytest.raises(DraftUnusable) as caught:
+        await make_agent().draft(REQUEST)
+    assert caught.value.answer == refusal[:MAX_REFUSAL_CHARS]
+    assert all(len(problem) < MAX_REFUSAL_CHARS + 100 for problem in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [fo.raw(200, "<html>Sign in</html>", content_type="text/html"), fo.raw(200, "{oops"), fo.Reply(200, {"data": "x"}),
+     fo.Reply(200, {"choices": ["x"]}), fo.redirect("http://127.0.0.1:9/v1/chat/completions")],
+    ids=["html", "invalid json", "another shape", "choices of strings", "redirect"],
+)
+async def test_an_answer_that_is_not_a_chat_completion_is_planner_unavailable(
+    make_agent: AgentFactory, fake_openai: fo.FakeOpenAI, reply: fo.Reply
+) -> None:
+    fake_openai.script_chat(reply)
+    with pytest.raises(PlannerUnavailable) as caught:
+        await make_agent().draft(REQUEST)
+    assert caught.value.metadata == {"model": "gpt-test"} and caught.value.retryable

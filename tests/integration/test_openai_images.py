@@ -13,7 +13,10 @@ import pytest
 from PIL import Image
 
 from clients import AsyncExecutorClient, ExecutionFailed
+from executor_service.bootstrap import build_provider
+from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
+from executor_service.ports import ImageProvider
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
@@ -30,7 +33,8 @@ pytestmark = pytest.mark.integration
 API_KEY = "sk-test-executor-0123456789"
 
 
-def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48)) -> bytes:
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (1024, 1024)) -> bytes:
+    """A whole image of the test plans' size (1024x1024), as a provider would send it."""
     out = io.BytesIO()
     Image.new("RGB", size, (120, 40, 200)).save(out, format=fmt)
     return out.getvalue()
@@ -40,9 +44,19 @@ make_plan = plan_maker(enhanced_prompt="A beholder floating over a treasure hoar
 
 
 def openai_provider(fake: fo.FakeOpenAI, **options: object) -> OpenAIImageProvider:
+    """The provider alone, without the check every image gets in the service (verified_provider)."""
     settings: dict = dict(base_url=fake.base_url, api_key=API_KEY, max_retries=0, timeout=5.0)
     settings.update(options)
     return OpenAIImageProvider.connect(**settings)
+
+
+def configured_provider(fake: fo.FakeOpenAI, providers: tuple[str, ...] = ("openai",), **overrides: object) -> ImageProvider:
+    """The provider(s) as the service builds them from its settings: each image checked
+    whole (providers/verify.py), in a fallback chain when there are several."""
+    settings: dict = dict(providers=providers, openai_base_url=fake.base_url, openai_api_key=API_KEY,
+                          openai_max_retries=0, openai_timeout_seconds=5.0)
+    settings.update(overrides)
+    return build_provider(ExecutorSettings(**settings))
 
 
 def files_under(root: Path) -> list[Path]:
@@ -50,11 +64,11 @@ def files_under(root: Path) -> list[Path]:
 
 
 async def test_renders_through_the_sdk_and_records_who_rendered(fake_openai: fo.FakeOpenAI, tmp_path: Path) -> None:
-    png = image_bytes(size=(64, 48))
+    png = image_bytes()
     fake_openai.script_images(fo.images_b64(png, revised_prompt="A beholder, eyestalks writhing"))
     store = LocalObjectStore(tmp_path, bucket="images")
     plan = make_plan()
-    async with running_executor(Executor(openai_provider(fake_openai), store, PUBLIC_BASE)) as target:
+    async with running_executor(Executor(configured_provider(fake_openai), store, PUBLIC_BASE)) as target:
         async with AsyncExecutorClient(target) as client:
             result = await client.execute_plan(plan)
     (request,) = fake_openai.image_requests
@@ -66,17 +80,18 @@ async def test_renders_through_the_sdk_and_records_who_rendered(fake_openai: fo.
     assert "table-7" not in str(request.body)  # the session is identified only by a hash
     assert (result.provider.name, result.provider.model) == ("openai", "gpt-image-2")
     assert result.provider.revised_prompt == "A beholder, eyestalks writhing"
-    assert (result.mime_type, result.width, result.height, result.byte_size) == ("image/png", 64, 48, len(png))
+    assert (result.mime_type, result.width, result.height, result.byte_size) == ("image/png", 1024, 1024, len(png))
     key = f"table-7/creature/{with_fingerprint(plan).plan_id}.png"
     assert result.storage_path == f"images/{key}"
     assert (tmp_path / key).read_bytes() == png
 
 
 async def test_plan_metadata_chooses_quality_format_and_moderation(fake_openai: fo.FakeOpenAI, tmp_path: Path) -> None:
-    webp = image_bytes("WEBP")
+    webp = image_bytes("WEBP", (1536, 864))
     fake_openai.script_images(fo.images_b64(webp, output_format="webp"))
     plan = make_plan(size="1536x864", metadata={"quality": "high", "output_format": "webp", "moderation": "low"})
-    executor = Executor(openai_provider(fake_openai, quality="low"), LocalObjectStore(tmp_path), PUBLIC_BASE)
+    provider = configured_provider(fake_openai, openai_quality="low")
+    executor = Executor(provider, LocalObjectStore(tmp_path), PUBLIC_BASE)
     result = await executor.execute(plan)
     await executor.aclose()
     body = fake_openai.image_requests[0].body
@@ -84,14 +99,14 @@ async def test_plan_metadata_chooses_quality_format_and_moderation(fake_openai: 
     assert result.mime_type == "image/webp" and result.storage_path.endswith(".webp")
 
 
-# (scripted reply, provider options, code, reason, retryable, retry_after)
+# (scripted reply, settings, code, reason, retryable, retry_after)
 FAILURES = {
     "429": (fo.error(429, "slow down", headers={"Retry-After": "7"}), {},
             grpc.StatusCode.RESOURCE_EXHAUSTED, "PROVIDER_RATE_LIMITED", True, 7.0),
     "429 quota": (fo.error(429, "no credit", code="insufficient_quota"), {},
                   grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_NOT_USABLE", False, None),
     "500": (fo.error(500, "boom"), {}, grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE", True, None),
-    "timeout": (fo.delay(5, fo.images_b64(image_bytes())), {"timeout": 0.3},
+    "timeout": (fo.delay(5, fo.images_b64(image_bytes())), {"openai_timeout_seconds": 0.3},
                 grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE", True, None),
     "disconnect": (fo.disconnect(), {}, grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE", True, None),
     "moderation_blocked": (
@@ -103,7 +118,7 @@ FAILURES = {
     "not base64": (fo.Reply(200, {"created": 1, "data": [{"b64_json": "%%%"}]}), {},
                    grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE", True, None),
     "wrong format": (fo.images_b64(image_bytes("JPEG")), {},
-                     grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_NOT_USABLE", False, None),
+                     grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE", True, None),
 }
 
 
@@ -111,10 +126,10 @@ FAILURES = {
 async def test_provider_failures_reach_the_caller_with_the_plan(
     fake_openai: fo.FakeOpenAI, tmp_path: Path, case: tuple
 ) -> None:
-    reply, options, code, reason, retryable, retry_after = case
+    reply, settings, code, reason, retryable, retry_after = case
     fake_openai.script_images(reply)
     plan = make_plan()
-    executor = Executor(openai_provider(fake_openai, **options), LocalObjectStore(tmp_path), PUBLIC_BASE)
+    executor = Executor(configured_provider(fake_openai, **settings), LocalObjectStore(tmp_path), PUBLIC_BASE)
     async with running_executor(executor) as target:
         async with AsyncExecutorClient(target) as client:
             with pytest.raises(ExecutionFailed) as caught:

@@ -13,7 +13,11 @@ so it works the same whether the test itself runs an asyncio loop or not.
 Each endpoint has a FIFO queue of scripted replies.  A reply is one of the
 helpers below (``chat_tool_call``, ``chat_content``, ``images_b64``,
 ``error``, ``delay``, ``disconnect``, ``raw``) or a callable taking the
-``RecordedRequest`` and returning one of those.  When a queue is empty the
+``RecordedRequest`` and returning one of those.  Misbehaviours of a hostile or
+broken upstream: ``drip`` (the body a few bytes at a time), ``redirect``,
+``gzipped`` (a compressed body, e.g. a small bomb), ``raw`` with any status,
+content type or body, and ``Reply(declared_length=...)`` (a Content-Length
+that lies).  When a queue is empty the
 server answers HTTP 500 with an OpenAI-style error whose message starts with
 "fake OpenAI: no scripted reply", so an unexpected call fails loudly (note:
 an SDK client with ``max_retries>0`` retries 500s, so it sees that reply
@@ -23,6 +27,7 @@ more than once).
 from __future__ import annotations
 
 import base64
+import gzip
 import itertools
 import json
 import socket
@@ -62,6 +67,9 @@ class Reply:
     body: Any
     headers: dict = field(default_factory=dict)
     content_type: str = "application/json"
+    # Sent as the Content-Length instead of the body's real length (the body is still
+    # sent whole; the client decides what to make of the difference).
+    declared_length: Optional[str] = None
 
     def encode(self) -> bytes:
         if isinstance(self.body, (bytes, bytearray)):
@@ -84,7 +92,17 @@ class Disconnect:
     """Close the connection without sending any response."""
 
 
-ReplySpec = Union[Reply, Delay, Disconnect, Callable[["RecordedRequest"], Any]]
+@dataclass(frozen=True)
+class Drip:
+    """Send ``then``'s status and headers at once, then its body ``chunk`` bytes every
+    ``interval`` seconds; stops early when the client goes away or the server stops."""
+
+    interval: float
+    then: Reply
+    chunk: int = 1
+
+
+ReplySpec = Union[Reply, Delay, Disconnect, Drip, Callable[["RecordedRequest"], Any]]
 
 _ids = itertools.count(1)
 
@@ -230,6 +248,24 @@ def raw(status: int, body: Union[bytes, str], *, content_type: str = "applicatio
                  headers=dict(headers or {}), content_type=content_type)
 
 
+def drip(reply: Reply, *, interval: float = 0.5, chunk: int = 1) -> Drip:
+    """``reply``, its body sent ``chunk`` bytes every ``interval`` seconds: never idle
+    long enough for a per-read timeout, so only a total one ends it."""
+    return Drip(interval, reply, chunk)
+
+
+def redirect(location: str, status: int = 302) -> Reply:
+    """A redirect, as a proxy or a misconfigured endpoint might send (the API never does)."""
+    return Reply(status, b"", headers={"Location": location}, content_type="text/html")
+
+
+def gzipped(reply: Reply) -> Reply:
+    """``reply`` with its body gzip-compressed and ``Content-Encoding: gzip``; a body of
+    zeros makes a small bomb (64 MiB compress to about 64 KiB)."""
+    return Reply(reply.status, gzip.compress(reply.encode(), compresslevel=9),
+                 headers={**reply.headers, "Content-Encoding": "gzip"}, content_type=reply.content_type)
+
+
 def make_png(width: int = 2, height: int = 2, rgb: tuple = (200, 30, 30)) -> bytes:
     """A small valid RGB PNG (stdlib only)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -338,11 +374,14 @@ class _Handler(BaseHTTPRequestHandler):
             received_at=time.monotonic(),
         )
         spec = fake._record_and_next(req)
-        self._respond(spec, req, fake)
+        try:
+            self._respond(spec, req, fake)
+        finally:
+            fake._answered(req)
 
     def _respond(self, spec: ReplySpec, req: RecordedRequest, fake: "FakeOpenAI"):
         while True:
-            if callable(spec) and not isinstance(spec, (Reply, Delay, Disconnect)):
+            if callable(spec) and not isinstance(spec, (Reply, Delay, Disconnect, Drip)):
                 spec = spec(req)
                 continue
             if isinstance(spec, Delay):
@@ -352,6 +391,7 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = spec.then
                 continue
             break
+        fake._answered(req)  # before a byte goes out: the client cannot be done with it earlier
         if isinstance(spec, Disconnect):
             self.close_connection = True
             try:
@@ -359,19 +399,34 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        drip_spec = spec if isinstance(spec, Drip) else None
+        if drip_spec is not None:
+            spec = drip_spec.then
         if not isinstance(spec, Reply):
             spec = error(500, f"fake OpenAI: invalid scripted reply {spec!r}", type="server_error")
         payload = spec.encode()
         try:
             self.send_response(spec.status)
             self.send_header("Content-Type", spec.content_type)
-            self.send_header("Content-Length", str(len(payload)))
+            length = spec.declared_length if spec.declared_length is not None else str(len(payload))
+            if spec.declared_length is not None:
+                self.close_connection = True  # the body and its length disagree: no reuse
+            self.send_header("Content-Length", length)
             self.send_header("x-request-id", f"req_fake{next(_ids)}")
             for k, v in spec.headers.items():
                 self.send_header(k, str(v))
             self.end_headers()
-            self.wfile.write(payload)
-            self.wfile.flush()
+            if drip_spec is None:
+                self.wfile.write(payload)
+                self.wfile.flush()
+            else:
+                self.wfile.flush()
+                for start in range(0, len(payload), max(1, drip_spec.chunk)):
+                    if fake._stopping.wait(drip_spec.interval):
+                        self.close_connection = True
+                        return  # server stopping: leave the body unfinished
+                    self.wfile.write(payload[start:start + drip_spec.chunk])
+                    self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # client gave up (e.g. its timeout fired)
 
@@ -385,6 +440,11 @@ class FakeOpenAI:
         self.stop_timeout = stop_timeout
         self.requests: list[RecordedRequest] = []
         self.unscripted: list[RecordedRequest] = []  # requests answered "no scripted reply"
+        # Requests received and not yet answered, now and at most at once (e.g. to check a
+        # cap on concurrent calls).
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._unanswered: set[int] = set()
         self._queues: dict[str, deque] = {CHAT_PATH: deque(), IMAGES_PATH: deque()}
         self._lock = threading.Condition()
         self._stopping = threading.Event()
@@ -509,9 +569,18 @@ class FakeOpenAI:
                 )
             return matching()
 
+    def _answered(self, req: RecordedRequest) -> None:
+        with self._lock:
+            if id(req) in self._unanswered:
+                self._unanswered.discard(id(req))
+                self.in_flight -= 1
+
     def _record_and_next(self, req: RecordedRequest) -> ReplySpec:
         with self._lock:
             self.requests.append(req)
+            self._unanswered.add(id(req))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
             queue = self._queues.get(req.path)
             spec = queue.popleft() if queue else None
             if spec is None:

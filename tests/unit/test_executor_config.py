@@ -9,6 +9,7 @@ from executor_service.config import ExecutorSettings
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
+from executor_service.providers.verify import VerifiedProvider
 from imagegen_runtime.settings import ConfigError
 from tests.unit.test_executor import make_plan
 
@@ -22,7 +23,8 @@ def test_defaults_are_the_embedded_offline_renderer_and_local_store() -> None:
     settings = ExecutorSettings.from_env({})
     assert settings == ExecutorSettings()
     assert (settings.providers, settings.store, settings.openai_model) == (("offline",), "local", "gpt-image-2")
-    assert isinstance(build_provider(settings), OfflineRenderer)
+    provider = build_provider(settings)
+    assert isinstance(provider, VerifiedProvider) and isinstance(provider.inner, OfflineRenderer)
 
 
 def test_openai_and_minio_settings_are_read() -> None:
@@ -43,7 +45,7 @@ def test_openai_and_minio_settings_are_read() -> None:
     assert "sk-from" not in repr(settings) and "s3cret" not in repr(settings)
     chain = build_provider(settings)
     assert isinstance(chain, ProviderChain)
-    assert [type(p) for p in chain.providers] == [OpenAIImageProvider, OfflineRenderer]
+    assert [type(p.inner) for p in chain.providers] == [OpenAIImageProvider, OfflineRenderer]  # each verified
     assert chain.mime_type(make_plan()) == "image/webp"  # every provider renders the configured format
 
 

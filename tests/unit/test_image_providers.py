@@ -1,6 +1,11 @@
-"""Model-family size rules, plan rendering options, and the provider chain's fallback rules."""
+"""Model-family size rules, plan rendering options, the provider chain's fallback rules,
+and how the OpenAI provider reads an images answer."""
 
 from __future__ import annotations
+
+import base64
+import binascii
+import json
 
 import pytest
 
@@ -8,6 +13,8 @@ from executor_service.ports import RenderedImage
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.image_options import output_mime_type, plan_option, size_problem
 from executor_service.providers.offline_renderer import OfflineRenderer
+from executor_service.providers.openai_images import _base64_image
+from imagegen.catalogue import MAX_PROMPT_CHARS
 from imagegen.errors import (
     ContentRejected,
     ImagegenError,
@@ -16,6 +23,7 @@ from imagegen.errors import (
     ProviderUnavailable,
 )
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen_runtime.openai_errors import AnswerUnreadable
 
 
 def plan(**metadata: str) -> ImageGenerationPlan:
@@ -103,3 +111,62 @@ async def test_the_offline_renderer_renders_the_chosen_format() -> None:
     ))
     assert renderer.mime_type(plan()) == image.mime_type == "image/webp"
     assert image.data[:4] == b"RIFF" and image.data[8:12] == b"WEBP"
+
+
+# ------------------------------------------------------------------ reading an images answer
+def read(body: dict | bytes) -> tuple[bytes, str]:
+    b64, revised = _base64_image(body if isinstance(body, bytes) else json.dumps(body).encode())
+    return binascii.a2b_base64(b64, strict_mode=True), revised
+
+
+IMAGE = bytes(range(256)) * 4  # its base64 has "+" and "/"
+
+
+def test_the_base64_image_is_read_from_the_answer_in_place() -> None:
+    body = json.dumps({"created": 1, "data": [{"b64_json": base64.b64encode(IMAGE).decode(), "revised_prompt": "A"}]})
+    b64, revised = _base64_image(body.encode())
+    assert isinstance(b64, memoryview) and (binascii.a2b_base64(b64), revised) == (IMAGE, "A")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Another layout of the same answer.
+        b'{"data" : [ { "revised_prompt" : "A", "b64_json"  :  "' + base64.b64encode(IMAGE) + b'" } ] }',
+        # JSON may escape "/" as "\/": the value is then read by parsing the whole answer.
+        json.dumps({"data": [{"b64_json": base64.b64encode(IMAGE).decode(), "revised_prompt": "A"}]})
+        .replace("/", "\\/").encode(),
+        # The key elsewhere too: only the first image's counts.
+        json.dumps({"usage": {"b64_json": base64.b64encode(b"not it").decode()},
+                    "data": [{"b64_json": base64.b64encode(IMAGE).decode(), "revised_prompt": "A"}]}).encode(),
+    ],
+    ids=["spacing", "escaped slashes", "the key twice"],
+)
+def test_any_layout_of_the_answer_gives_the_first_images_base64(body: bytes) -> None:
+    assert read(body) == (IMAGE, "A")
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"usage": {"b64_json": "AAAA"}, "data": [{"b64_json": ""}]}, "no base64 image"),
+        ({"usage": {"b64_json": "AAAA"}, "data": []}, "an empty list of images"),
+        ({"data": ["AAAA"], "x": {"b64_json": "AAAA"}}, "an image that is not an object"),
+        ({"data": {"b64_json": "AAAA"}}, "no list of images"),
+        ({"data": [{"url": "https://example.com/i.png"}]}, "no base64 image"),
+    ],
+)
+def test_an_answer_without_the_first_images_base64_is_unreadable(body: dict, problem: str) -> None:
+    with pytest.raises(AnswerUnreadable, match=problem):
+        read(body)
+
+
+def test_the_revised_prompt_is_a_bounded_string() -> None:
+    b64 = base64.b64encode(IMAGE).decode()
+    assert read({"data": [{"b64_json": b64, "revised_prompt": "x" * 100_000}]})[1] == "x" * MAX_PROMPT_CHARS
+    assert read({"data": [{"b64_json": b64, "revised_prompt": {"text": "x"}}]})[1] == ""
+
+
+def test_an_answer_that_is_not_json_is_a_json_error() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        _base64_image(b"<html>Bad Gateway</html>")

@@ -7,6 +7,10 @@
 7. GetImage of an 8 MB image: MB/s against a bare grpc.aio server-streaming service that
    reads the same object from the same S3 server with the raw minio SDK (the baseline),
    and, for context, one that sends the bytes from memory.
+10. Slow readers: 64 GetImage calls of an 8 MB image, each on its own connection, whose
+    clients read the first message and then stop; the executor's RSS growth against the
+    same 64 connections open and idle (the baseline). The image bytes it holds for them
+    are bounded by its GetImage buffer (EXECUTOR_GETIMAGE_BUFFER_BYTES).
 
 The executor runs in its own process (bench._servers), so its RSS is its own and the
 load generator does not share its GIL.
@@ -30,6 +34,7 @@ import grpc
 from bench._servers import STREAM_METHOD
 from bench.harness import Target, percentile, report, run_load
 from clients import AsyncExecutorClient
+from executor_service.config import DEFAULT_IMAGE_BUFFER_BYTES
 from imagegen.v1 import executor_service_pb2
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from tests.support.s3_server import S3Server
@@ -82,6 +87,30 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc status")
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set now (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc status")
+
+
+async def settled_rss_mb(pid: int, *, quiet: float = 1.0, limit: float = 30.0) -> float:
+    """VmRSS once it has moved by less than 1 MB for `quiet` seconds (at most `limit`):
+    what the process holds when it has stopped reading ahead. Polling here measures
+    the process from outside; nothing waits on it to go on."""
+    started = time.monotonic()
+    last, since = rss_mb(pid), started
+    while time.monotonic() - started < limit:
+        await asyncio.sleep(0.1)
+        now = rss_mb(pid)
+        if abs(now - last) >= 1:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return rss_mb(pid)
 
 
 def plan(i: int, session: str) -> ImageGenerationPlan:
@@ -188,6 +217,53 @@ async def get_image(s3: S3Server, quick: bool) -> dict:
                   {"image_bytes": size, "vs_memory": measured / from_memory})
 
 
+async def slow_readers(s3: S3Server, quick: bool) -> dict:
+    size, readers = 8 * MB, 8 if quick else 64
+    env = executor_env(s3, "slowreaders", size)
+    buffer_bytes = int(env.get("EXECUTOR_GETIMAGE_BUFFER_BYTES", DEFAULT_IMAGE_BUFFER_BYTES))
+    with server_process("executor", env) as (target, pid):
+        async with AsyncExecutorClient(target) as executor:
+            stored = await executor.execute_plan(plan(0, "slowreaders"))
+            assert len((await executor.get_image(stored.storage_path)).data) == size  # warm
+        # A fixed 64 KiB HTTP/2 window (BDP probing off), so each reader stalls after its
+        # first message whatever the timing: with probing on, how far a client's window
+        # grows is up to timing, and a client may simply take the whole image.
+        options = [
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.use_local_subchannel_pool", 1),  # a connection per reader, never shared
+            ("grpc.max_receive_message_length", 64 * MB),
+        ]
+        channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(readers)]
+        try:
+            await asyncio.gather(*(channel.channel_ready() for channel in channels))
+            idle = await settled_rss_mb(pid)
+            clients = [AsyncExecutorClient(channel) for channel in channels]
+            # Each reads the first message (open_image does) and then nothing.
+            streams = await asyncio.gather(*(client.open_image(stored.storage_path) for client in clients))
+            stalled = await settled_rss_mb(pid)
+
+            async def rest(stream) -> int:  # type: ignore[no-untyped-def]
+                async with stream:
+                    return sum([len(chunk) async for chunk in stream])
+
+            assert all(n == size for n in await asyncio.gather(*(rest(s) for s in streams)))  # and then all of it
+        finally:
+            await asyncio.gather(*(channel.close() for channel in channels))
+    growth = stalled - idle
+    rows = [
+        {"readers": readers, "image_mb": size / MB, "buffer_mb": buffer_bytes / MB, "idle_connections_rss_mb": idle,
+         "stalled_readers_rss_mb": stalled, "growth_mb": growth, "images_mb": readers * size / MB},
+    ]
+    # The buffer counts image bytes between the store and gRPC; each is in memory about
+    # three times on its way (in its message, serialized, gRPC's copy): the documented bound.
+    limit = 3 * buffer_bytes / MB
+    return report("get_image_slow_readers", rows,
+                  [Target(f"executor RSS growth, {readers} stalled readers of 8 MB", growth, limit, "<=", " MB")])
+
+
 async def run(quick: bool = False) -> list[dict]:
     with s3_server() as s3:
-        return [await store_path(s3, quick), await memory(s3, quick), await get_image(s3, quick)]
+        return [
+            await store_path(s3, quick), await memory(s3, quick), await get_image(s3, quick),
+            await slow_readers(s3, quick),
+        ]

@@ -1,23 +1,35 @@
 """ExecutorService over gRPC: proto in, domain call, proto out. Errors are
-mapped by imagegen_runtime.error_mapping.ErrorMappingInterceptor, not here."""
+mapped by the server's interceptor (imagegen_runtime.interceptor), not here."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2
 
+from executor_service.config import DEFAULT_IMAGE_BUFFER_BYTES
 from executor_service.executor import Executor
-from executor_service.ports import ObjectReader, SignedUrl
+from executor_service.ports import SignedUrl
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
+# GetImage reads a stored image in chunks of this size (each one message, well under
+# IMAGE_CHUNK_BYTES), so what a call holds while its caller is not reading is small.
+IMAGE_READ_BYTES = 256 * 1024
+
 
 class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
-    def __init__(self, executor: Executor) -> None:
+    """image_buffer_bytes bounds the image bytes all GetImage calls together hold between
+    reading them from the store and gRPC taking them under HTTP/2 flow control: each call
+    holds at most one chunk (IMAGE_READ_BYTES) at a time, and a call finding the budget
+    spent waits for a chunk slot before it reads more (EXECUTOR_GETIMAGE_BUFFER_BYTES)."""
+
+    def __init__(self, executor: Executor, *, image_buffer_bytes: int = DEFAULT_IMAGE_BUFFER_BYTES) -> None:
         self._executor = executor
+        self._image_slots = asyncio.Semaphore(max(1, image_buffer_bytes // IMAGE_READ_BYTES))
 
     async def ExecutePlan(
         self, request: executor_service_pb2.ExecutePlanRequest, context: grpc.aio.ServicerContext
@@ -33,11 +45,30 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
 
     async def GetImage(
         self, request: executor_service_pb2.GetImageRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[executor_service_pb2.GetImageResponse]:
-        reader = await self._executor.open_image(request.storage_path)
+    ) -> None:
+        # context.write returns once HTTP/2 flow control has taken the message, that is as
+        # the caller reads (grpc.aio writes a yielded message the same way). A chunk is read
+        # from the store only inside a slot, which its write gives back: one chunk ahead of
+        # the caller per call, and the slots' worth across calls.
+        reader = await self._executor.open_image(request.storage_path, IMAGE_READ_BYTES)
         try:
-            async for message in _image_messages(reader):
-                yield message
+            first: executor_service_pb2.GetImageResponse | None = executor_service_pb2.GetImageResponse(
+                mime_type=reader.stored.content_type, total_size=reader.stored.size
+            )
+            chunks = aiter(reader.chunks)
+            while True:
+                async with self._image_slots:
+                    chunk = await anext(chunks, None)
+                    if chunk is None:
+                        break
+                    message = first if first is not None else executor_service_pb2.GetImageResponse()
+                    first = None
+                    message.chunk_data = chunk
+                    del chunk  # the message holds the bytes now; one reference fewer while gRPC waits
+                    await context.write(message)
+                    del message
+            if first is not None:  # an empty image: still say what it is
+                await context.write(first)
         finally:
             await reader.aclose()
 
@@ -52,22 +83,6 @@ def _plan(
     request: executor_service_pb2.ExecutePlanRequest | executor_service_pb2.StreamExecutePlanRequest,
 ) -> ImageGenerationPlan | None:
     return request.plan if request.HasField("plan") else None
-
-
-async def _image_messages(reader: ObjectReader) -> AsyncIterator[executor_service_pb2.GetImageResponse]:
-    """The image's chunks; the first message also says what the image is, even when it is empty."""
-    first: executor_service_pb2.GetImageResponse | None = executor_service_pb2.GetImageResponse(
-        mime_type=reader.stored.content_type, total_size=reader.stored.size
-    )
-    async for chunk in reader.chunks:
-        if first is not None:
-            first.chunk_data = chunk
-            chunk_message, first = first, None
-            yield chunk_message
-        else:
-            yield executor_service_pb2.GetImageResponse(chunk_data=chunk)
-    if first is not None:
-        yield first
 
 
 def _timedelta(duration: duration_pb2.Duration) -> dt.timedelta:

@@ -4,7 +4,9 @@ The SDK is synchronous, so every call runs in a worker thread. Each image is one
 PUT, which S3 makes visible whole or not at all: never a partial object, and no
 temporary files. The SDK's default HTTP pool waits five minutes and retries five
 times; this store brings its own pool with the configured timeout and retries, so
-a dead store fails fast as StorageUnavailable.
+a dead store fails fast as StorageUnavailable. Image URLs are presigned locally,
+for the public endpoint when one is configured (the host players reach the store
+by), while every request goes to the internal endpoint.
 
 Failures are mapped here: no connection, timeouts and 5xx -> StorageUnavailable
 (retryable); refused credentials or a missing bucket -> StorageMisconfigured (no
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
-import io
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
@@ -24,10 +25,10 @@ from typing import Any, TypeVar
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
-from minio.helpers import MIN_PART_SIZE
+from minio.helpers import genheaders
 from minio.time import from_http_header
 
-from executor_service.ports import ObjectReader, SignedUrl, StoredObject
+from executor_service.ports import AlreadyStored, ObjectReader, SignedUrl, StoredObject
 from imagegen.errors import ExecutionError, NotFound, StorageMisconfigured, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -65,16 +66,21 @@ def http_pool(timeout: float, retries: int) -> urllib3.PoolManager:
 
 
 class MinioObjectStore:
+    """client makes every request; signer (default: client) only signs image URLs,
+    locally, for the host players reach the store by (connect's public_endpoint)."""
+
     def __init__(
         self,
         client: Minio,
         bucket: str,
         *,
+        signer: Minio | None = None,
         region: str = "us-east-1",
         url_expiry: dt.timedelta = dt.timedelta(hours=1),
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         self._client = client
+        self._signer = signer or client
         self.bucket = bucket
         self._region = region
         self._url_expiry = url_expiry
@@ -93,17 +99,39 @@ class MinioObjectStore:
         url_expiry: dt.timedelta = dt.timedelta(hours=1),
         timeout: float = 10.0,
         retries: int = 2,
+        public_endpoint: str = "",
+        public_secure: bool = True,
     ) -> MinioObjectStore:
-        """A store with its own SDK client; no request is made until ensure_ready()."""
+        """A store with its own SDK client; no request is made until ensure_ready().
+
+        With public_endpoint (host[:port]; public_secure for https), image URLs are
+        signed for that host instead of endpoint: a SigV4 signature covers the Host
+        header, so a URL signed for the in-cluster name and rewritten afterwards is
+        refused (403). That second client only signs: with the region given, the SDK
+        needs no GetBucketLocation to presign, so it never makes a request, and the
+        public host need not be reachable from the executor."""
+        pool = http_pool(timeout, retries)
         client = Minio(
             endpoint,
             access_key=access_key,
             secret_key=secret_key,
             secure=secure,
             region=region,  # known region: no GetBucketLocation round trip, presigning is local
-            http_client=http_pool(timeout, retries),
+            http_client=pool,
         )
-        return cls(client, bucket, region=region, url_expiry=url_expiry)
+        signer = (
+            Minio(
+                public_endpoint,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=public_secure,
+                region=region,  # what makes presigning local (Minio._get_region)
+                http_client=pool,
+            )
+            if public_endpoint
+            else None
+        )
+        return cls(client, bucket, signer=signer, region=region, url_expiry=url_expiry)
 
     def ensure_ready(self) -> None:
         """Create the bucket when it does not exist. Blocking: called once at start."""
@@ -169,17 +197,27 @@ class MinioObjectStore:
         )
 
     def _put(self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]) -> StoredObject:
-        written = self._client.put_object(
-            self.bucket,
-            key,
-            io.BytesIO(data),  # shares data's buffer; the SDK reads it back as the same bytes object
-            len(data),
-            content_type=content_type,
-            metadata=dict(metadata),
-            # One part, so one PUT: atomic, and no multipart upload left behind on failure.
-            part_size=max(len(data), MIN_PART_SIZE),
-            num_parallel_uploads=1,
-        )
+        """One conditional PUT (If-None-Match: *): S3, MinIO and SeaweedFS create the object
+        only if the key is free and answer 412 otherwise, which makes the write the fence
+        between replicas (AWS S3 user guide, "Conditional writes"). AlreadyStored with the
+        object that is there when the key was taken."""
+        headers = genheaders(dict(metadata), None, None, None, False)
+        headers["Content-Type"] = content_type
+        headers["If-None-Match"] = "*"
+        try:
+            # minio-py's public put_object sends headers it does not know as user metadata
+            # (X-Amz-Meta-If-None-Match), so the condition would never reach the server;
+            # _put_object is the single PUT that put_object itself makes for one part.
+            # Pinned in pyproject (minio <7.3) and proven against the real S3 server by
+            # tests/integration/test_minio_store.py.
+            written = self._client._put_object(self.bucket, key, data, headers)
+        except S3Error as exc:
+            if exc.code != "PreconditionFailed":
+                raise
+            existing = self._stat(key)
+            if existing is None:  # removed between the two requests
+                raise StorageUnavailable(f"{key} was taken and then removed; try again") from None
+            raise AlreadyStored(existing) from None
         # The store's own clock, as a later stat() reports it (Last-Modified has
         # whole seconds, like Date), without a second round trip per image.
         return StoredObject(
@@ -200,7 +238,7 @@ class MinioObjectStore:
 
     def _presign(self, key: str, expires_in: dt.timedelta, signed_at: dt.datetime | None = None) -> str:
         # Signing is local (the region is configured), so no thread is needed.
-        return self._client.presigned_get_object(
+        return self._signer.presigned_get_object(
             self.bucket, key, expires=expires_in, request_date=signed_at or self._now()
         )
 
@@ -209,7 +247,9 @@ class MinioObjectStore:
     ) -> AsyncIterator[bytes]:
         try:
             while chunk := await self._call(response.read, chunk_size, action=f"cannot read {key}"):
-                yield chunk
+                handed = [chunk]
+                del chunk  # not kept in this frame while suspended: the caller holds the only reference
+                yield handed.pop()
         finally:
             release()
 

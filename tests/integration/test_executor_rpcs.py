@@ -9,15 +9,23 @@ import datetime as dt
 import hashlib
 import os
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
 
 from clients import AsyncExecutorClient, ExecutionFailed, ExecutorClient
+from executor_service.bootstrap import create_server
+from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
+from executor_service.ports import ObjectReader
+from executor_service.servicer import IMAGE_READ_BYTES
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
+from imagegen.catalogue import IMAGE_CHUNK_BYTES
 from imagegen.errors import ProviderUnavailable
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1 import executor_service_pb2_grpc
@@ -30,6 +38,7 @@ from tests.support import fake_openai as fo
 from tests.support.executor_server import HeldProvider, running_executor
 from tests.support.plans import plan_maker
 from tests.support.s3_server import ExternalS3, S3Server
+from tests.support.tcp_forwarder import TcpForwarder
 
 pytestmark = pytest.mark.integration
 
@@ -112,9 +121,124 @@ async def test_get_image_streams_a_large_image_exactly_in_chunks(minio_store: Mi
         synced = await asyncio.to_thread(_sync_get_image, target, result.storage_path)
     assert image.data == data == synced and image.mime_type == "image/png"
     assert hashlib.sha256(image.data).hexdigest() == result.content_sha256
-    assert [len(m.chunk_data) for m in messages] == [MiB] * 5 + [123]
+    # In messages of IMAGE_READ_BYTES (well under the contract's 1 MiB): what a call holds.
+    assert [len(m.chunk_data) for m in messages] == [IMAGE_READ_BYTES] * (5 * MiB // IMAGE_READ_BYTES) + [123]
+    assert IMAGE_READ_BYTES <= IMAGE_CHUNK_BYTES
     assert (messages[0].mime_type, messages[0].total_size) == ("image/png", len(data))
     assert all(not m.mime_type and not m.total_size for m in messages[1:])
+
+
+async def test_get_image_of_an_empty_image_still_says_what_it_is(tmp_path: Path) -> None:
+    async with running_executor(Executor(HeldProvider(b""), LocalObjectStore(tmp_path), PUBLIC_BASE)) as target:
+        async with AsyncExecutorClient(target) as client:
+            result = await client.execute_plan(make_plan())
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
+            messages = [m async for m in stub.GetImage(GetImageRequest(storage_path=result.storage_path))]
+    assert [(m.mime_type, m.total_size, m.chunk_data) for m in messages] == [("image/png", 0, b"")]
+
+
+class CountingStore:
+    """The store, counting for each reader it opens (in order) how many chunks were
+    asked of it; until() waits for a state of those counts."""
+
+    def __init__(self, inner: MinioObjectStore) -> None:
+        self.inner = inner
+        self.bucket = inner.bucket
+        self.requested: list[int] = []
+        self._changed = asyncio.Condition()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def open(self, key: str, chunk_size: int) -> ObjectReader:
+        reader = await self.inner.open(key, chunk_size)
+        index = len(self.requested)
+        self.requested.append(0)
+        await self._notify()
+        return ObjectReader(reader.stored, self._counted(reader.chunks, index), reader.release)
+
+    async def _counted(self, chunks: AsyncIterator[bytes], index: int) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                self.requested[index] += 1  # counted when asked for, before the store answers
+                await self._notify()
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), 30)
+
+
+# A client that takes one message and then nothing: BDP probing off, so its HTTP/2 window
+# stays at 64 KiB and a 256 KiB message cannot pass it; a connection of its own.
+STALLING_CLIENT = [("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)]
+
+
+async def test_stalled_readers_hold_no_more_than_the_getimage_buffer(minio_store: MinioObjectStore) -> None:
+    data = os.urandom(16 * IMAGE_READ_BYTES + 5)
+    store = CountingStore(minio_store)
+    slots = 4
+    settings = ExecutorSettings(address="127.0.0.1:0", getimage_buffer_bytes=slots * IMAGE_READ_BYTES)
+    running = await create_server(settings, Executor(HeldProvider(data), store, PUBLIC_BASE))  # type: ignore[arg-type]
+    target = f"127.0.0.1:{running.port}"
+    channels = [grpc.aio.insecure_channel(target, options=STALLING_CLIENT) for _ in range(slots + 1)]
+    try:
+        async with AsyncExecutorClient(target) as client:
+            path = (await client.execute_plan(make_plan())).storage_path
+        stalled = [await AsyncExecutorClient(channel).open_image(path) for channel in channels[:slots]]
+        # Each has taken its first message and stopped. Its call asked the store for the
+        # second chunk (holding one of the buffer's slots) and waits for the reader to take
+        # it: one chunk ahead of its reader, no more.
+        await store.until(lambda: len(store.requested) == slots and min(store.requested) >= 2)
+        # The buffer is spent: another call opens the image but reads nothing of it.
+        late = asyncio.ensure_future(AsyncExecutorClient(channels[slots]).get_image(path))
+        await store.until(lambda: len(store.requested) == slots + 1)
+        assert store.requested == [2] * slots + [0]
+        # A stalled reader goes away; its slot lets the waiting call through.
+        await stalled[0].aclose()
+        assert (await asyncio.wait_for(late, 30)).data == data
+        for stream in stalled[1:]:  # the others read on, and get the image whole
+            async with stream:
+                assert b"".join([chunk async for chunk in stream]) == data
+        assert store.requested[1:] == [len(range(0, len(data), IMAGE_READ_BYTES)) + 1] * slots  # + the end
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
+        await running.stop(None)
+
+
+async def test_image_urls_open_at_the_public_endpoint_set_in_the_environment(
+    s3_server: S3Server | ExternalS3, s3_bucket: str
+) -> None:
+    with TcpForwarder(s3_server.endpoint) as public:  # another address reaching the same store
+        settings = ExecutorSettings.from_env({
+            "EXECUTOR_ADDRESS": "127.0.0.1:0", "EXECUTOR_STORE": "minio", "EXECUTOR_BUCKET": s3_bucket,
+            "EXECUTOR_MINIO_ENDPOINT": s3_server.url, "EXECUTOR_MINIO_REGION": s3_server.region,
+            "EXECUTOR_MINIO_ACCESS_KEY": s3_server.access_key, "EXECUTOR_MINIO_SECRET_KEY": s3_server.secret_key,
+            "EXECUTOR_MINIO_PUBLIC_ENDPOINT": s3_server.url.replace(s3_server.endpoint, public.endpoint),
+        })
+        running = await create_server(settings)  # the executor built from those settings, as in production
+        try:
+            async with AsyncExecutorClient(f"127.0.0.1:{running.port}") as client:
+                result = await client.execute_plan(make_plan())
+                signed = await client.sign_image_url(result.storage_path, expires_in=60)
+                image = await client.get_image(result.storage_path)
+        finally:
+            await running.stop(None)
+        for url in (result.image_url, signed.image_url):
+            assert urlsplit(url).netloc == public.endpoint
+            assert http_get(url) == (200, image.data)
+            assert http_get(url.replace(public.endpoint, s3_server.endpoint, 1))[0] == 403
 
 
 def _sync_get_image(target: str, storage_path: str) -> bytes:

@@ -3,18 +3,23 @@ when S3_TEST_ENDPOINT (and keys) are set; the same tests either way."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import gc
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from executor_service.ports import AlreadyStored
 from executor_service.stores.minio_store import MinioObjectStore
 from imagegen.errors import NotFound, StorageMisconfigured, StorageUnavailable
 from tests.support.s3_server import ExternalS3, S3Server, free_ports
+from tests.support.tcp_forwarder import TcpForwarder
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +78,38 @@ async def test_put_stat_and_read_back_with_content_type_and_metadata(store: Mini
     chunks = [chunk async for chunk in reader.chunks]
     assert b"".join(chunks) == data and reader.stored.content_type == "image/png"
     assert [len(chunk) for chunk in chunks] == [1024 * 1024] * 3 + [17]
+
+
+async def test_put_is_conditional_so_a_second_writer_gets_what_is_stored(
+    store: MinioObjectStore, s3_server: S3
+) -> None:
+    """If-None-Match: * must reach the server as a header (minio-py's put_object would send
+    it as X-Amz-Meta-If-None-Match, and both PUTs would succeed)."""
+    first = await store.put(KEY, b"first writer", "image/png", {**META, "sha256": "1"})
+    with pytest.raises(AlreadyStored) as taken:
+        await store.put(KEY, b"second writer, other bytes", "image/png", {**META, "sha256": "2"})
+    assert dataclasses.replace(taken.value.existing, create_time=first.create_time) == first
+    stored = s3_server.client().get_object(store.bucket, KEY)
+    try:
+        assert stored.read() == b"first writer"
+        assert not any(name.lower().endswith("if-none-match") for name in stored.headers)
+    finally:
+        stored.close()
+        stored.release_conn()
+
+
+async def test_concurrent_puts_leave_one_object_and_every_writer_describes_it(store: MinioObjectStore) -> None:
+    outcomes = await asyncio.gather(
+        *(store.put(KEY, f"writer {i}".encode() * (i + 1), "image/png", {"sha256": str(i)}) for i in range(6)),
+        return_exceptions=True,
+    )
+    written = [o for o in outcomes if not isinstance(o, BaseException)]
+    taken = [o.existing for o in outcomes if isinstance(o, AlreadyStored)]
+    assert len(written) == 1 and len(taken) == 5, outcomes
+    reader = await store.open(KEY, chunk_size=1 << 20)
+    data = b"".join([chunk async for chunk in reader.chunks])
+    for described in (*written, *taken):
+        assert described.size == len(data) and described.metadata["sha256"] == written[0].metadata["sha256"]
 
 
 async def test_an_image_over_the_multipart_threshold_is_one_object(store: MinioObjectStore, s3_server: S3) -> None:
@@ -169,3 +206,99 @@ async def test_closing_an_unread_reader_releases_its_connection(store: MinioObje
     for reader in readers:
         await reader.aclose()
     assert open_fds() <= before + 2
+
+
+# ---- image URLs for the public endpoint (EXECUTOR_MINIO_PUBLIC_ENDPOINT) ----------------
+
+
+@pytest.fixture
+def public_address(s3_server: S3) -> Iterator[TcpForwarder]:
+    """Another address that reaches the same S3 server, as players reach an in-cluster
+    MinIO through an ingress: a forwarder on its own loopback port."""
+    with TcpForwarder(s3_server.endpoint) as forwarder:
+        yield forwarder
+
+
+def with_host(url: str, netloc: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(netloc=netloc))
+
+
+async def test_urls_are_signed_for_the_public_endpoint_and_open_there(
+    s3_server: S3, s3_bucket: str, public_address: TcpForwarder
+) -> None:
+    store = make_store(s3_server, s3_bucket, public_endpoint=public_address.endpoint, public_secure=s3_server.secure)
+    store.ensure_ready()
+    await store.put(KEY, b"\x89PNG for the players", "image/png", META)
+    assert await store.stat(KEY) is not None
+    reader = await store.open(KEY, 1024)
+    await reader.aclose()
+    assert public_address.connections == 0  # the store's own requests go to the internal endpoint
+
+    for url in (await store.url(KEY), (await store.sign(KEY, dt.timedelta(minutes=5))).url):
+        assert urlsplit(url).netloc == public_address.endpoint != s3_server.endpoint
+        assert http_get(url) == (200, b"\x89PNG for the players")
+        # Signed for the public host: the same URL with the internal host is refused, so
+        # rewriting the host of a URL signed for the internal one would be refused too.
+        status, body = http_get(with_host(url, s3_server.endpoint))
+        assert status == 403 and b"SignatureDoesNotMatch" in body
+    assert public_address.connections == 2  # the two GETs above, nothing else
+
+
+async def test_without_a_public_endpoint_urls_name_the_internal_one(store: MinioObjectStore, s3_server: S3) -> None:
+    await store.put(KEY, b"inside", "image/png", META)
+    url = await store.url(KEY)
+    assert urlsplit(url).netloc == s3_server.endpoint and http_get(url) == (200, b"inside")
+
+
+async def test_signing_for_the_public_endpoint_makes_no_request_to_it(s3_server: S3, s3_bucket: str) -> None:
+    # The public name often does not resolve or route from inside the cluster. Nothing
+    # listens on this port: a GetBucketLocation there (what the SDK does to learn the
+    # region when it is not given) would fail the signing.
+    (port,) = free_ports(1)
+    store = make_store(s3_server, s3_bucket, public_endpoint=f"127.0.0.1:{port}", public_secure=False)
+    store.ensure_ready()
+    await store.put(KEY, b"data", "image/png", META)
+    url = await store.url(KEY)
+    signed = await store.sign(KEY, None)
+    for signed_url in (url, signed.url):
+        parts = urlsplit(signed_url)
+        assert (parts.scheme, parts.netloc, parts.path) == ("http", f"127.0.0.1:{port}", f"/{s3_bucket}/{KEY}")
+        assert f"%2F{s3_server.region}%2Fs3%2Faws4_request" in parts.query  # signed for the configured region
+
+
+async def test_an_https_public_endpoint_gives_https_urls_without_the_default_port() -> None:
+    store = MinioObjectStore.connect(
+        endpoint="minio.storage.svc.cluster.local:9000", access_key="k", secret_key="s", bucket="imagegen",
+        secure=False, region="eu-west-1", public_endpoint="images.example.com:443", public_secure=True,
+    )
+    parts = urlsplit(await store.url(KEY))  # signed locally: neither host is reached
+    assert (parts.scheme, parts.netloc, parts.path) == ("https", "images.example.com", f"/imagegen/{KEY}")
+    assert "eu-west-1" in parts.query and "X-Amz-Signature=" in parts.query
+
+
+async def test_two_executors_without_coordination_both_describe_the_stored_object(s3_server: S3, s3_bucket: str) -> None:
+    """Cluster mode's fence without Valkey: both render different bytes; both results carry
+    the sha256 and size of the one object that is stored."""
+    import hashlib
+
+    from executor_service.executor import Executor
+    from tests.support.plans import make_plan
+    from tests.unit.test_executor import DifferentEachTime
+
+    provider = DifferentEachTime()
+    provider.gate = asyncio.Event()
+    executors = [Executor(provider, make_store(s3_server, s3_bucket), "https://x") for _ in range(2)]
+    calls = [asyncio.ensure_future(executor.execute(make_plan())) for executor in executors]
+    while provider.calls < 2:
+        await asyncio.wait_for(provider.started.wait(), 5)
+        provider.started.clear()
+    provider.gate.set()
+    results = await asyncio.gather(*calls)
+    (name,) = [o.object_name for o in s3_server.client().list_objects(s3_bucket, recursive=True)]
+    stored = s3_server.client().get_object(s3_bucket, name)
+    try:
+        data = stored.read()
+    finally:
+        stored.close()
+        stored.release_conn()
+    assert [(r.content_sha256, r.byte_size) for r in results] == [(hashlib.sha256(data).hexdigest(), len(data))] * 2

@@ -15,6 +15,8 @@ BENCHMARKS = {
     "executor": "bench.bench_executor",
     "two_stage": "bench.bench_two_stage",
     "storage": "bench.bench_storage",
+    "provider_memory": "bench.bench_provider_memory",
+    "coordination": "bench.bench_coordination",
 }
 
 

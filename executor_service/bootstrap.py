@@ -11,12 +11,15 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from executor_service.config import ExecutorSettings
+from executor_service.coordination.in_process import InProcessCoordination
+from executor_service.coordination.valkey import ValkeyCoordination
 from executor_service.executor import Executor
 from executor_service.metrics import ExecutorMetrics
-from executor_service.ports import ImageProvider, ObjectStore
+from executor_service.ports import ExecutionCoordination, ImageProvider, ObjectStore
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
+from executor_service.providers.verify import ImageLimits, VerifiedProvider
 from executor_service.servicer import ExecutorServicer
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
@@ -24,6 +27,7 @@ from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 from imagegen_runtime.bootstrap import Served, run_service, start_service
 from imagegen_runtime.health import LIVENESS, DependencyWatch
 from imagegen_runtime.serving import RunningServer, ServiceBinding
+from imagegen_runtime.valkey import Valkey
 
 SERVICE_NAME = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 
@@ -40,6 +44,8 @@ def build_store(settings: ExecutorSettings) -> ObjectStore:
             bucket=settings.bucket,
             secure=settings.minio_secure,
             region=settings.minio_region,
+            public_endpoint=settings.minio_public_endpoint,
+            public_secure=settings.minio_public_secure,
             url_expiry=dt.timedelta(seconds=settings.url_expiry_seconds),
             timeout=settings.minio_timeout_seconds,
             retries=settings.minio_max_retries,
@@ -52,32 +58,74 @@ def build_store(settings: ExecutorSettings) -> ObjectStore:
 
 def build_provider(settings: ExecutorSettings, metrics: ExecutorMetrics | None = None) -> ImageProvider:
     """The configured providers in their fallback order; one provider needs no chain.
-    With metrics, each provider is timed and its failures counted."""
+    Every provider's image is checked whole before anything can store it
+    (providers/verify.py), so a broken one makes the chain fall back. With metrics,
+    each provider is timed and its failures (a refused image included) counted."""
+    limits = ImageLimits(max_bytes=settings.max_image_bytes)
     providers: list[ImageProvider] = []
     for name in settings.providers:
         if name == "openai":
-            providers.append(
-                OpenAIImageProvider.connect(
-                    base_url=settings.openai_base_url,
-                    api_key=settings.openai_api_key,
-                    timeout=settings.openai_timeout_seconds,
-                    max_retries=settings.openai_max_retries,
-                    model=settings.openai_model,
-                    quality=settings.openai_quality,
-                    output_format=settings.output_format,
-                    moderation=settings.openai_moderation,
-                )
+            provider: ImageProvider = OpenAIImageProvider.connect(
+                base_url=settings.openai_base_url,
+                api_key=settings.openai_api_key,
+                timeout=settings.openai_timeout_seconds,
+                max_retries=settings.openai_max_retries,
+                max_image_bytes=settings.max_image_bytes,
+                model=settings.openai_model,
+                quality=settings.openai_quality,
+                output_format=settings.output_format,
+                moderation=settings.openai_moderation,
             )
         else:
-            providers.append(OfflineRenderer(settings.output_format))
+            provider = OfflineRenderer(settings.output_format)
+        providers.append(VerifiedProvider(provider, limits))
     if metrics is not None:
         providers = [metrics.observed(provider) for provider in providers]
     return providers[0] if len(providers) == 1 else ProviderChain(providers)
 
 
-def build_executor(settings: ExecutorSettings, metrics: ExecutorMetrics | None = None) -> Executor:
+def build_coordination(
+    settings: ExecutorSettings, metrics: ExecutorMetrics | None = None
+) -> InProcessCoordination | ValkeyCoordination:
+    """Valkey when EXECUTOR_COORDINATION_URL is set (falling back to in-process while it
+    does not answer), else in-process. The caller closes it (aclose)."""
+    local = InProcessCoordination(provider_concurrency=settings.provider_concurrency)
+    if not settings.coordination.enabled:
+        return local
+    coordination = settings.coordination
+    valkey = Valkey(
+        coordination.url,
+        # Object keys are unique within a bucket: deployments sharing a Valkey stay apart.
+        prefix=f"imagegen:executor:{settings.bucket}",
+        password=coordination.password,
+        timeout=coordination.timeout_seconds,
+        on_change=metrics.coordination_changed if metrics is not None else lambda up: None,
+    )
+    if metrics is not None:
+        metrics.coordination_changed(True)  # Valkey starts out presumed up; the first use says otherwise
+    return ValkeyCoordination(
+        valkey,
+        provider_concurrency=settings.provider_concurrency,
+        lease_seconds=settings.lease_seconds,
+        request_ttl_seconds=settings.request_ttl_seconds,
+        fallback=local,
+        observer=metrics,
+    )
+
+
+def build_executor(
+    settings: ExecutorSettings,
+    metrics: ExecutorMetrics | None = None,
+    coordination: ExecutionCoordination | None = None,
+) -> Executor:
+    """coordination: the caller's, to close after the executor (build_coordination);
+    without one, in-process with the configured provider cap."""
     return Executor(
-        build_provider(settings, metrics), build_store(settings), settings.public_base_url, observer=metrics
+        build_provider(settings, metrics),
+        build_store(settings),
+        settings.public_base_url,
+        coordination=coordination or InProcessCoordination(provider_concurrency=settings.provider_concurrency),
+        observer=metrics,
     )
 
 
@@ -85,15 +133,29 @@ async def create_server(
     settings: ExecutorSettings, executor: Executor | None = None, *, tracer_provider: TracerProvider | None = None
 ) -> RunningServer:
     """Start the executor's gRPC server; settings.address may use port 0. Without an
-    executor it builds one from settings (with metrics) and closes it on stop; one
-    passed in is the caller's to close. tracer_provider overrides the configured tracing.
+    executor it builds one from settings (with metrics and its coordination: Valkey when
+    EXECUTOR_COORDINATION_URL is set) and closes both on stop; one passed in is the
+    caller's to close. tracer_provider overrides the configured tracing.
     Health follows the store (a DependencyWatch); liveness is SERVING while the server runs."""
 
     def serve(registry: CollectorRegistry) -> Served:
-        served = executor or build_executor(settings, ExecutorMetrics(registry))
-        binding = ServiceBinding(
-            SERVICE_NAME, ExecutorServicer(served), executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server
-        )
+        coordination: InProcessCoordination | ValkeyCoordination | None = None
+        if executor is None:
+            metrics = ExecutorMetrics(registry)
+            coordination = build_coordination(settings, metrics)  # connects at its first use, not here
+            served = build_executor(settings, metrics, coordination)
+        else:
+            served = executor
+
+        async def close() -> None:
+            try:
+                await served.aclose()
+            finally:
+                if coordination is not None:
+                    await coordination.aclose()
+
+        servicer = ExecutorServicer(served, image_buffer_bytes=settings.getimage_buffer_bytes)
+        binding = ServiceBinding(SERVICE_NAME, servicer, executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server)
 
         async def watch_store(running: RunningServer) -> None:
             watch = DependencyWatch(
@@ -106,15 +168,18 @@ async def create_server(
             watch.start()
             running.on_stop.insert(0, watch.aclose)  # stopped first, before what it checks closes
             await running.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+            if isinstance(coordination, ValkeyCoordination):
+                coordination.start()  # the wake-ups' subscription, which also tells whether Valkey answers
 
-        return Served(binding, close=served.aclose if executor is None else None, started=watch_store)
+        return Served(binding, close=close if executor is None else None, started=watch_store)
 
     return await start_service(settings, serve, tracer_provider=tracer_provider)
 
 
 def _describe(settings: ExecutorSettings) -> str:
     """The start-up log line, after the port."""
-    return f"providers {','.join(settings.providers)}, store {settings.store}"
+    where = "valkey" if settings.coordination.enabled else "in-process"
+    return f"providers {','.join(settings.providers)}, store {settings.store}, coordination {where}"
 
 
 def main() -> None:

@@ -7,10 +7,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from executor_service.providers import image_options
 from imagegen import catalogue
 from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.server_settings import ServerSettings
 from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str, env_url
 from imagegen_runtime.telemetry.settings import TelemetrySettings
 
@@ -18,15 +20,19 @@ PROVIDERS = ("offline", "openai")
 STORES = ("local", "minio")
 MIN_URL_EXPIRY_SECONDS = int(catalogue.MIN_URL_EXPIRY.total_seconds())
 MAX_URL_EXPIRY_SECONDS = int(catalogue.MAX_URL_EXPIRY.total_seconds())
+# GetImage's image bytes held between the store and gRPC, all calls together.
+DEFAULT_IMAGE_BUFFER_BYTES = 32 * 1024 * 1024
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True)
-class ExecutorSettings:
+class ExecutorSettings(ServerSettings):
+    # What every server has, with this service's defaults (imagegen_runtime.server_settings:
+    # EXECUTOR_ADDRESS, ..., telemetry as in docs/operations.md, TLS and the token).
     address: str = "127.0.0.1:50052"
-    reflection: bool = True
     shutdown_grace_seconds: float = 30.0
-    log_level: str = "INFO"
+    telemetry: TelemetrySettings = TelemetrySettings(service_name="imagegen-executor")
+    security: ServerSecurity = ServerSecurity(prefix="EXECUTOR")
     # Providers, in fallback order.
     providers: tuple[str, ...] = ("offline",)
     openai_base_url: str = ""  # empty: OpenAI's
@@ -39,6 +45,9 @@ class ExecutorSettings:
     # so a fallback provider stores under the same key as the first.
     output_format: str = catalogue.DEFAULT_OUTPUT_FORMAT
     openai_max_retries: int = 2
+    # The largest image any provider may return; a larger one is refused (and an
+    # OpenAI answer that would decode to more is not read past that).
+    max_image_bytes: int = 50 * 1024 * 1024
     # Storage.
     store: str = "local"
     local_store_dir: Path = Path("var/images")
@@ -49,27 +58,31 @@ class ExecutorSettings:
     minio_secret_key: str = field(default="", repr=False)
     minio_secure: bool = False  # in-cluster MinIO is usually plain HTTP; https:// or SECURE=true for TLS
     minio_region: str = "us-east-1"
+    # Where players reach the store: image_url is signed for this host (empty: the
+    # endpoint above); every request the executor makes still goes to minio_endpoint.
+    minio_public_endpoint: str = ""
+    minio_public_secure: bool = False  # from its scheme: https:// is TLS, none or http:// is not
     minio_timeout_seconds: float = 10.0
     minio_max_retries: int = 2
     url_expiry_seconds: int = int(catalogue.DEFAULT_URL_EXPIRY.total_seconds())
-    # Observability (docs/operations.md): the store health check; metrics, log
-    # format and tracing (EXECUTOR_METRICS_ADDRESS, LOG_FORMAT, OTEL_*).
+    # GetImage: image bytes read from the store and not yet taken by gRPC, across all calls.
+    getimage_buffer_bytes: int = DEFAULT_IMAGE_BUFFER_BYTES
+    # The store health check (docs/operations.md).
     health_interval_seconds: float = 5.0
     health_timeout_seconds: float = 3.0
-    telemetry: TelemetrySettings = TelemetrySettings(service_name="imagegen-executor")
-    # Security: TLS / mutual TLS, the bearer token, the plaintext health port
-    # (EXECUTOR_TLS_*, EXECUTOR_AUTH_TOKEN, EXECUTOR_HEALTH_ADDRESS; imagegen_runtime.security).
-    security: ServerSecurity = ServerSecurity(prefix="EXECUTOR")
+    # Coordination (docs/executor.md, "Several replicas"): with EXECUTOR_COORDINATION_URL
+    # across every replica, else per process.
+    provider_concurrency: int = 0  # provider calls at once; 0: no cap
+    lease_seconds: float = 15.0  # a render lease's life unrenewed: how long a dead replica holds up its plan
+    request_ttl_seconds: int = 86_400  # how long a request_id is remembered
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
         env = os.environ if env is None else env
         minio_endpoint, minio_secure = _endpoint(env, "EXECUTOR_MINIO_ENDPOINT", "EXECUTOR_MINIO_SECURE")
+        public_endpoint, public_secure = _public_endpoint(env, "EXECUTOR_MINIO_PUBLIC_ENDPOINT")
         settings = cls(
-            address=env_str(env, "EXECUTOR_ADDRESS", cls.address),
-            reflection=env_bool(env, "EXECUTOR_REFLECTION", cls.reflection),
-            shutdown_grace_seconds=env_float(env, "EXECUTOR_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
-            log_level=env_str(env, "LOG_LEVEL", cls.log_level).upper(),
+            **cls.server_fields(env, "EXECUTOR"),
             providers=_providers(env, "EXECUTOR_PROVIDER"),
             openai_base_url=env_url(env, "EXECUTOR_OPENAI_BASE_URL"),
             # OPENAI_API_KEY as well, so a deployment that already sets it just works.
@@ -84,6 +97,7 @@ class ExecutorSettings:
                 env, "EXECUTOR_OPENAI_TIMEOUT_SECONDS", cls.openai_timeout_seconds, minimum=0.001
             ),
             openai_max_retries=env_int(env, "EXECUTOR_OPENAI_MAX_RETRIES", cls.openai_max_retries),
+            max_image_bytes=env_int(env, "EXECUTOR_MAX_IMAGE_BYTES", cls.max_image_bytes),
             store=env_choice(env, "EXECUTOR_STORE", cls.store, STORES),
             local_store_dir=Path(env_str(env, "EXECUTOR_LOCAL_STORE_DIR", str(cls.local_store_dir))),
             bucket=env_str(env, "EXECUTOR_BUCKET", cls.bucket),
@@ -93,19 +107,23 @@ class ExecutorSettings:
             minio_secret_key=env_str(env, "EXECUTOR_MINIO_SECRET_KEY", ""),
             minio_secure=minio_secure,
             minio_region=env_str(env, "EXECUTOR_MINIO_REGION", cls.minio_region),
+            minio_public_endpoint=public_endpoint,
+            minio_public_secure=public_secure,
             minio_timeout_seconds=env_float(
                 env, "EXECUTOR_MINIO_TIMEOUT_SECONDS", cls.minio_timeout_seconds, minimum=0.001
             ),
             minio_max_retries=env_int(env, "EXECUTOR_MINIO_MAX_RETRIES", cls.minio_max_retries),
             url_expiry_seconds=env_int(env, "EXECUTOR_URL_EXPIRY_SECONDS", cls.url_expiry_seconds),
+            getimage_buffer_bytes=env_int(env, "EXECUTOR_GETIMAGE_BUFFER_BYTES", cls.getimage_buffer_bytes),
             health_interval_seconds=env_float(
                 env, "EXECUTOR_HEALTH_INTERVAL_SECONDS", cls.health_interval_seconds, minimum=0.01
             ),
             health_timeout_seconds=env_float(
                 env, "EXECUTOR_HEALTH_TIMEOUT_SECONDS", cls.health_timeout_seconds, minimum=0.01
             ),
-            telemetry=TelemetrySettings.from_env(env, "EXECUTOR", "imagegen-executor"),
-            security=ServerSecurity.from_env(env, "EXECUTOR"),
+            provider_concurrency=env_int(env, "EXECUTOR_PROVIDER_CONCURRENCY", cls.provider_concurrency),
+            lease_seconds=env_float(env, "EXECUTOR_LEASE_SECONDS", cls.lease_seconds, minimum=1.0),
+            request_ttl_seconds=env_int(env, "EXECUTOR_REQUEST_TTL_SECONDS", cls.request_ttl_seconds),
         )
         settings.check()
         return settings
@@ -119,6 +137,19 @@ class ExecutorSettings:
                 f"EXECUTOR_URL_EXPIRY_SECONDS={self.url_expiry_seconds}: "
                 f"must be {MIN_URL_EXPIRY_SECONDS} to {MAX_URL_EXPIRY_SECONDS}"
             )
+        if self.max_image_bytes < 1:
+            raise ConfigError(f"EXECUTOR_MAX_IMAGE_BYTES={self.max_image_bytes}: must be at least 1")
+        if self.getimage_buffer_bytes < catalogue.IMAGE_CHUNK_BYTES:
+            raise ConfigError(
+                f"EXECUTOR_GETIMAGE_BUFFER_BYTES={self.getimage_buffer_bytes}: "
+                f"must be at least {catalogue.IMAGE_CHUNK_BYTES} (one GetImage message)"
+            )
+        if self.provider_concurrency < 0:
+            raise ConfigError(
+                f"EXECUTOR_PROVIDER_CONCURRENCY={self.provider_concurrency}: must be at least 0 (0: no cap)"
+            )
+        if self.request_ttl_seconds < 1:
+            raise ConfigError(f"EXECUTOR_REQUEST_TTL_SECONDS={self.request_ttl_seconds}: must be at least 1")
         if "openai" in self.providers:
             if self.openai_model in image_options.RETIRED_MODELS:
                 raise ConfigError(
@@ -159,3 +190,30 @@ def _endpoint(env: Mapping[str, str], name: str, secure_name: str) -> tuple[str,
     if "/" in endpoint:
         raise ConfigError(f"{name}={endpoint!r}: expected host:port, with no path")
     return endpoint, secure
+
+
+def _public_endpoint(env: Mapping[str, str], name: str) -> tuple[str, bool]:
+    """host[:port] as players reach the store, and whether that is TLS: https:// is,
+    http:// or no scheme is not. No path (presigned URLs start at the host's root).
+    The host is lowercased, as browsers send it: the signature covers it."""
+    raw = env_str(env, name, "")
+    if not raw:
+        return "", False
+    scheme, has_scheme, rest = raw.partition("://")
+    parts = urlsplit(f"{scheme.lower()}://{rest}" if has_scheme else f"http://{raw}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if parts.scheme not in ("http", "https"):
+        problem = "an http:// or https:// scheme, or none"
+    elif not parts.hostname or "@" in parts.netloc:
+        problem = "a host"
+    elif port == 0 or parts.netloc.endswith(":"):
+        problem = "a port from 1 to 65535"
+    elif parts.path not in ("", "/") or parts.query or parts.fragment:
+        problem = "no path: S3 URLs start at the host's root"
+    else:
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return (f"{host}:{port}" if port else host), parts.scheme == "https"
+    raise ConfigError(f"{name}={raw!r}: expected [https://]host[:port], with {problem}")

@@ -18,7 +18,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.ports import (
+    AlreadyStored,
+    ExecutionCoordination,
     ExecutionObserver,
     ImageProvider,
     NoExecutionObserver,
@@ -28,7 +31,6 @@ from executor_service.ports import (
     SignedUrl,
     StoredObject,
 )
-from executor_service.request_records import RequestRecords
 from imagegen.catalogue import (
     EXTENSIONS,
     IMAGE_CHUNK_BYTES,
@@ -39,7 +41,7 @@ from imagegen.catalogue import (
     SESSION_ID_PATTERN,
     image_type_name,
 )
-from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
+from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound, ProviderThrottled
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo
@@ -125,7 +127,7 @@ class Executor:
         store: ObjectStore,
         public_base_url: str,
         *,
-        requests: RequestRecords | None = None,
+        coordination: ExecutionCoordination | None = None,
         clock: Callable[[], float] = time.perf_counter,
         observer: ExecutionObserver | None = None,
     ) -> None:
@@ -135,7 +137,7 @@ class Executor:
         self._public_base_url = public_base_url.rstrip("/")
         self._clock = clock
         self._in_flight: dict[str, _Flight] = {}
-        self._requests = requests if requests is not None else RequestRecords()
+        self._coordination: ExecutionCoordination = coordination or InProcessCoordination()
 
     async def execute(
         self, plan: ImageGenerationPlan | None, *, request_id: str = "", on_stage: OnStage | None = None
@@ -170,9 +172,10 @@ class Executor:
             elif not run.cancelled():
                 run.exception()  # retrieved here or re-raised above; never "never retrieved"
 
-    async def open_image(self, storage_path: str) -> ObjectReader:
-        """A stored image's bytes in chunks of at most IMAGE_CHUNK_BYTES."""
-        return await self._store.open(key_from_storage_path(storage_path, self._store.bucket), IMAGE_CHUNK_BYTES)
+    async def open_image(self, storage_path: str, chunk_size: int = IMAGE_CHUNK_BYTES) -> ObjectReader:
+        """A stored image's bytes in chunks of at most chunk_size (at most IMAGE_CHUNK_BYTES)."""
+        key = key_from_storage_path(storage_path, self._store.bucket)
+        return await self._store.open(key, min(chunk_size, IMAGE_CHUNK_BYTES))
 
     async def sign_image_url(self, storage_path: str, expires_in: dt.timedelta | None) -> SignedUrl:
         """A fresh URL for a stored image; expires_in None means the configured expiry."""
@@ -198,7 +201,7 @@ class Executor:
     ) -> ImageGenerationResult:
         try:
             if request_id:
-                earlier = self._requests.claim(request_id, plan.session_id, plan.plan_id)
+                earlier = await self._coordination.claim_request(request_id, plan.session_id, plan.plan_id)
                 if earlier is not None:
                     self._observer.reused("request_id")
                     return earlier
@@ -206,10 +209,10 @@ class Executor:
                 result = await self._execute_once(plan, on_stage)
             except BaseException:
                 if request_id:
-                    self._requests.release(request_id)
+                    await asyncio.shield(self._coordination.release_request(request_id))
                 raise
             if request_id:
-                self._requests.complete(request_id, result)
+                await self._coordination.complete_request(request_id, result)
             return result
         except ImagegenError as error:
             error.plan = error.plan or plan
@@ -252,17 +255,41 @@ class Executor:
         if existing is not None:
             self._observer.reused("stored")
             return await self._result(plan, existing, reused=True)
-        report(ExecutionStage.EXECUTION_STAGE_RENDERING)
-        started = self._clock()
-        image = await self._provider.render(plan)
-        latency_ms = round((self._clock() - started) * 1000)
-        if image.mime_type != mime_type:
-            raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
-        report(ExecutionStage.EXECUTION_STAGE_STORING)
-        provider = image.provider or self._provider.name
-        stored = await self._store.put(key, image.data, image.mime_type, _metadata(plan, provider, image, latency_ms))
+        async with self._coordination.render_lease(key):
+            # Another replica may have stored it while this one waited for the lease.
+            existing = await self._store.stat(key)
+            if existing is not None:
+                self._observer.reused("stored")
+                return await self._result(plan, existing, reused=True)
+            image, latency_ms = await self._render(plan, report)
+            if image.mime_type != mime_type:
+                raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
+            report(ExecutionStage.EXECUTION_STAGE_STORING)
+            provider = image.provider or self._provider.name
+            metadata = _metadata(plan, provider, image, latency_ms)
+            try:
+                stored = await self._store.put(key, image.data, image.mime_type, metadata)
+            except AlreadyStored as taken:
+                # Another writer (a replica without the lease, or one whose lease lapsed)
+                # stored this plan first: describe the bytes that are stored, not ours.
+                self._observer.reused("stored")
+                return await self._result(plan, taken.existing, reused=True)
         self._observer.stored(stored.size)
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
+
+    async def _render(self, plan: ImageGenerationPlan, report: OnStage) -> tuple[RenderedImage, int]:
+        """The provider's image and its latency in ms, within the provider slot; a rate
+        limit pauses every caller's provider calls (on every replica with Valkey)."""
+        async with self._coordination.provider_slot(lambda: report(ExecutionStage.EXECUTION_STAGE_QUEUED)):
+            report(ExecutionStage.EXECUTION_STAGE_RENDERING)
+            started = self._clock()
+            try:
+                image = await self._provider.render(plan)
+            except ProviderThrottled as throttled:
+                if throttled.retry_after:
+                    await self._coordination.pause_provider(throttled.retry_after)
+                raise
+            return image, round((self._clock() - started) * 1000)
 
     async def _result(
         self, plan: ImageGenerationPlan, stored: StoredObject, *, reused: bool, revised_prompt: str = ""

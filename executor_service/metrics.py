@@ -1,13 +1,14 @@
-"""The executor's Prometheus metrics: what the use case reports (ExecutionObserver)
-and what each image provider does (ObservedProvider wraps one). Wiring only:
-the domain never imports this module."""
+"""The executor's Prometheus metrics: what the use case reports (ExecutionObserver),
+what each image provider does (ObservedProvider wraps one) and what the Valkey
+coordination reports (its CoordinationObserver, and whether Valkey answers). Wiring
+only: the domain never imports this module."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from executor_service.ports import ImageProvider, RenderedImage, ReuseKind
 from imagegen.errors import ImagegenError
@@ -40,6 +41,29 @@ class ExecutorMetrics:
             ("provider", "reason"), registry=registry,
         )
 
+        self.coordination_up = Gauge(
+            "imagegen_executor_coordination_up",
+            "1 while Valkey (EXECUTOR_COORDINATION_URL) answers, so coordination is cluster-wide; "
+            "0 while it does not (coordination is per process) or when none is configured.",
+            registry=registry,
+        )
+        self.lease_waits = Counter(
+            "imagegen_executor_lease_waits",
+            "Renders that waited for another replica's render of the same image (its render lease).",
+            registry=registry,
+        )
+        self.lease_takeovers = Counter(
+            "imagegen_executor_lease_takeovers",
+            "Render leases taken once the holder's expired with no end announced: a replica died or stalled mid-render.",
+            registry=registry,
+        )
+        self.coordination_fallbacks = Counter(
+            "imagegen_executor_coordination_fallbacks",
+            "Coordination answered per process because Valkey did not answer, by operation "
+            "(render_lease, provider_slot, pause_provider, request_record).",
+            ("operation",), registry=registry,
+        )
+
     # ExecutionObserver
     def reused(self, kind: ReuseKind) -> None:
         self.dedup_hits.labels(kind).inc()
@@ -50,6 +74,20 @@ class ExecutorMetrics:
 
     def observed(self, provider: ImageProvider) -> ImageProvider:
         return ObservedProvider(provider, self)
+
+    # Valkey's on_change
+    def coordination_changed(self, up: bool) -> None:
+        self.coordination_up.set(1 if up else 0)
+
+    # CoordinationObserver (executor_service.coordination.valkey)
+    def lease_waited(self) -> None:
+        self.lease_waits.inc()
+
+    def lease_taken_over(self) -> None:
+        self.lease_takeovers.inc()
+
+    def fell_back(self, operation: str) -> None:
+        self.coordination_fallbacks.labels(operation).inc()
 
 
 class ObservedProvider:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class StoredObject:
     content_type: str
     create_time: dt.datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class AlreadyStored(Exception):
+    """ObjectStore.put found its key taken: another writer stored it first."""
+
+    def __init__(self, existing: StoredObject) -> None:
+        super().__init__(f"{existing.key} is already stored")
+        self.existing = existing
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,9 @@ class ObjectStore(Protocol):
     async def put(
         self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]
     ) -> StoredObject:
-        """Store all of data under key, or nothing: never a partial object."""
+        """Create key with all of data, or nothing: never a partial object, and never
+        over an object already there. AlreadyStored (with that object) when key exists:
+        the write is the fence that keeps every result describing the stored bytes."""
         ...
 
     async def url(self, key: str) -> str:
@@ -130,3 +141,45 @@ class NoExecutionObserver:
 
     def stored(self, byte_size: int) -> None:
         pass
+
+
+class ExecutionCoordination(Protocol):
+    """What keeps every replica to one render per plan, one answer per request_id and the
+    provider within its limits. The in-process adapter is the embedded default; the
+    Valkey adapter makes the same promises across replicas (docs/deploy.md, "Running
+    more than one replica"). Every method degrades to per-process behaviour rather than
+    fail when the engine behind it is down: the store's conditional write keeps results
+    true regardless."""
+
+    def render_lease(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Held while this caller renders and stores key. Entering waits while another
+        holder renders it (until that one ends, or its lease expires because it died),
+        so the caller must look in the store again once inside."""
+        ...
+
+    def provider_slot(self, on_queued: Callable[[], None]) -> AbstractAsyncContextManager[None]:
+        """Held during one provider call. Entering waits while the cap on concurrent
+        provider calls is reached or the provider asked to be left alone; on_queued is
+        called once if it has to wait."""
+        ...
+
+    async def pause_provider(self, seconds: float) -> None:
+        """The provider rate-limited us: hold new provider calls for seconds (bounded)."""
+        ...
+
+    async def claim_request(self, request_id: str, session_id: str, plan_id: str) -> ImageGenerationResult | None:
+        """The first result for request_id, or None when this call is to produce it.
+        InvalidRequest on request_id when it was first used in another session or for
+        another plan."""
+        ...
+
+    async def complete_request(self, request_id: str, result: ImageGenerationResult) -> None:
+        """Keep result as the answer for later calls with request_id."""
+        ...
+
+    async def release_request(self, request_id: str) -> None:
+        """Forget a claim whose call failed, so a retry runs again."""
+        ...
+
+    async def aclose(self) -> None:
+        ...

@@ -4,6 +4,8 @@ chooses adapters."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -12,15 +14,18 @@ from imagegen import catalogue
 from imagegen.v1 import planner_service_pb2, planner_service_pb2_grpc
 from imagegen_runtime.bootstrap import Served, run_service, start_service
 from imagegen_runtime.serving import RunningServer, ServiceBinding
-from planner_service.config import PlannerSettings
+from planner_service.config import PLAN_LOCK_MARGIN_SECONDS, PlannerSettings
+from planner_service.coordination.in_process import InProcessPlans
 from planner_service.metrics import PlannerMetrics
 from planner_service.offline_agent import OfflinePlanningAgent
 from planner_service.plan_cache import PlanCache
 from planner_service.planning import Planner
-from planner_service.ports import PlanningAgent
+from planner_service.ports import PlanCoordination, PlanningAgent
 from planner_service.servicer import PlannerServicer
 
 SERVICE_NAME = planner_service_pb2.DESCRIPTOR.services_by_name["PlannerService"].full_name
+# The planner's namespace in a Valkey that other services and deployments may share.
+VALKEY_PREFIX = "imagegen:planner"
 
 log = logging.getLogger("planner_service")
 
@@ -45,11 +50,56 @@ def build_llm_agent(settings: PlannerSettings) -> PlanningAgent | None:
     )
 
 
+def shares_plans(settings: PlannerSettings) -> bool:
+    """Whether LLM plans are shared through Valkey: PLANNER_COORDINATION_URL is set, there
+    is an LLM whose plans to share, and the cache is on (with a TTL of 0 nothing is kept)."""
+    return settings.coordination.enabled and settings.llm_configured and settings.cache_ttl_seconds > 0
+
+
+def build_plans(settings: PlannerSettings, metrics: PlannerMetrics | None = None) -> PlanCoordination:
+    """Where the same request gets the same plan: Valkey, shared by every replica, when
+    shares_plans; this process alone otherwise. With metrics, Valkey's state is the
+    gauge imagegen_planner_coordination_up."""
+    memory = PlanCache(settings.cache_size, settings.cache_ttl_seconds)
+    if not shares_plans(settings):
+        return InProcessPlans(memory)
+    # Imported here so a planner without Valkey never loads the client (nor one without
+    # an LLM the SDK, which call_budget's module imports).
+    from imagegen_runtime.openai_client import call_budget
+    from imagegen_runtime.valkey import Valkey
+    from planner_service.coordination.valkey import ValkeyPlans
+
+    coordination = settings.coordination
+    on_change = metrics.coordination_changed if metrics is not None else (lambda up: None)
+    on_change(True)  # what the client assumes until its first command says otherwise
+    valkey = Valkey(
+        coordination.url,
+        prefix=VALKEY_PREFIX,
+        password=coordination.password,
+        timeout=coordination.timeout_seconds,
+        on_change=on_change,
+    )
+    # A replica waits for another's plan as long as one planning can last in the worst
+    # case: the draft and its repair, each with every retry after the longest Retry-After.
+    longest_planning = 2 * call_budget(settings.llm_timeout_seconds, settings.llm_max_retries)
+    return ValkeyPlans(
+        valkey,
+        ttl_seconds=settings.cache_ttl_seconds,
+        lock_seconds=settings.plan_lock_seconds,
+        wait_seconds=max(settings.plan_lock_seconds, longest_planning + PLAN_LOCK_MARGIN_SECONDS),
+        memory=memory,
+    )
+
+
 def build_planner(
-    settings: PlannerSettings, llm: PlanningAgent | None = None, metrics: PlannerMetrics | None = None
+    settings: PlannerSettings,
+    llm: PlanningAgent | None = None,
+    metrics: PlannerMetrics | None = None,
+    plans: PlanCoordination | None = None,
 ) -> Planner:
-    """llm overrides the configured LLM agent (tests pass one built on their own client).
-    With metrics, LLM requests are timed and fallbacks counted."""
+    """llm overrides the configured LLM agent (tests pass one built on their own client),
+    plans the configured coordination (build_plans). With metrics, LLM requests are
+    timed and fallbacks counted. The planner closes plans when it is closed."""
     llm = llm or build_llm_agent(settings)
     if llm is not None and metrics is not None:
         llm = metrics.observed(llm)
@@ -59,7 +109,7 @@ def build_planner(
         llm=llm,
         mode=settings.mode,
         fallback=settings.fallback,
-        cache=PlanCache(settings.cache_size, settings.cache_ttl_seconds),
+        plans=plans if plans is not None else build_plans(settings, metrics),
         observer=metrics,
     )
 
@@ -74,20 +124,43 @@ async def create_server(
     (docs/operations.md)."""
 
     def serve(registry: CollectorRegistry) -> Served:
-        served = planner or build_planner(settings, metrics=PlannerMetrics(registry))
+        plans: PlanCoordination | None = None
+        served = planner
+        if served is None:
+            metrics = PlannerMetrics(registry)
+            plans = build_plans(settings, metrics)
+            served = build_planner(settings, metrics=metrics, plans=plans)
         binding = ServiceBinding(
             SERVICE_NAME, PlannerServicer(served), planner_service_pb2_grpc.add_PlannerServiceServicer_to_server
         )
-        return Served(binding, close=served.aclose if planner is None else None)
+        return Served(binding, close=served.aclose if planner is None else None, started=_pinging(plans))
 
     return await start_service(settings, serve, tracer_provider=tracer_provider)
+
+
+def _pinging(plans: PlanCoordination | None) -> Callable[[RunningServer], Awaitable[None]] | None:
+    """With Valkey, one ping once the server is up, so a Valkey that does not answer is
+    logged (and the gauge says 0) at start rather than at the first request. It never
+    stops the start: the planner serves per process until Valkey answers."""
+    ping = getattr(plans, "ping", None)
+    if ping is None:
+        return None
+
+    async def started(running: RunningServer) -> None:
+        await ping()
+
+    return started
 
 
 def _describe(settings: PlannerSettings) -> str:
     """The start-up log line, after the port."""
     if not settings.llm_configured:
         return f"planning mode {settings.mode}, no LLM configured"
-    return f"planning mode {settings.mode}, LLM {settings.llm_model} via the {settings.llm_path} path"
+    shared = ""
+    if shares_plans(settings):
+        valkey = urlsplit(settings.coordination.url)  # where, without the password
+        shared = f"; LLM plans shared through Valkey at {valkey.hostname}:{valkey.port or 6379}{valkey.path}"
+    return f"planning mode {settings.mode}, LLM {settings.llm_model} via the {settings.llm_path} path{shared}"
 
 
 def main() -> None:

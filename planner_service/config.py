@@ -8,18 +8,21 @@ from dataclasses import dataclass, field
 
 from imagegen import catalogue
 from imagegen_runtime.security import ServerSecurity
+from imagegen_runtime.server_settings import ServerSettings
 from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str, env_url
 from imagegen_runtime.telemetry.settings import TelemetrySettings
 
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+PLAN_LOCK_MARGIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
-class PlannerSettings:
+class PlannerSettings(ServerSettings):
+    # What every server has, with this service's defaults (imagegen_runtime.server_settings:
+    # PLANNER_ADDRESS, ..., telemetry as in docs/operations.md, TLS and the token).
     address: str = "127.0.0.1:50051"
-    reflection: bool = True
-    shutdown_grace_seconds: float = 10.0
-    log_level: str = "INFO"
+    telemetry: TelemetrySettings = TelemetrySettings(service_name="imagegen-planner")
+    security: ServerSecurity = ServerSecurity(prefix="PLANNER")
     # Planning: which planner by default, and the LLM when there is one.
     mode: str = catalogue.DEFAULT_PLANNING_MODE  # catalogue.PLANNING_MODES
     llm_base_url: str = ""  # empty: OpenAI's, when an API key is set
@@ -32,11 +35,6 @@ class PlannerSettings:
     fallback: bool = True
     cache_size: int = 1024
     cache_ttl_seconds: float = 3600.0
-    # Observability (docs/operations.md): PLANNER_METRICS_ADDRESS, LOG_FORMAT, OTEL_*.
-    telemetry: TelemetrySettings = TelemetrySettings(service_name="imagegen-planner")
-    # Security: TLS / mutual TLS, the bearer token, the plaintext health port
-    # (PLANNER_TLS_*, PLANNER_AUTH_TOKEN, PLANNER_HEALTH_ADDRESS; imagegen_runtime.security).
-    security: ServerSecurity = ServerSecurity(prefix="PLANNER")
 
     @property
     def llm_configured(self) -> bool:
@@ -47,14 +45,19 @@ class PlannerSettings:
     def effective_llm_base_url(self) -> str:
         return self.llm_base_url or DEFAULT_LLM_BASE_URL
 
+    @property
+    def plan_lock_seconds(self) -> float:
+        """With Valkey (PLANNER_COORDINATION_URL): the lifetime of a replica's lock on a
+        request it plans, renewed while it plans, and how long the other replicas wait
+        for that plan. Long enough for one LLM planning: every SDK attempt of the draft
+        and of its repair, and a margin for the retries' back-off and an offline fallback."""
+        return self.llm_timeout_seconds * (self.llm_max_retries + 1) * 2 + PLAN_LOCK_MARGIN_SECONDS
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PlannerSettings:
         env = os.environ if env is None else env
         settings = cls(
-            address=env_str(env, "PLANNER_ADDRESS", cls.address),
-            reflection=env_bool(env, "PLANNER_REFLECTION", cls.reflection),
-            shutdown_grace_seconds=env_float(env, "PLANNER_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
-            log_level=env_str(env, "LOG_LEVEL", cls.log_level).upper(),
+            **cls.server_fields(env, "PLANNER"),
             mode=env_choice(env, "PLANNER_MODE", cls.mode, catalogue.PLANNING_MODES),
             llm_base_url=env_url(env, "PLANNER_LLM_BASE_URL"),
             # OPENAI_API_KEY as well, so a deployment that already sets it just works.
@@ -67,8 +70,6 @@ class PlannerSettings:
             fallback=env_bool(env, "PLANNER_LLM_FALLBACK", cls.fallback),
             cache_size=env_int(env, "PLANNER_CACHE_SIZE", cls.cache_size),
             cache_ttl_seconds=env_float(env, "PLANNER_CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
-            telemetry=TelemetrySettings.from_env(env, "PLANNER", "imagegen-planner"),
-            security=ServerSecurity.from_env(env, "PLANNER"),
         )
         if settings.mode == "llm" and not settings.llm_configured:
             raise ConfigError(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from imagegen.errors import ImagegenError
 from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
@@ -31,10 +31,24 @@ class PlannerMetrics:
             "Failed LLM requests by model and reason (LLM_UNAVAILABLE, LLM_RATE_LIMITED, LLM_NOT_USABLE, ...).",
             ("model", "reason"), registry=registry,
         )
+        self._registry = registry
+        self.coordination_up: Gauge | None = None  # only with Valkey (coordination_changed)
 
     # PlanningObserver
     def llm_fell_back(self, reason: str) -> None:
         self.llm_fallbacks.labels(reason).inc()
+
+    # Valkey's on_change (imagegen_runtime.valkey): registered on first use, so a planner
+    # without PLANNER_COORDINATION_URL exports no gauge rather than a misleading 0.
+    def coordination_changed(self, up: bool) -> None:
+        if self.coordination_up is None:
+            self.coordination_up = Gauge(
+                "imagegen_planner_coordination_up",
+                "1 while Valkey answers and plans are shared across replicas; 0 while this planner "
+                "plans per process because it does not.",
+                registry=self._registry,
+            )
+        self.coordination_up.set(1 if up else 0)
 
     def observed(self, agent: PlanningAgent) -> PlanningAgent:
         return ObservedAgent(agent, self)

@@ -70,10 +70,13 @@ class PlanCache:
         # Stored serialized so no caller can change a cached plan through its copy.
         return ImageGenerationPlan.FromString(data)
 
-    def put(self, key: str, plan: ImageGenerationPlan) -> None:
+    def put(self, key: str, plan: ImageGenerationPlan, ttl_seconds: float | None = None) -> None:
+        """Keep plan for ttl_seconds, at most the cache's TTL (a plan another cache holds
+        for less: only as long as it does there)."""
         if not self.enabled:
             return
-        self._entries[key] = (self._clock() + self._ttl, plan.SerializeToString(deterministic=True))
+        ttl = self._ttl if ttl_seconds is None else min(ttl_seconds, self._ttl)
+        self._entries[key] = (self._clock() + ttl, plan.SerializeToString(deterministic=True))
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

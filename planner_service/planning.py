@@ -8,7 +8,6 @@ so the same request gets the same plan.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -24,11 +23,13 @@ from imagegen.errors import (
 )
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, PlanProvenance
 from imagegen.validation import validate_plan_request
+from planner_service.coordination.in_process import InProcessPlans
 from planner_service.drafts import normalise_draft, plan_from_draft
-from planner_service.plan_cache import PlanCache, request_fingerprint
+from planner_service.plan_cache import request_fingerprint
 from planner_service.ports import (
     DraftUnusable,
     NoPlanningObserver,
+    PlanCoordination,
     PlanningAgent,
     PlanningObserver,
     PlanRequest,
@@ -57,7 +58,7 @@ class Planner:
         llm: PlanningAgent | None = None,
         mode: str = DEFAULT_PLANNING_MODE,
         fallback: bool = True,
-        cache: PlanCache | None = None,
+        plans: PlanCoordination | None = None,
         observer: PlanningObserver | None = None,
     ) -> None:
         if mode not in PLANNING_MODES:
@@ -69,9 +70,7 @@ class Planner:
         self._mode = mode
         self._fallback = fallback
         self._observer: PlanningObserver = observer or NoPlanningObserver()
-        self._cache = cache if cache is not None else PlanCache(0, 0)  # an empty cache is falsy
-        # Identical requests in flight share one LLM round trip, so they get one plan.
-        self._in_flight: dict[str, asyncio.Future[ImageGenerationPlan]] = {}
+        self._plans: PlanCoordination = plans or InProcessPlans()
 
     async def create_plan(self, request: PlanRequest) -> ImageGenerationPlan:
         validate_plan_request(request, self._styles)
@@ -80,6 +79,7 @@ class Planner:
         return await self._offline_plan(request)
 
     async def aclose(self) -> None:
+        await self._plans.aclose()
         await self._offline.aclose()
         if self._llm is not None:
             await self._llm.aclose()
@@ -109,29 +109,12 @@ class Planner:
         return self._stamped(plan, PlanProvenance(planner=self._offline.name, fell_back=fell_back), started)
 
     async def _llm_plan(self, request: PlanRequest) -> ImageGenerationPlan:
-        key = request_fingerprint(request, "llm")
-        plan = self._cache.get(key)
-        if plan is None:
-            flight = self._in_flight.get(key)
-            if flight is None:
-                flight = asyncio.ensure_future(self._plan_with_llm(request, key))
-                self._in_flight[key] = flight
-                flight.add_done_callback(partial(self._landed, key))
-            # Shielded: a caller that gives up does not cancel the others' plan,
-            # and the plan still lands in the cache for its retry.
-            plan = ImageGenerationPlan()
-            plan.CopyFrom(await asyncio.shield(flight))
-        else:
-            log.debug("planning: cache hit for plan %s", plan.plan_id)
+        # Identical requests share one LLM round trip and its plan (plan_once).
+        plan = await self._plans.plan_once(request_fingerprint(request, "llm"), partial(self._plan_with_llm, request))
         plan.session_id = request.session_id  # not in the key, nor in plan_id
         return plan
 
-    def _landed(self, key: str, flight: asyncio.Future[ImageGenerationPlan]) -> None:
-        self._in_flight.pop(key, None)
-        if not flight.cancelled():
-            flight.exception()  # retrieved here too, in case every caller gave up
-
-    async def _plan_with_llm(self, request: PlanRequest, key: str) -> ImageGenerationPlan:
+    async def _plan_with_llm(self, request: PlanRequest) -> ImageGenerationPlan:
         assert self._llm is not None
         started = self._clock()
         try:
@@ -148,7 +131,6 @@ class Planner:
                 "planned %s with the LLM (%s) in %d ms",
                 plan.plan_id, self._llm.model, plan.provenance.latency.ToMilliseconds(),
             )
-        self._cache.put(key, plan)
         return plan
 
     async def _draft_with_repair(self, llm: PlanningAgent, request: PlanRequest) -> ImageGenerationPlan:

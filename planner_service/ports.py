@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 
 
@@ -111,3 +112,21 @@ class PlanningObserver(Protocol):
 class NoPlanningObserver:
     def llm_fell_back(self, reason: str) -> None:
         pass
+
+
+class PlanCoordination(Protocol):
+    """Where the same request gets the same plan: the LLM plan cache and the single
+    flight of identical requests. The in-process adapter is the embedded default; the
+    Valkey adapter shares both across replicas and falls back to in-process behaviour
+    while Valkey is down."""
+
+    async def plan_once(
+        self, key: str, make: Callable[[], Awaitable[ImageGenerationPlan]]
+    ) -> ImageGenerationPlan:
+        """The plan cached under key, else make()'s: made once for every identical caller
+        (of this process; of every replica with Valkey), then cached for the TTL. Each
+        caller gets its own copy; a caller that gives up does not cancel the others'."""
+        ...
+
+    async def aclose(self) -> None:
+        ...

@@ -21,6 +21,16 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 _RECORD_OVERHEAD_BYTES = 256  # the key, the binding and the bookkeeping of one record, roughly
 
 
+def check_binding(bound_session: str, bound_plan: str, session_id: str, plan_id: str) -> None:
+    """InvalidRequest on request_id unless a call is for the session and plan its
+    request_id was first used for (every adapter's records give the same error)."""
+    if (bound_session, bound_plan) != (session_id, plan_id):
+        where = "session" if bound_session != session_id else "plan"
+        raise InvalidRequest(
+            [FieldViolation("request_id", f"was already used for a different {where}; use a new request_id")]
+        )
+
+
 @dataclass
 class _Record:
     session_id: str
@@ -56,11 +66,7 @@ class RequestRecords:
         if record is None:
             self._add(request_id, _Record(session_id, plan_id))
             return None
-        if (record.session_id, record.plan_id) != (session_id, plan_id):
-            where = "session" if record.session_id != session_id else "plan"
-            raise InvalidRequest(
-                [FieldViolation("request_id", f"was already used for a different {where}; use a new request_id")]
-            )
+        check_binding(record.session_id, record.plan_id, session_id, plan_id)
         self._records.move_to_end(request_id)
         return record.result
 

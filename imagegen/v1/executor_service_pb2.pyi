@@ -18,11 +18,13 @@ class ExecutionStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXECUTION_STAGE_RENDERING: _ClassVar[ExecutionStage]
     EXECUTION_STAGE_STORING: _ClassVar[ExecutionStage]
     EXECUTION_STAGE_COMPLETED: _ClassVar[ExecutionStage]
+    EXECUTION_STAGE_QUEUED: _ClassVar[ExecutionStage]
 EXECUTION_STAGE_UNSPECIFIED: ExecutionStage
 EXECUTION_STAGE_ACCEPTED: ExecutionStage
 EXECUTION_STAGE_RENDERING: ExecutionStage
 EXECUTION_STAGE_STORING: ExecutionStage
 EXECUTION_STAGE_COMPLETED: ExecutionStage
+EXECUTION_STAGE_QUEUED: ExecutionStage
 
 class ExecutePlanRequest(_message.Message):
     __slots__ = ("plan", "request_id")

@@ -70,14 +70,19 @@ class ExecutorServiceServicer:
         plan's image is already stored, returns it with reused set and renders
         nothing.
 
-        Returns INVALID_ARGUMENT, with a BadRequest listing each bad field, when
+        Returns INVALID_ARGUMENT, with a BadRequest listing the bad fields, when
         the plan breaks a rule documented on ImageGenerationPlan; nothing is
         rendered or stored. Returns UNAVAILABLE when the image provider or the
         store cannot be reached, RESOURCE_EXHAUSTED (with RetryInfo) when the
         provider is rate limited, FAILED_PRECONDITION when the provider rejects
         the prompt's content (not retryable), CANCELLED or DEADLINE_EXCEEDED when
         the caller gives up (nothing is stored), and INTERNAL for an unexpected
-        failure. Every error carries an ErrorInfo and the plan.
+        failure. Every error carries an ErrorInfo and, within a bounded size, the
+        plan: what an error carries is kept small enough for any client to read
+        it, so a plan too large for that comes as its identity fields alone
+        (plan_id, session_id, image_type, style, size) or not at all, and the
+        ErrorInfo's metadata then says plan_truncated "true". A long list of bad
+        fields is cut the same way (violations_truncated, violations_total).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

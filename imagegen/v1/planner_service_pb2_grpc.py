@@ -51,14 +51,16 @@ class PlannerServiceServicer:
     def CreatePlan(self, request, context):
         """Creates a plan for one image.
 
-        Returns INVALID_ARGUMENT, with a BadRequest listing each bad field, when
+        Returns INVALID_ARGUMENT, with a BadRequest listing the bad fields, when
         the request breaks a rule documented on CreatePlanRequest. Returns
         UNAVAILABLE when the configured LLM cannot be reached and falling back to
         the offline planner is off, RESOURCE_EXHAUSTED (with RetryInfo) when the
         LLM is rate limited, FAILED_PRECONDITION when the LLM refuses the
         planner's credentials, and INTERNAL when the LLM's answer stays unusable
         after a repair round trip and fallback is off. Every error carries an
-        ErrorInfo.
+        ErrorInfo; what an error carries is bounded in size, so a long list of bad
+        fields is cut (the ErrorInfo's metadata then says violations_truncated
+        "true" and violations_total).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -209,3 +209,30 @@ async def test_an_expiry_out_of_range_is_invalid_argument_whatever_its_size(
     with pytest.raises(InvalidRequest) as caught:
         await executor.sign_image_url(result.storage_path, _timedelta(duration_pb2.Duration(seconds=seconds)))
     assert [v.field for v in caught.value.violations] == ["expires_in"]
+
+
+class DifferentEachTime(CountingProvider):
+    """Every render gives other bytes, as every real provider does."""
+
+    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+        image = await super().render(plan)
+        return RenderedImage(PNG + str(self.calls).encode() * self.calls, image.mime_type, 1024, 1024, model="x")
+
+
+async def test_two_executors_on_one_store_both_describe_the_stored_bytes(tmp_path: Path) -> None:
+    """No coordination: both render; the store's create-if-absent decides, and both results tell the truth."""
+    provider = DifferentEachTime()
+    provider.gate = asyncio.Event()
+    executors = [Executor(provider, LocalObjectStore(tmp_path / "store", "images"), "https://x") for _ in range(2)]
+    calls = [asyncio.ensure_future(executor.execute(make_plan())) for executor in executors]
+    while provider.calls < 2:
+        await asyncio.wait_for(provider.started.wait(), 5)
+        provider.started.clear()
+    provider.gate.set()
+    results = await asyncio.gather(*calls)
+    (image,) = [p for p in files_under(tmp_path / "store") if p.suffix == ".png"]
+    stored = image.read_bytes()
+    for result in results:
+        assert result.content_sha256 == hashlib.sha256(stored).hexdigest()
+        assert result.byte_size == len(stored)
+    assert provider.calls == 2 and sorted(r.reused for r in results) == [False, True]

@@ -20,6 +20,7 @@ from imagegen.errors import (
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen_runtime.settings import ConfigError
 from planner_service.config import PlannerSettings
+from planner_service.coordination.in_process import InProcessPlans
 from planner_service.drafts import normalise_draft, parse_draft, plan_from_draft
 from planner_service.offline_agent import OfflinePlanningAgent
 from planner_service.plan_cache import PlanCache, request_fingerprint
@@ -167,7 +168,7 @@ def test_the_configured_mode_must_be_known() -> None:
 async def test_cached_plans_expire_after_their_ttl() -> None:
     clock = Clock()
     agent = ScriptedAgent(ANSWER, {**ANSWER, "style": "heroic"})
-    subject = planner(agent, cache=PlanCache(8, ttl_seconds=60, clock=clock))
+    subject = planner(agent, plans=InProcessPlans(PlanCache(8, ttl_seconds=60, clock=clock)))
     first = await subject.create_plan(REQUEST)
     clock.now = 59.9
     assert await subject.create_plan(REQUEST) == first and len(agent.calls) == 1
@@ -210,7 +211,7 @@ def test_the_request_fingerprint_ignores_session_and_context_order() -> None:
 async def test_identical_requests_in_flight_share_one_llm_answer() -> None:
     agent = ScriptedAgent(ANSWER)
     agent.gate = asyncio.Event()
-    subject = planner(agent, cache=PlanCache(8, 60))
+    subject = planner(agent, plans=InProcessPlans(PlanCache(8, 60)))
 
     async def open_the_gate() -> None:  # runs after both requests have started: tasks run in order
         agent.gate.set()  # type: ignore[union-attr]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import shutil
@@ -10,7 +11,8 @@ from unittest import mock
 
 import pytest
 
-from executor_service.stores.local_store import LocalObjectStore
+from executor_service.ports import AlreadyStored
+from executor_service.stores.local_store import ORPHAN_SECONDS, LocalObjectStore
 from imagegen.errors import NotFound, StorageMisconfigured, StorageUnavailable
 
 
@@ -111,3 +113,37 @@ async def test_open_reads_in_chunks_and_closing_unread_releases_the_file(tmp_pat
     assert len(os.listdir("/proc/self/fd")) <= before + 2  # ten unread readers would hold ten
     with pytest.raises(NotFound):
         await store.open("s/item/missing.png", chunk_size=4)
+
+
+async def test_put_creates_only_if_absent_and_the_loser_gets_the_stored_object(tmp_path: Path) -> None:
+    first, second = LocalObjectStore(tmp_path, "b"), LocalObjectStore(tmp_path, "b")  # two processes, one disk
+    stored = await first.put("s/item/a.png", b"first", "image/png", {"sha256": "1"})
+    with pytest.raises(AlreadyStored) as taken:
+        await second.put("s/item/a.png", b"second!", "image/png", {"sha256": "2"})
+    assert taken.value.existing == stored
+    assert (tmp_path / "s/item/a.png").read_bytes() == b"first" and stored.metadata == {"sha256": "1"}
+    assert [p.name for p in tmp_path.rglob("*.tmp")] == []
+
+
+async def test_concurrent_puts_store_one_object_and_every_writer_describes_it(tmp_path: Path) -> None:
+    stores = [LocalObjectStore(tmp_path, "b") for _ in range(8)]
+    outcomes = await asyncio.gather(
+        *(store.put("s/item/a.png", f"bytes-{i}".encode(), "image/png", {"sha256": str(i)}) for i, store in enumerate(stores)),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    losers = [o.existing for o in outcomes if isinstance(o, AlreadyStored)]
+    assert len(winners) == 1 and len(losers) == 7 and all(loser == winners[0] for loser in losers)
+    on_disk = (tmp_path / "s/item/a.png").read_bytes()
+    assert on_disk == f"bytes-{winners[0].metadata['sha256']}".encode()
+
+
+async def test_a_claim_whose_writer_died_is_taken_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalObjectStore(tmp_path, "b")
+    (tmp_path / "s/item").mkdir(parents=True)
+    claim = tmp_path / "s/item/a.png.meta.json"
+    claim.write_text('{"content_type": "image/png", "metadata": {"sha256": "dead"}}')  # no image: it died
+    old = claim.stat().st_mtime - ORPHAN_SECONDS - 1
+    os.utime(claim, (old, old))
+    stored = await store.put("s/item/a.png", b"fresh", "image/png", {"sha256": "new"})
+    assert stored.metadata == {"sha256": "new"} and (tmp_path / "s/item/a.png").read_bytes() == b"fresh"

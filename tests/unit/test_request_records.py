@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from executor_service.request_records import RequestRecords
+from executor_service.coordination.request_records import RequestRecords
 from imagegen.errors import InvalidRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationResult
 from tests.support.plans import make_plan

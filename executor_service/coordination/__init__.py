@@ -1,0 +1,1 @@
+"""Adapters of the ExecutionCoordination port: in-process (the default) and Valkey."""

@@ -1,0 +1,76 @@
+"""Coordination within one process: the embedded default, and what the Valkey adapter
+falls back to while Valkey is down.
+
+One render per plan needs no lease here: the executor's own single flight already
+shares one render among every caller of this process. The provider cap is a
+semaphore, the rate-limit pause a deadline, and the request records live in memory
+(executor_service.coordination.request_records). Pure asyncio, no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from executor_service.coordination.request_records import RequestRecords
+from imagegen.catalogue import MAX_RETRY_AFTER
+from imagegen.v1.image_plan_pb2 import ImageGenerationResult
+
+
+class InProcessCoordination:
+    """provider_concurrency: at most this many provider calls at once (0: no cap)."""
+
+    def __init__(
+        self,
+        provider_concurrency: int = 0,
+        requests: RequestRecords | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._slots = asyncio.Semaphore(provider_concurrency) if provider_concurrency > 0 else None
+        self._requests = requests if requests is not None else RequestRecords()
+        self._clock = clock
+        self._sleep = sleep
+        self._paused_until = 0.0
+
+    @contextlib.asynccontextmanager
+    async def render_lease(self, key: str) -> AsyncIterator[None]:
+        yield
+
+    @contextlib.asynccontextmanager
+    async def provider_slot(self, on_queued: Callable[[], None]) -> AsyncIterator[None]:
+        queued = False
+
+        def queue() -> None:
+            nonlocal queued
+            if not queued:
+                queued = True
+                on_queued()
+
+        while (wait := self._paused_until - self._clock()) > 0:
+            queue()
+            await self._sleep(wait)  # the provider's own Retry-After
+        if self._slots is None:
+            yield
+            return
+        if self._slots.locked():
+            queue()
+        async with self._slots:
+            yield
+
+    async def pause_provider(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + min(max(seconds, 0.0), MAX_RETRY_AFTER.total_seconds()))
+
+    async def claim_request(self, request_id: str, session_id: str, plan_id: str) -> ImageGenerationResult | None:
+        return self._requests.claim(request_id, session_id, plan_id)
+
+    async def complete_request(self, request_id: str, result: ImageGenerationResult) -> None:
+        self._requests.complete(request_id, result)
+
+    async def release_request(self, request_id: str) -> None:
+        self._requests.release(request_id)
+
+    async def aclose(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""Adapters of the PlanCoordination port: in-process (the default) and Valkey."""

@@ -1,7 +1,9 @@
 """Coordination within one process: the embedded default, and what the Valkey adapter
 falls back to while Valkey is down.
 
-One render per plan needs no lease here: the executor's own single flight already
+A provider pause (after a 429) short enough is waited out; a longer one refuses new
+provider calls at once with its remaining time, so callers are told when to come back
+instead of being held to their deadline. One render per plan needs no lease here: the executor's own single flight already
 shares one render among every caller of this process. The provider cap is a
 semaphore, the rate-limit pause a deadline, and the request records live in memory
 (executor_service.coordination.request_records). Pure asyncio, no I/O.
@@ -16,7 +18,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from executor_service.coordination.request_records import RequestRecords
 from imagegen.catalogue import MAX_RETRY_AFTER
+from imagegen.errors import ProviderThrottled
 from imagegen.v1.image_plan_pb2 import ImageGenerationResult
+
+
+# A caller waits out a provider pause this short; a longer one is refused at once with
+# its remaining time (RESOURCE_EXHAUSTED and RetryInfo), rather than held to its deadline.
+PAUSE_WAIT_SECONDS = 5.0
+
+
+def check_pause(remaining: float) -> None:
+    """ProviderThrottled when a pause of remaining seconds is too long to wait out."""
+    if remaining > PAUSE_WAIT_SECONDS:
+        raise ProviderThrottled(
+            f"the image provider asked to be left alone for {remaining:.0f} s more", retry_after=remaining
+        )
 
 
 class InProcessCoordination:
@@ -50,6 +66,7 @@ class InProcessCoordination:
                 on_queued()
 
         while (wait := self._paused_until - self._clock()) > 0:
+            check_pause(wait)
             queue()
             await self._sleep(wait)  # the provider's own Retry-After
         if self._slots is None:

@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 
-from executor_service.coordination.in_process import InProcessCoordination
+from executor_service.coordination.in_process import InProcessCoordination, check_pause
 from executor_service.coordination.request_records import check_binding
 from executor_service.coordination.wakeups import Wakeups
 from imagegen.catalogue import MAX_RETRY_AFTER
@@ -306,6 +306,8 @@ class ValkeyCoordination:
                     return None
                 if answer == 0:
                     return holder
+                if answer != _FULL:
+                    check_pause(answer / 1000)
                 queue()
                 if answer == _FULL:
                     await _woken(freed, self._every)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from executor_service.coordination.in_process import InProcessCoordination
+from executor_service.coordination.in_process import PAUSE_WAIT_SECONDS, InProcessCoordination
 from executor_service.executor import Executor
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.errors import ProviderThrottled
@@ -64,7 +64,9 @@ async def test_the_provider_cap_holds_and_callers_beyond_it_hear_queued(tmp_path
         assert heard.count(ExecutionStage.EXECUTION_STAGE_QUEUED) <= 1
 
 
-async def test_a_rate_limit_pauses_the_next_provider_calls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("retry_after", [3.0, 30.0])
+async def test_a_rate_limit_pauses_the_next_provider_calls(tmp_path: Path, retry_after: float) -> None:
+    """A short pause is waited out (QUEUED, then RENDERING); a long one refuses at once with the time left."""
     now = [1000.0]
     slept: list[float] = []
 
@@ -73,18 +75,25 @@ async def test_a_rate_limit_pauses_the_next_provider_calls(tmp_path: Path) -> No
         now[0] += seconds
 
     coordination = InProcessCoordination(clock=lambda: now[0], sleep=sleep)
-    provider = CountingProvider(fail=ProviderThrottled("slow down", retry_after=30))
+    provider = CountingProvider(fail=ProviderThrottled("slow down", retry_after=retry_after))
     executor = Executor(provider, LocalObjectStore(tmp_path, "b"), "https://x", coordination=coordination)
     with pytest.raises(ProviderThrottled):
         await executor.execute(make_plan())
     provider.fail = None
     heard: list[int] = []
-    await executor.execute(make_plan(style="watercolor"), on_stage=heard.append)
-    assert slept == [30.0] and provider.calls == 2
-    assert heard[:2] == [ExecutionStage.EXECUTION_STAGE_QUEUED, ExecutionStage.EXECUTION_STAGE_RENDERING]
+    if retry_after > PAUSE_WAIT_SECONDS:
+        now[0] += 10
+        with pytest.raises(ProviderThrottled) as refused:
+            await executor.execute(make_plan(style="watercolor"), on_stage=heard.append)
+        assert refused.value.retry_after == retry_after - 10 and provider.calls == 1 and slept == []
+        now[0] += retry_after
+    else:
+        await executor.execute(make_plan(style="watercolor"), on_stage=heard.append)
+        assert slept == [retry_after] and provider.calls == 2
+        assert heard[:2] == [ExecutionStage.EXECUTION_STAGE_QUEUED, ExecutionStage.EXECUTION_STAGE_RENDERING]
     heard.clear()
     await executor.execute(make_plan(style="heroic"), on_stage=heard.append)
-    assert ExecutionStage.EXECUTION_STAGE_QUEUED not in heard and slept == [30.0]
+    assert ExecutionStage.EXECUTION_STAGE_QUEUED not in heard
 
 
 async def test_a_pause_is_bounded_whatever_the_provider_says() -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
+from executor_service.coordination.in_process import PAUSE_WAIT_SECONDS
 from executor_service.coordination.valkey import MAX_RESULT_BYTES, ValkeyCoordination
 from executor_service.executor import Executor
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.catalogue import MAX_RETRY_AFTER
-from imagegen.errors import InvalidRequest
+from imagegen.errors import InvalidRequest, ProviderThrottled
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 from imagegen_runtime.valkey import Valkey
 from tests.support.plans import make_plan
@@ -268,6 +269,10 @@ async def test_a_rate_limit_on_one_replica_pauses_provider_calls_on_every_replic
 
     await first.pause_provider(math.inf)
     assert 0 < await raw.pttl(f"{prefix}:provider:pause") <= MAX_RETRY_AFTER.total_seconds() * 1000
+    with pytest.raises(ProviderThrottled) as refused:  # too long to wait out: told when to come back
+        async with second.provider_slot(lambda: queued.append(True)):
+            pass
+    assert refused.value.retry_after > PAUSE_WAIT_SECONDS and queued == [True]
     await second.pause_provider(5)  # a shorter pause never shortens a longer one
     assert await raw.pttl(f"{prefix}:provider:pause") > 5000
     await raw.delete(f"{prefix}:provider:pause")

@@ -40,6 +40,7 @@ try:
     from executor_service.config import ExecutorSettings
     from imagegen_runtime.security import ServerSecurity
     from imagegen_runtime.serving import RunningServer, serve_until_signalled
+    from imagegen_runtime.telemetry.logs import configure_logging
     from planner_service.bootstrap import create_server as create_planner_server
     from planner_service.config import PlannerSettings
 except ModuleNotFoundError as missing:
@@ -83,6 +84,7 @@ def _host(address: str) -> str:
 async def _up(args: argparse.Namespace) -> None:
     planner = replace(PlannerSettings.from_env(), **({"address": args.planner_address} if args.planner_address else {}))
     executor = replace(ExecutorSettings.from_env(), **({"address": args.executor_address} if args.executor_address else {}))
+    configure_logging(planner.log_level, planner.telemetry.log_format)  # LOG_LEVEL, LOG_FORMAT: to stderr
     running_planner, running_executor = await _start_both(planner, executor)
     print(f"planner listening on {_host(planner.address)}:{running_planner.port}", flush=True)
     print(f"executor listening on {_host(executor.address)}:{running_executor.port}", flush=True)
@@ -97,6 +99,7 @@ async def _demo(args: argparse.Namespace) -> None:
     # Loopback servers that live for one call: no TLS, no tokens, whatever the environment says.
     planner = replace(PlannerSettings.from_env(), address="127.0.0.1:0", security=ServerSecurity())
     executor = replace(ExecutorSettings.from_env(), address="127.0.0.1:0", security=ServerSecurity())
+    configure_logging(planner.log_level, planner.telemetry.log_format)  # LOG_LEVEL, LOG_FORMAT: to stderr
     running_planner, running_executor = await _start_both(planner, executor)
     try:
         async with AsyncImagegenClient(

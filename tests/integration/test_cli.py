@@ -70,3 +70,25 @@ def test_execute_takes_any_plan_file_grpcurl_takes(running_up: tuple[str, str], 
     executed = cli.run(["execute", "plan.json", "--executor", executor], tmp_path)
     assert executed.returncode == 0, executed.stdout + executed.stderr
     assert json.loads(executed.stdout)["plan"]["image_type"] == "IMAGE_TYPE_ITEM"
+
+
+@pytest.mark.parametrize(("level", "fmt"), [("INFO", "json"), ("INFO", "text"), ("WARNING", "json")])
+def test_demo_logs_as_log_level_and_log_format_say(tmp_path: Path, level: str, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", level)
+    monkeypatch.setenv("LOG_FORMAT", fmt)
+    result = cli.run(["demo"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    calls = [line for line in result.stderr.splitlines() if "ExecutorService/ExecutePlan OK" in line]
+    if level == "WARNING":
+        assert calls == []
+    elif fmt == "json":
+        assert [json.loads(line)["code"] for line in calls] == ["OK"]
+    else:
+        assert len(calls) == 1 and not calls[0].startswith("{") and " INFO imagegen.rpc " in calls[0]
+
+
+def test_up_with_a_bad_setting_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXECUTOR_URL_EXPIRY_SECONDS", "forever")
+    result = cli.run(["up"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["imagegen: EXECUTOR_URL_EXPIRY_SECONDS='forever': expected a whole number"]

@@ -154,7 +154,11 @@ async def create_server(
                 if coordination is not None:
                     await coordination.aclose()
 
-        servicer = ExecutorServicer(served, image_buffer_bytes=settings.getimage_buffer_bytes)
+        servicer = ExecutorServicer(
+            served,
+            image_buffer_bytes=settings.getimage_buffer_bytes,
+            image_write_timeout=settings.getimage_write_timeout_seconds,
+        )
         binding = ServiceBinding(SERVICE_NAME, servicer, executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server)
 
         async def watch_store(running: RunningServer) -> None:

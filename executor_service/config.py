@@ -22,6 +22,7 @@ MIN_URL_EXPIRY_SECONDS = int(catalogue.MIN_URL_EXPIRY.total_seconds())
 MAX_URL_EXPIRY_SECONDS = int(catalogue.MAX_URL_EXPIRY.total_seconds())
 # GetImage's image bytes held between the store and gRPC, all calls together.
 DEFAULT_IMAGE_BUFFER_BYTES = 32 * 1024 * 1024
+DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS = 30.0
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
@@ -67,6 +68,8 @@ class ExecutorSettings(ServerSettings):
     url_expiry_seconds: int = int(catalogue.DEFAULT_URL_EXPIRY.total_seconds())
     # GetImage: image bytes read from the store and not yet taken by gRPC, across all calls.
     getimage_buffer_bytes: int = DEFAULT_IMAGE_BUFFER_BYTES
+    # A GetImage caller that takes no message for this long is ended (READER_STALLED).
+    getimage_write_timeout_seconds: float = DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS
     # The store health check (docs/operations.md).
     health_interval_seconds: float = 5.0
     health_timeout_seconds: float = 3.0
@@ -115,6 +118,9 @@ class ExecutorSettings(ServerSettings):
             minio_max_retries=env_int(env, "EXECUTOR_MINIO_MAX_RETRIES", cls.minio_max_retries),
             url_expiry_seconds=env_int(env, "EXECUTOR_URL_EXPIRY_SECONDS", cls.url_expiry_seconds),
             getimage_buffer_bytes=env_int(env, "EXECUTOR_GETIMAGE_BUFFER_BYTES", cls.getimage_buffer_bytes),
+            getimage_write_timeout_seconds=env_float(
+                env, "EXECUTOR_GETIMAGE_WRITE_TIMEOUT_SECONDS", cls.getimage_write_timeout_seconds, minimum=0.001
+            ),
             health_interval_seconds=env_float(
                 env, "EXECUTOR_HEALTH_INTERVAL_SECONDS", cls.health_interval_seconds, minimum=0.01
             ),

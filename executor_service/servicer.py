@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import duration_pb2
 
-from executor_service.config import DEFAULT_IMAGE_BUFFER_BYTES
+from executor_service.config import DEFAULT_IMAGE_BUFFER_BYTES, DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS
 from executor_service.executor import Executor
+from imagegen.errors import ReaderStalled
 from executor_service.ports import SignedUrl
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
@@ -27,9 +28,16 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
     holds at most one chunk (IMAGE_READ_BYTES) at a time, and a call finding the budget
     spent waits for a chunk slot before it reads more (EXECUTOR_GETIMAGE_BUFFER_BYTES)."""
 
-    def __init__(self, executor: Executor, *, image_buffer_bytes: int = DEFAULT_IMAGE_BUFFER_BYTES) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        image_buffer_bytes: int = DEFAULT_IMAGE_BUFFER_BYTES,
+        image_write_timeout: float = DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS,
+    ) -> None:
         self._executor = executor
         self._image_slots = asyncio.Semaphore(max(1, image_buffer_bytes // IMAGE_READ_BYTES))
+        self._image_write_timeout = image_write_timeout
 
     async def ExecutePlan(
         self, request: executor_service_pb2.ExecutePlanRequest, context: grpc.aio.ServicerContext
@@ -65,12 +73,25 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
                     first = None
                     message.chunk_data = chunk
                     del chunk  # the message holds the bytes now; one reference fewer while gRPC waits
-                    await context.write(message)
+                    await self._write_or_give_up(context, message)
                     del message
             if first is not None:  # an empty image: still say what it is
                 await context.write(first)
         finally:
             await reader.aclose()
+
+    async def _write_or_give_up(
+        self, context: grpc.aio.ServicerContext, message: executor_service_pb2.GetImageResponse
+    ) -> None:
+        """Write message, or end the call when the caller has not taken it within the write
+        timeout: a caller that stops reading must not keep its slot of the budget for good."""
+        try:
+            async with asyncio.timeout(self._image_write_timeout):
+                await context.write(message)
+        except TimeoutError:
+            raise ReaderStalled(
+                f"the caller read nothing for {self._image_write_timeout:g} s; GetImage gave up"
+            ) from None
 
     async def SignImageUrl(
         self, request: executor_service_pb2.SignImageUrlRequest, context: grpc.aio.ServicerContext

@@ -66,6 +66,13 @@ class NotFound(ImagegenError):
     reason = "NOT_FOUND"
 
 
+class ReaderStalled(ImagegenError):
+    """A streaming caller took no message within the server's write timeout; the server
+    ended the call to free what it held for it (GetImage's buffer budget)."""
+
+    reason = "READER_STALLED"
+
+
 class Unauthenticated(ImagegenError):
     """The call carries no valid credentials (the service's bearer token)."""
 

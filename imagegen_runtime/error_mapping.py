@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 _CODES: tuple[tuple[type[errors.ImagegenError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.ReaderStalled, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.PlannerUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.PlannerThrottled, grpc.StatusCode.RESOURCE_EXHAUSTED),

@@ -55,6 +55,7 @@ from imagegen_runtime.telemetry.calls import (
     FinishedCall,
     final_code,
     id_reader,
+    peer_gone,
     log,
     log_field,
     request_id_from,
@@ -271,6 +272,8 @@ class _Method:
                         await context.write(response)
             except BaseException as exc:
                 error = exc
+                if isinstance(exc, Exception) and peer_gone(exc, context):
+                    return  # a write into a call the caller left: nothing to answer, nothing to log
                 await call.map(exc)
                 raise
             finally:
@@ -362,6 +365,8 @@ class _Call:
         unless exc ended the call already (an abort, a cancellation)."""
         if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
             return
+        if peer_gone(exc, self.context):
+            return  # nothing to answer: the caller went away
         status, self.reason = status_for(exc, self.method.full, self.context.code())
         if self.span is not None and self.reason == "INTERNAL":
             self.span.record_exception(exc)

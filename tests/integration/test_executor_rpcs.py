@@ -217,6 +217,30 @@ async def test_stalled_readers_hold_no_more_than_the_getimage_buffer(minio_store
         await running.stop(None)
 
 
+async def test_a_reader_that_stops_for_good_is_ended_and_frees_its_slot(minio_store: MinioObjectStore) -> None:
+    """One slot, a caller that takes one message and never another: after the write
+    timeout its call ends (DEADLINE_EXCEEDED, READER_STALLED) and the next caller is served."""
+    data = os.urandom(8 * IMAGE_READ_BYTES)
+    settings = ExecutorSettings(
+        address="127.0.0.1:0", getimage_buffer_bytes=IMAGE_READ_BYTES, getimage_write_timeout_seconds=0.5
+    )
+    running = await create_server(settings, Executor(HeldProvider(data), minio_store, PUBLIC_BASE))
+    target = f"127.0.0.1:{running.port}"
+    stalling = grpc.aio.insecure_channel(target, options=STALLING_CLIENT)
+    try:
+        async with AsyncExecutorClient(target) as client:
+            path = (await client.execute_plan(make_plan())).storage_path
+            stalled = await AsyncExecutorClient(stalling).open_image(path)
+            assert (await asyncio.wait_for(client.get_image(path), 30)).data == data  # served once the slot is freed
+        with pytest.raises(ExecutionFailed) as ended:
+            async with stalled:
+                [chunk async for chunk in stalled]
+        assert (ended.value.code, ended.value.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "READER_STALLED")
+    finally:
+        await stalling.close()
+        await running.stop(None)
+
+
 async def test_image_urls_open_at_the_public_endpoint_set_in_the_environment(
     s3_server: S3Server | ExternalS3, s3_bucket: str
 ) -> None:

@@ -245,3 +245,39 @@ async def test_large_metadata_under_the_transports_limit_makes_no_long_log_line_
     assert [r["code"] for r in records if r["logger"] == "imagegen.rpc"] == [expected]
     spans = [s for s in tracing[1].get_finished_spans() if s.name.endswith("CreatePlan")]
     assert spans and all(len(str(v)) <= 128 for s in spans for v in (s.attributes or {}).values())
+
+
+async def test_a_caller_leaving_a_stream_mid_write_is_cancelled_not_an_internal_error(tmp_path: Path) -> None:
+    """A write into a call the client cancelled fails inside grpc before context.cancelled()
+    says so; it must count and log as CANCELLED, with no ERROR and no traceback."""
+    import asyncio
+    import os
+
+    from executor_service.bootstrap import create_server
+    from executor_service.config import ExecutorSettings
+    from executor_service.stores.local_store import LocalObjectStore
+    from imagegen.v1 import executor_service_pb2_grpc
+
+    store = LocalObjectStore(tmp_path, "imagegen")
+    key = "s/item/" + "a" * 32 + ".png"
+    await store.put(key, os.urandom(8 << 20), "image/png", {})
+    running = await create_server(ExecutorSettings(address="127.0.0.1:0", local_store_dir=tmp_path))
+    try:
+        with captured_logs("INFO", "json") as stream:
+            # BDP probing off: a fixed 64 KiB window, so the server blocks in its write.
+            options = [("grpc.http2.bdp_probe", 0)]
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=options) as channel:
+                stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
+                call = stub.GetImage(executor_service_pb2.GetImageRequest(storage_path=f"imagegen/{key}"))
+                await call.read()
+                call.cancel()
+            for _ in range(500):  # the server ends its side on its own schedule
+                if '"method": "imagegen.v1.ExecutorService/GetImage"' in stream.getvalue():
+                    break
+                await asyncio.sleep(0.01)
+        records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        await running.stop(None)
+    (closing,) = [r for r in records if r.get("method") == "imagegen.v1.ExecutorService/GetImage"]
+    assert closing["code"] == "CANCELLED"
+    assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == []

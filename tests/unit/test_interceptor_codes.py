@@ -20,8 +20,11 @@ from imagegen_runtime.telemetry.calls import (
 class Context:
     """What final_code reads of a grpc.aio.ServicerContext."""
 
-    def __init__(self, remaining: float | None, code: grpc.StatusCode | None = None) -> None:
-        self._remaining, self._code = remaining, code
+    def __init__(self, remaining: float | None, code: grpc.StatusCode | None = None, *, cancelled: bool = False) -> None:
+        self._remaining, self._code, self._cancelled = remaining, code, cancelled
+
+    def cancelled(self) -> bool:
+        return self._cancelled
 
     def time_remaining(self) -> float | None:
         return self._remaining
@@ -74,3 +77,8 @@ def test_only_a_sane_request_id_is_kept() -> None:
     for sent in ("r" * 129, "r" * 1_000_000, "line\nbreak", b"bytes"):
         minted = request_id_from((("x-request-id", sent),))
         assert minted != sent and len(minted) == 36
+
+
+def test_an_error_in_a_call_the_caller_left_is_its_cancellation() -> None:
+    assert final_code(Context(5.0, cancelled=True), RuntimeError()) == grpc.StatusCode.CANCELLED  # type: ignore[arg-type]
+    assert final_code(Context(0.0, cancelled=True), RuntimeError()) == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[arg-type]

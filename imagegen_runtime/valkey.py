@@ -2,8 +2,9 @@
 
 Valkey (or any Redis-protocol server) is an optimisation and a cost guard, never a
 correctness dependency: the store's conditional write keeps every result true without
-it. So every use goes through ``Valkey.run``, which turns a connection failure or a
-timeout into ``CoordinationUnavailable``; the adapters answer that with per-process
+it. So every use goes through ``Valkey.run``, which turns a connection failure, a
+timeout or an error answer (out of memory under ``noeviction``, a read-only replica, a
+node still loading) into ``CoordinationUnavailable``; the adapters answer that with per-process
 behaviour, and the service stays SERVING. The state is tracked in one place: one
 WARNING line when Valkey stops answering, one INFO line when it answers again, and an
 ``on_change(up)`` hook the wiring turns into a metric. While it is down, it is tried
@@ -25,10 +26,8 @@ from typing import TypeVar
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import LockError, RedisError, ResponseError
 
 from imagegen_runtime.settings import ConfigError, env_float, env_str
 
@@ -38,6 +37,7 @@ _T = TypeVar("_T")
 
 DEFAULT_TIMEOUT_SECONDS = 1.0
 DEFAULT_RETRY_INTERVAL_SECONDS = 2.0
+REFUSAL_LOG_INTERVAL_SECONDS = 60.0  # error answers are logged at most this often
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ class Valkey:
         self._clock = clock
         self._up = True
         self._quiet_until = 0.0
+        self._refusal_logged_until = 0.0
 
     @property
     def up(self) -> bool:
@@ -135,7 +136,15 @@ class Valkey:
             raise CoordinationUnavailable("Valkey did not answer recently")
         try:
             result = await operation(self.client)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except LockError:
+            raise  # redis-py's own verdict on a lock (lost, not owned), not Valkey failing
+        except ResponseError as exc:  # it answers, with an error (OOM under noeviction, READONLY, LOADING)
+            self._mark(True)
+            if self._clock() >= self._refusal_logged_until:
+                self._refusal_logged_until = self._clock() + REFUSAL_LOG_INTERVAL_SECONDS
+                log.warning("coordination: Valkey refused a command (%s); this call goes without it", type(exc).__name__)
+            raise CoordinationUnavailable(str(exc)) from None
+        except (RedisError, OSError) as exc:  # down or slow
             self._quiet_until = self._clock() + self._retry_interval
             self._mark(False, exc)
             raise CoordinationUnavailable(str(exc)) from None

@@ -51,6 +51,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    """One server for the module (tests keep apart by prefix); conftest's raw talks to it."""
     with ValkeyServer(tmp_path_factory.mktemp("valkey")) as server:
         yield server
 
@@ -58,14 +59,6 @@ def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeySe
 @pytest.fixture
 def prefix() -> str:
     return f"test:{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def raw(valkey_server: ValkeyServer) -> AsyncIterator[redis.Redis]:
-    """A plain client, to look at what the adapter left in Valkey."""
-    client = redis.Redis.from_url(valkey_server.url)
-    yield client
-    await client.aclose()
 
 
 Replicas = Callable[..., ValkeyCoordination]
@@ -358,3 +351,21 @@ async def test_two_executors_render_a_plan_once_and_a_retry_on_the_other_joins_i
     assert await second.execute(plan, request_id="turn-1") == original  # the first result, as it was
     with pytest.raises(InvalidRequest):
         await second.execute(make_plan(session_id="table-9"), request_id="turn-1")
+
+
+async def test_a_valkey_refusing_writes_costs_the_coordination_not_the_call(
+    replicas: Replicas, raw: redis.Redis, tmp_path: Path
+) -> None:
+    """Full under noeviction, Valkey answers every write with an error: the execution goes
+    ahead with per-process coordination instead of failing INTERNAL."""
+    coordination = replicas()
+    await raw.config_set("maxmemory-policy", "noeviction")
+    await raw.config_set("maxmemory", "1")
+    try:
+        provider = CountingProvider()
+        executor = Executor(provider, LocalObjectStore(tmp_path, "b"), "https://x", coordination=coordination)
+        first = await executor.execute(make_plan(), request_id="r-full")
+        again = await executor.execute(make_plan(), request_id="r-full")
+    finally:
+        await raw.config_set("maxmemory", "0")
+    assert provider.calls == 1 and again == first  # the in-process fallback kept the record

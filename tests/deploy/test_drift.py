@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -194,3 +195,42 @@ def _pod_containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
 def test_deploy_paths_exist() -> None:
     for path in (checks.DOCKERFILE, checks.COMPOSE_FILE, *checks.TARGETS):
         assert Path(checks.REPO, path).exists(), path
+
+
+# ---- several replicas coordinate (docs/deploy.md, "Running more than one replica") ----
+
+
+@pytest.mark.parametrize("name", list(checks.TARGETS.values()))
+def test_every_autoscaled_service_coordinates(manifests: dict[str, list[dict[str, Any]]], name: str) -> None:
+    assert drift.coordination_problems(manifests[name]) == []
+
+
+def test_an_autoscaled_service_without_coordination_is_caught(manifests: dict[str, list[dict[str, Any]]]) -> None:
+    objects = copy.deepcopy(manifests["prod.yaml"])
+    container = _container(objects, "executor")
+    container["env"] = [e for e in container["env"] if not e["name"].startswith("EXECUTOR_COORDINATION_")]
+    del _find(objects, "Deployment", "executor")["metadata"]["annotations"]["imagegen.io/coordination"]
+    assert drift.coordination_problems(objects) == [
+        "executor: is autoscaled but sets no EXECUTOR_COORDINATION_URL: its replicas would not coordinate"
+    ]
+
+
+def test_a_service_marked_coordinated_without_a_url_is_caught(manifests: dict[str, list[dict[str, Any]]]) -> None:
+    objects = copy.deepcopy(manifests["dev.yaml"])
+    del _configmap(objects, "planner-config")["data"]["PLANNER_COORDINATION_URL"]
+    assert drift.coordination_problems(objects) == [
+        "planner: is marked imagegen.io/coordination but sets no PLANNER_COORDINATION_URL: its replicas would not coordinate"
+    ]
+
+
+def test_compose_runs_valkey_for_both_services() -> None:
+    services = _compose()["services"]
+    valkey = services["valkey"]
+    assert valkey["image"].startswith("valkey/valkey:")
+    assert "ports" not in valkey, "Valkey is for the services only"
+    assert valkey["healthcheck"]["test"] == ["CMD", "valkey-cli", "ping"]
+    assert valkey["command"][valkey["command"].index("--save") + 1] == ""
+    for name in ("planner", "executor"):
+        url = urlsplit(services[name]["environment"][f"{name.upper()}_COORDINATION_URL"])
+        assert (url.scheme, url.hostname, url.port) == ("redis", "valkey", 6379)
+        assert services[name]["depends_on"]["valkey"] == {"condition": "service_healthy"}

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.deploy import checks
+from tests.deploy import checks, drift
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +143,99 @@ def test_prod_autoscales_and_isolates(manifests: dict[str, list[dict[str, Any]]]
     for o in manifests["prod.yaml"]:
         if o["kind"] == "Deployment":
             assert "replicas" not in o["spec"], "the HPA owns replicas"
+
+
+# ---- several replicas coordinate through Valkey ---------------------------------
+
+
+def _overlay(tmp_path: Path, components: list[str]) -> subprocess.CompletedProcess[str]:
+    """Render an overlay of base and the given components, written under tmp_path."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    kubernetes = checks.REPO / "deploy/kubernetes"
+
+    def relative(path: str) -> str:  # kustomize refuses absolute paths
+        return os.path.relpath(kubernetes / path, overlay)
+
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [relative("base")],
+                "components": [relative(f"components/{c}") for c in components],
+            }
+        )
+    )
+    return checks.run(["kubectl", "kustomize", str(overlay)])
+
+
+def test_autoscaling_without_coordination_does_not_render(tmp_path: Path) -> None:
+    result = _overlay(tmp_path, ["network-policies", "autoscaling"])
+    assert result.returncode != 0
+    assert "imagegen.io/coordination" in result.stderr
+
+
+@pytest.mark.parametrize("coordination", ["valkey-dev", "coordination"])
+def test_autoscaling_renders_after_a_coordination_component(tmp_path: Path, coordination: str) -> None:
+    result = _overlay(tmp_path, [coordination, "autoscaling"])
+    assert result.returncode == 0, result.stderr
+    objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+    assert drift.coordination_problems(objects) == []
+    hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    assert len(hpas) == 2
+    for hpa in hpas:
+        assert hpa["metadata"]["annotations"]["imagegen.io/coordination"]
+
+
+@pytest.mark.parametrize("name", ["prod.yaml", "prod-mtls.yaml"])
+def test_prod_coordinates_through_a_secret(manifests: dict[str, list[dict[str, Any]]], name: str) -> None:
+    for service in ("planner", "executor"):
+        (deployment,) = [o for o in manifests[name] if o["kind"] == "Deployment" and o["metadata"]["name"] == service]
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        for key in ("url", "password"):
+            variable = f"{service.upper()}_COORDINATION_{key.upper()}"
+            assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": "coordination", "key": key, "optional": False}
+    assert not any(o["metadata"]["name"] == "valkey" for o in manifests[name]), "prod uses a managed Valkey"
+    (egress,) = [o for o in manifests[name] if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "coordination-egress"]
+    assert egress["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 6379}]
+
+
+def _policy(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == name]
+    return policy["spec"]
+
+
+def test_only_the_services_reach_the_dev_valkey(manifests: dict[str, list[dict[str, Any]]]) -> None:
+    objects = manifests["dev.yaml"]
+    valkey = _policy(objects, "valkey")
+    assert valkey["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "valkey"}}
+    assert valkey["policyTypes"] == ["Ingress", "Egress"] and "egress" not in valkey
+    (rule,) = valkey["ingress"]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "planner"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "executor"}}},
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    services = _policy(objects, "coordination")
+    assert services["podSelector"]["matchExpressions"][0]["values"] == ["planner", "executor"]
+    (rule,) = services["egress"]
+    assert rule["to"][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "valkey"}}
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    (service,) = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "valkey"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [6379]
+
+
+def test_the_dev_valkey_is_one_node_without_persistence(manifests: dict[str, list[dict[str, Any]]]) -> None:
+    (deployment,) = [o for o in manifests["dev.yaml"] if o["kind"] == "Deployment" and o["metadata"]["name"] == "valkey"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["image"].startswith("valkey/valkey:") and not container["image"].endswith(":latest")
+    args = container["args"]
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+    assert args[args.index("--maxmemory-policy") + 1] != "noeviction"
+    assert container["readinessProbe"]["exec"]["command"] == ["valkey-cli", "ping"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data", "/tmp"}
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    assert all("emptyDir" in v for v in volumes.values())

@@ -34,7 +34,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote
 
 import grpc
@@ -204,9 +204,7 @@ class _Method:
         response_ids = self.response_ids
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(self, context)
-            error: BaseException | None = None
-            try:
+            async with _Call(self, context) as call:
                 await call.admit(request)
                 response = (
                     await behavior(request, context)
@@ -216,29 +214,15 @@ class _Method:
                 if response_ids is not None and response is not None:
                     bind(**response_ids(response))
                 return response
-            except BaseException as exc:
-                error = exc
-                await call.map(exc)
-                raise
-            finally:
-                call.finish(error)
 
         return unary_unary
 
     def _stream_unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(self, context)
-            error: BaseException | None = None
-            try:
+            async with _Call(self, context) as call:
                 await call.admit(None)
                 checked = _CheckedContext(context, self)
                 return await _result(behavior(checked.requests(requests), checked))
-            except BaseException as exc:
-                error = exc
-                await call.map(exc)
-                raise
-            finally:
-                call.finish(error)
 
         return stream_unary
 
@@ -344,6 +328,18 @@ class _Call:
         if method.tracer is not None:
             self._start_span(method.tracer)
         self.started = time.perf_counter()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        """The end of a call with one answer: an error the handler raised answered with
+        its status (map), then the closing line whatever happens."""
+        try:
+            if error is not None:
+                await self.map(error)
+        finally:
+            self.finish(error)
 
     async def admit(self, request: Any) -> None:
         """Before the handler: the token, then the request's bytes; aborts the call

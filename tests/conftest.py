@@ -1,4 +1,5 @@
-"""Shared fixtures: real grpc.aio servers on 127.0.0.1 port 0, torn down after each test."""
+"""Shared fixtures: real grpc.aio servers on 127.0.0.1 port 0, the scripted OpenAI
+server, S3 and Valkey, torn down after each test."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis
 
 from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
@@ -16,6 +18,7 @@ from planner_service.bootstrap import create_server as create_planner_server
 from planner_service.config import PlannerSettings
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.s3_server import ExternalS3, S3Server, s3_from_environment_or_start
+from tests.support.valkey_server import ValkeyServer
 
 PUBLIC_BASE = "http://game.test/api/images"
 
@@ -84,3 +87,19 @@ def s3_bucket(s3_server: S3Server | ExternalS3) -> Iterator[str]:
         for item in client.list_objects(name, recursive=True):
             client.remove_object(name, item.object_name)
         client.remove_bucket(name)
+
+
+@pytest.fixture
+def valkey_server(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A valkey-server of this test's own on 127.0.0.1 (tests/support/valkey_server.py)."""
+    with ValkeyServer(tmp_path / "valkey") as server:
+        yield server
+
+
+@pytest.fixture
+async def raw(valkey_server: ValkeyServer) -> AsyncIterator[redis.Redis]:
+    """A plain client of valkey_server, as an operator's (or a dead replica's): to look at
+    what the services left in Valkey."""
+    client = redis.Redis.from_url(valkey_server.url)
+    yield client
+    await client.aclose()

@@ -35,6 +35,20 @@ def check_pause(remaining: float) -> None:
         )
 
 
+def once(callback: Callable[[], None]) -> Callable[[], None]:
+    """callback, called the first time only: a provider call that waits more than once
+    (a pause, then the cap) is counted as queued once."""
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            callback()
+
+    return call
+
+
 class InProcessCoordination:
     """provider_concurrency: at most this many provider calls at once (0: no cap)."""
 
@@ -57,14 +71,7 @@ class InProcessCoordination:
 
     @contextlib.asynccontextmanager
     async def provider_slot(self, on_queued: Callable[[], None]) -> AsyncIterator[None]:
-        queued = False
-
-        def queue() -> None:
-            nonlocal queued
-            if not queued:
-                queued = True
-                on_queued()
-
+        queue = once(on_queued)
         while (wait := self._paused_until - self._clock()) > 0:
             check_pause(wait)
             queue()

@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 
-from executor_service.coordination.in_process import InProcessCoordination, check_pause
+from executor_service.coordination.in_process import InProcessCoordination, check_pause, once
 from executor_service.coordination.request_records import check_binding
 from executor_service.coordination.wakeups import Wakeups
 from imagegen.catalogue import MAX_RETRY_AFTER
@@ -266,14 +266,7 @@ class ValkeyCoordination:
 
     @contextlib.asynccontextmanager
     async def provider_slot(self, on_queued: Callable[[], None]) -> AsyncIterator[None]:
-        queued = False
-
-        def queue() -> None:
-            nonlocal queued
-            if not queued:
-                queued = True
-                on_queued()
-
+        queue = once(on_queued)
         holder = await self._take_slot(queue)
         if holder is None:  # Valkey does not answer: this process's own cap and pause
             async with self._fallback.provider_slot(queue):

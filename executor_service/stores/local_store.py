@@ -16,6 +16,7 @@ the root is reached.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import errno
 import json
@@ -24,7 +25,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -213,18 +214,27 @@ def _read_sidecar(path: Path) -> tuple[str, dict[str, str]]:
     return content_type, metadata
 
 
-def _create(path: Path, data: bytes) -> bool:
-    """Write path with data only if it does not exist (link(2) of a complete temporary
-    file, atomic on POSIX file systems); False when it exists."""
+@contextlib.contextmanager
+def _complete_temporary(path: Path, data: bytes) -> Iterator[str]:
+    """A temporary file beside path (on its file system) holding all of data, closed, for
+    the caller to link or move to path; its name is gone after, whatever happens."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
+        yield tmp
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _create(path: Path, data: bytes) -> bool:
+    """Write path with data only if it does not exist (link(2) of a complete temporary
+    file, atomic on POSIX file systems); False when it exists."""
+    with _complete_temporary(path, data) as tmp:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
     return True
 
 
@@ -233,11 +243,5 @@ def _writable_directory(path: Path) -> bool:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
+    with _complete_temporary(path, data) as tmp:
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

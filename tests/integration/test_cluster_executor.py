@@ -25,31 +25,29 @@ from imagegen.v1.image_plan_pb2 import ImageGenerationResult
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_openai_images import image_bytes, make_plan
 from tests.support import fake_openai as fo
-from tests.support.executor_process import ExecutorProcess, health, start_all
 from tests.support.s3_server import ExternalS3, S3Server
+from tests.support.service_process import ServiceProcess, health, start_all
 from tests.support.valkey_server import ValkeyServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 UP = "imagegen_executor_coordination_up"
-Cluster = Callable[..., Awaitable[list[ExecutorProcess]]]
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
-    with ValkeyServer(tmp_path / "valkey") as server:
-        yield server
+Cluster = Callable[..., Awaitable[list[ServiceProcess]]]
 
 
 @pytest.fixture
 def cluster(
-    tmp_path: Path, fake_openai: fo.FakeOpenAI, s3_server: S3Server | ExternalS3, s3_bucket: str, valkey: ValkeyServer
+    tmp_path: Path,
+    fake_openai: fo.FakeOpenAI,
+    s3_server: S3Server | ExternalS3,
+    s3_bucket: str,
+    valkey_server: ValkeyServer,
 ) -> Iterator[Cluster]:
     """cluster(count, **env): count executor processes on one Valkey, one bucket and
     the fake OpenAI, serving; stopped after the test."""
-    started: list[ExecutorProcess] = []
+    started: list[ServiceProcess] = []
 
-    async def start(count: int = 3, **env: str) -> list[ExecutorProcess]:
+    async def start(count: int = 3, **env: str) -> list[ServiceProcess]:
         shared = {
             "EXECUTOR_PROVIDER": "openai",
             "EXECUTOR_OPENAI_BASE_URL": fake_openai.base_url,
@@ -62,10 +60,11 @@ def cluster(
             "EXECUTOR_MINIO_REGION": s3_server.region,
             "EXECUTOR_BUCKET": s3_bucket,
             "EXECUTOR_PUBLIC_BASE_URL": PUBLIC_BASE,
-            "EXECUTOR_COORDINATION_URL": valkey.url,
+            "EXECUTOR_COORDINATION_URL": valkey_server.url,
             **env,
         }
-        processes = [ExecutorProcess(f"executor-{len(started) + i}", shared, tmp_path) for i in range(count)]
+        names = [f"executor-{len(started) + i}" for i in range(count)]
+        processes = [ServiceProcess("executor", name, shared, tmp_path) for name in names]
         started.extend(processes)
         return await start_all(processes)
 
@@ -75,7 +74,7 @@ def cluster(
 
 
 @asynccontextmanager
-async def clients(replicas: list[ExecutorProcess]) -> AsyncIterator[list[AsyncExecutorClient]]:
+async def clients(replicas: list[ServiceProcess]) -> AsyncIterator[list[AsyncExecutorClient]]:
     async with AsyncExitStack() as stack:
         yield [await stack.enter_async_context(AsyncExecutorClient(r.target, timeout=120)) for r in replicas]
 
@@ -175,7 +174,7 @@ async def test_a_lease_holder_killed_mid_render_is_taken_over_by_a_waiting_repli
 
 
 async def test_valkey_killed_mid_run_leaves_every_replica_serving_and_its_return_resumes_coordination(
-    cluster: Cluster, fake_openai: fo.FakeOpenAI, valkey: ValkeyServer
+    cluster: Cluster, fake_openai: fo.FakeOpenAI, valkey_server: ValkeyServer
 ) -> None:
     png = image_bytes()
     fake_openai.script_images(*[fo.images_b64(png)] * 5)
@@ -185,7 +184,7 @@ async def test_valkey_killed_mid_run_leaves_every_replica_serving_and_its_return
     async with clients(replicas) as (first, second):
         await first.execute_plan(make_plan(enhanced_prompt="before"))
 
-        valkey.kill()
+        valkey_server.kill()
         await until(lambda: all(r.metric(UP) == 0 for r in replicas))
         answers = [
             await (first, second)[i % 2].execute_plan(make_plan(enhanced_prompt=f"down {i}"), request_id=f"down-{i}")
@@ -197,7 +196,7 @@ async def test_valkey_killed_mid_run_leaves_every_replica_serving_and_its_return
             assert await health(replica.target) == health_pb2.HealthCheckResponse.SERVING
             assert len(replica.messages("Valkey does not answer")) == 1
 
-        valkey.start()  # empty, on the same port
+        valkey_server.start()  # empty, on the same port
         await until(lambda: all(r.metric(UP) == 1 for r in replicas))
         for replica in replicas:
             assert len(replica.messages("Valkey answers again")) == 1

@@ -15,8 +15,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import grpc
@@ -34,24 +32,11 @@ from tests.conftest import PUBLIC_BASE
 from tests.integration.test_openai_images import configured_provider, files_under, image_bytes, make_plan, openai_provider
 from tests.support import fake_openai as fo
 from tests.support.executor_server import running_executor
+from tests.support.images import png_claiming
 
 pytestmark = pytest.mark.integration
 
 BOTH = ("openai", "offline")
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with next to no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def noisy(fmt: str, size: tuple[int, int] = (1024, 1024)) -> bytes:

@@ -13,6 +13,7 @@ through clients/.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -21,44 +22,26 @@ import pytest
 from clients import AsyncPlannerClient, PlanningFailed
 from imagegen.catalogue import MAX_RETRY_AFTER
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
-from planner_service.bootstrap import build_planner, create_server
-from planner_service.config import PlannerSettings
 from planner_service.openai_agent import MAX_ANSWER_BYTES, TOOL_NAME
 from tests.support import fake_openai as fo
+from tests.support.llm_planner import ANSWER, API_KEY, PROMPT, running_llm_planner
 
 pytestmark = pytest.mark.integration
-
-API_KEY = "sk-test-hostile-0123456789"
-PROMPT = "The party ambushes goblins on a rope bridge"
-ANSWER = {
-    "enhanced_prompt": "Adventurers spring an ambush on goblins crossing a swaying rope bridge over a gorge.",
-    "image_type": "scene",
-    "style": "cinematic",
-    "size": "1536x1024",
-}
 
 StartPlanner = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
 async def start_planner(fake_openai: fo.FakeOpenAI) -> AsyncIterator[StartPlanner]:
-    """Start a planner pointed at the fake LLM; returns its target."""
-    started = []
+    """Start a planner pointed at the fake LLM (a 5 s timeout unless overrides say
+    otherwise); returns its target. All are stopped after the test."""
+    async with contextlib.AsyncExitStack() as started:
 
-    async def start(**overrides: object) -> str:
-        settings = PlannerSettings(**{  # type: ignore[arg-type]
-            "address": "127.0.0.1:0", "llm_base_url": fake_openai.base_url, "llm_api_key": API_KEY,
-            "llm_model": "gpt-test", "llm_max_retries": 0, "llm_timeout_seconds": 5.0, **overrides,
-        })
-        planner = build_planner(settings)
-        running = await create_server(settings, planner)
-        started.append((running, planner))
-        return f"127.0.0.1:{running.port}"
+        async def start(**overrides: object) -> str:
+            planner = running_llm_planner(fake_openai, **{"llm_timeout_seconds": 5.0, **overrides})
+            return await started.enter_async_context(planner)
 
-    yield start
-    for running, planner in started:
-        await running.stop(None)
-        await planner.aclose()
+        yield start
 
 
 async def plan(target: str, *, timeout: float = 30) -> ImageGenerationPlan:

@@ -28,26 +28,12 @@ from imagegen_runtime.security import TokenCheck
 from imagegen_runtime.serving import RunningServer, ServiceBinding, start_server
 from imagegen_runtime.telemetry.metrics import RpcMetrics, new_registry
 from tests.integration.test_metrics import scrape, value
-from tests.support.calls import (
-    AUTHORIZED,
-    TOKEN,
-    ClosingLines,
-    closing_lines,
-    codes,
-    in_memory_tracing,
-    running_service,
-)
+from tests.support.calls import AUTHORIZED, TOKEN, ClosingLines, codes, in_memory_tracing, running_service
 
 pytestmark = pytest.mark.integration
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture
-def lines() -> Iterator[ClosingLines]:
-    with closing_lines() as handler:
-        yield handler
 
 
 # ---- a service with every handler shape ------------------------------------------------------
@@ -334,12 +320,6 @@ async def test_every_shape_answers_bytes_that_do_not_decode_with_invalid_argumen
 
 
 # ---- health's Watch on both services, every port ---------------------------------------------
-
-
-@pytest.fixture
-def tracing() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    with in_memory_tracing() as provider_and_exporter:
-        yield provider_and_exporter
 
 
 @pytest.mark.parametrize("token", ["", TOKEN], ids=["no token", "token"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,7 @@ from imagegen.v1 import executor_service_pb2, planner_service_pb2
 from imagegen_runtime.serving import RunningServer
 from tests.integration.test_interceptor import MALFORMED, held_open
 from tests.integration.test_metrics import scrape, value
-from tests.support.calls import (
-    AUTHORIZED,
-    TOKEN,
-    ClosingLines,
-    closing_lines,
-    codes,
-    in_memory_tracing,
-    running_service,
-)
+from tests.support.calls import AUTHORIZED, TOKEN, ClosingLines, codes, running_service
 from tests.support.logs import captured_logs
 from tests.support.plans import make_plan
 
@@ -47,18 +39,6 @@ SERVICES = {
     "planner": planner_service_pb2.DESCRIPTOR.services_by_name["PlannerService"],
     "executor": executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"],
 }
-
-
-@pytest.fixture
-def tracing() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    with in_memory_tracing() as provider_and_exporter:
-        yield provider_and_exporter
-
-
-@pytest.fixture
-def lines() -> Iterator[ClosingLines]:
-    with closing_lines() as handler:
-        yield handler
 
 
 @pytest.fixture

@@ -282,18 +282,11 @@ async def test_two_executors_without_coordination_both_describe_the_stored_objec
     import hashlib
 
     from executor_service.executor import Executor
-    from tests.support.plans import make_plan
-    from tests.unit.test_executor import DifferentEachTime
+    from tests.unit.test_executor import DifferentEachTime, execute_at_once
 
     provider = DifferentEachTime()
-    provider.gate = asyncio.Event()
     executors = [Executor(provider, make_store(s3_server, s3_bucket), "https://x") for _ in range(2)]
-    calls = [asyncio.ensure_future(executor.execute(make_plan())) for executor in executors]
-    while provider.calls < 2:
-        await asyncio.wait_for(provider.started.wait(), 5)
-        provider.started.clear()
-    provider.gate.set()
-    results = await asyncio.gather(*calls)
+    results = await execute_at_once(executors, provider)
     (name,) = [o.object_name for o in s3_server.client().list_objects(s3_bucket, recursive=True)]
     stored = s3_server.client().get_object(s3_bucket, name)
     try:

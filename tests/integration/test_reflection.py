@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from imagegen_runtime.serving import RunningServer
 from tests.integration.test_metrics import scrape, value
-from tests.support.calls import TOKEN, ClosingLines, closing_lines, running_service
+from tests.support.calls import TOKEN, ClosingLines, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +37,6 @@ async def grpcurl(*args: str) -> str:
 def reflection_calls(samples: Any, service: str) -> float:
     labels = {"grpc_service": service, "grpc_method": "ServerReflectionInfo", "grpc_type": "bidi_stream"}
     return value(samples, "grpc_server_handled_total", grpc_code="OK", **labels)
-
-
-@pytest.fixture
-def lines() -> Iterator[ClosingLines]:
-    with closing_lines() as handler:
-        yield handler
 
 
 @pytest.fixture(params=["planner", "executor"])

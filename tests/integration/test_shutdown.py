@@ -2,17 +2,13 @@
 finishes, new calls are refused, the process exits 0, and every line it logged
 is JSON.
 
-The process listens on a port the test picks (EXECUTOR_ADDRESS=127.0.0.1:PORT):
-port 0 would leave the test no way to learn it."""
+The process listens on a port the test picks (EXECUTOR_ADDRESS=127.0.0.1:PORT, by
+tests/support/service_process.py): port 0 would leave the test no way to learn it."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -23,21 +19,11 @@ from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 from tests.integration.test_executor_rpcs import make_plan
 from tests.integration.test_openai_images import image_bytes
 from tests.support import fake_openai as fo
-from tests.support.s3_server import free_ports
+from tests.support.service_process import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 RENDER_SECONDS = 2.0
-
-
-async def serving(target: str) -> bool:
-    async with grpc.aio.insecure_channel(target) as channel:
-        try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.aio.AioRpcError:
-            return False
-    return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def refused(target: str) -> bool:
@@ -54,30 +40,18 @@ async def test_sigterm_finishes_the_execution_in_flight_and_refuses_new_calls(
 ) -> None:
     png = image_bytes()
     fake_openai.script_images(fo.delay(RENDER_SECONDS, fo.images_b64(png)))
-    (port,) = free_ports(1)
-    target = f"127.0.0.1:{port}"
     env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(REPO),
-        "EXECUTOR_ADDRESS": target,
         "EXECUTOR_PROVIDER": "openai",
         "EXECUTOR_OPENAI_BASE_URL": fake_openai.base_url,
         "EXECUTOR_OPENAI_MAX_RETRIES": "0",
         "EXECUTOR_LOCAL_STORE_DIR": str(tmp_path / "images"),
         "EXECUTOR_SHUTDOWN_GRACE_SECONDS": "30",
-        "LOG_FORMAT": "json",
     }
-    log_path = tmp_path / "executor.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "executor_service"], cwd=tmp_path, env=env,
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        )
+    executor = ServiceProcess("executor", "executor", env, tmp_path).spawn()
+    process, target = executor.process, executor.target
+    assert process is not None  # spawned
     try:
-        async with asyncio.timeout(30):
-            while not await serving(target):
-                assert process.poll() is None, log_path.read_text()
-                await asyncio.sleep(0.05)
+        await executor.serving()
 
         async with grpc.aio.insecure_channel(target) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
@@ -102,11 +76,9 @@ async def test_sigterm_finishes_the_execution_in_flight_and_refuses_new_calls(
         assert len(fake_openai.image_requests) == 1  # the refused call never reached the provider
         assert await asyncio.to_thread(process.wait, 30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        executor.kill()
 
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    records = executor.log_records()
     messages = [record["message"] for record in records]
     assert any(message.startswith("executor listening on port") for message in messages)
     assert "shutting down" in messages

@@ -13,7 +13,7 @@ from executor_service.ports import RenderedImage
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.errors import InvalidRequest, ProviderUnavailable
 from imagegen.fingerprint import with_fingerprint
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ImageType
 from tests.support.plans import make_plan
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend image bytes"
@@ -219,17 +219,23 @@ class DifferentEachTime(CountingProvider):
         return RenderedImage(PNG + str(self.calls).encode() * self.calls, image.mime_type, 1024, 1024, model="x")
 
 
-async def test_two_executors_on_one_store_both_describe_the_stored_bytes(tmp_path: Path) -> None:
-    """No coordination: both render; the store's create-if-absent decides, and both results tell the truth."""
-    provider = DifferentEachTime()
+async def execute_at_once(executors: list[Executor], provider: CountingProvider) -> list[ImageGenerationResult]:
+    """Each executor executes the same plan, every one rendering with provider before
+    any of them stores: what each answers."""
     provider.gate = asyncio.Event()
-    executors = [Executor(provider, LocalObjectStore(tmp_path / "store", "images"), "https://x") for _ in range(2)]
     calls = [asyncio.ensure_future(executor.execute(make_plan())) for executor in executors]
-    while provider.calls < 2:
+    while provider.calls < len(executors):
         await asyncio.wait_for(provider.started.wait(), 5)
         provider.started.clear()
     provider.gate.set()
-    results = await asyncio.gather(*calls)
+    return list(await asyncio.gather(*calls))
+
+
+async def test_two_executors_on_one_store_both_describe_the_stored_bytes(tmp_path: Path) -> None:
+    """No coordination: both render; the store's create-if-absent decides, and both results tell the truth."""
+    provider = DifferentEachTime()
+    executors = [Executor(provider, LocalObjectStore(tmp_path / "store", "images"), "https://x") for _ in range(2)]
+    results = await execute_at_once(executors, provider)
     (image,) = [p for p in files_under(tmp_path / "store") if p.suffix == ".png"]
     stored = image.read_bytes()
     for result in results:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 
 import pytest
 from PIL import Image
@@ -21,6 +19,7 @@ from executor_service.providers.verify import BrokenImage, ImageLimits, Verified
 from imagegen.errors import ProviderUnavailable
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen_runtime.settings import ConfigError
+from tests.support.images import png_claiming
 
 LIMITS = ImageLimits()
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -32,20 +31,6 @@ def encoded(fmt: str = "PNG", size: tuple[int, int] = (96, 64), *, noise: bool =
     out = io.BytesIO()
     Image.frombytes("RGB", size, pixels).save(out, format=fmt)
     return out.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with one row of pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def check(data: bytes, fmt: str = "PNG", size: tuple[int, int] = (96, 64), limits: ImageLimits = LIMITS) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -92,20 +91,6 @@ class Replica:
 
 
 MakeReplica = Callable[..., Replica]
-
-
-@pytest.fixture
-def valkey_server(tmp_path: Path) -> Iterator[ValkeyServer]:
-    with ValkeyServer(tmp_path / "valkey") as server:
-        yield server
-
-
-@pytest.fixture
-async def raw(valkey_server: ValkeyServer) -> AsyncIterator[redis.Redis]:
-    """A plain client, as an operator's (or a dead replica's)."""
-    client = redis.Redis.from_url(valkey_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

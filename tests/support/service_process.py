@@ -1,8 +1,10 @@
-"""`python -m executor_service` as a child process on 127.0.0.1, for tests that need
-several real replicas (and kill them): its gRPC target, its metrics, its JSON log.
+"""`python -m executor_service` or `python -m planner_service` as a child process on
+127.0.0.1, for tests that need real processes (several replicas, a signal, a kill): its
+gRPC target, its metrics, its JSON log.
 
-The ports are picked free by the test (EXECUTOR_ADDRESS, EXECUTOR_METRICS_ADDRESS), since
-port 0 would leave it no way to learn them; start() returns once health says SERVING.
+The ports are picked free by the test (EXECUTOR_ADDRESS and EXECUTOR_METRICS_ADDRESS, or
+the PLANNER_ ones), since port 0 would leave it no way to learn them; serving() returns
+once health says SERVING.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -36,9 +38,14 @@ async def health(target: str) -> int | None:
     return response.status
 
 
-class ExecutorProcess:
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+class ServiceProcess:
+    def __init__(
+        self, service: Literal["executor", "planner"], name: str, env: dict[str, str], log_dir: Path
+    ) -> None:
+        """`python -m {service}_service` with env (and PATH, PYTHONPATH, JSON logs), its
+        output to log_dir/{name}.log, its working directory log_dir."""
         self.name = name
+        self.module = f"{service}_service"
         port, metrics_port = free_ports(2)
         self.target = f"127.0.0.1:{port}"
         self.metrics_port = metrics_port
@@ -48,20 +55,20 @@ class ExecutorProcess:
             "PYTHONPATH": str(REPO),
             "LOG_FORMAT": "json",
             **env,
-            "EXECUTOR_ADDRESS": self.target,
-            "EXECUTOR_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+            f"{service.upper()}_ADDRESS": self.target,
+            f"{service.upper()}_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def spawn(self) -> ExecutorProcess:
+    def spawn(self) -> ServiceProcess:
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "executor_service"], cwd=self.log_path.parent, env=self.env,
+                [sys.executable, "-m", self.module], cwd=self.log_path.parent, env=self.env,
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
             )
         return self
 
-    async def serving(self, timeout: float = 30) -> ExecutorProcess:
+    async def serving(self, timeout: float = 30) -> ServiceProcess:
         """Return once health says SERVING (a bounded poll of the child's state)."""
         async with asyncio.timeout(timeout):
             while await health(self.target) != health_pb2.HealthCheckResponse.SERVING:
@@ -107,7 +114,7 @@ class ExecutorProcess:
         return [r["message"] for r in self.log_records() if containing in r.get("message", "")]
 
 
-async def start_all(processes: list[ExecutorProcess]) -> list[ExecutorProcess]:
+async def start_all(processes: list[ServiceProcess]) -> list[ServiceProcess]:
     """Spawn them all, then wait for each to serve (they start in parallel)."""
     for process in processes:
         process.spawn()

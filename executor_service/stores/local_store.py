@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import errno
+import fcntl
 import json
 import logging
 import os
 import stat
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 _SIDECAR = ".meta.json"
 # A sidecar holds a media type and a few short metadata values; anything larger is not ours.
 MAX_SIDECAR_BYTES = 64 * 1024
-# A writer that lost the race for a key waits this long for the winner's image; a claim
-# (sidecar) with no image after ORPHAN_SECONDS belongs to a writer that died.
-WINNER_WAIT_SECONDS = 5.0
-ORPHAN_SECONDS = 30.0
 _NO_FOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -125,12 +121,12 @@ class LocalObjectStore:
         )
 
     def _put(self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]) -> StoredObject:
-        """Create-if-absent, atomically: the sidecar is created with link(2), which fails
-        when the name exists, so exactly one writer claims a key; it then renames its
-        image into place. stat() needs the image, so an image is never visible without
-        its metadata. A writer that loses waits for the winner's image (a moment, on one
-        disk) and raises AlreadyStored with it; a claim whose writer died before its image
-        landed is taken over once it is ORPHAN_SECONDS old."""
+        """Create-if-absent: under an exclusive lock on the store's root directory (flock(2),
+        which every process writing this store takes, and which the kernel drops when a
+        writer dies), look, then write the sidecar and the image, each renamed into place.
+        stat() needs the image, so an image is never visible without its metadata; what is
+        there but not the store's own (a sidecar it did not write) is written over.
+        AlreadyStored with the object when the key is taken."""
         try:
             path = self._path(key)
         except _NotOurs as exc:
@@ -138,43 +134,23 @@ class LocalObjectStore:
         sidecar_path = path.with_name(path.name + _SIDECAR)
         sidecar = json.dumps({"content_type": content_type, "metadata": dict(metadata)}).encode()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not _create(sidecar_path, sidecar):
-                existing = self._winner(key, path, sidecar_path)
+            self._root.mkdir(parents=True, exist_ok=True)
+            with _exclusive(self._root):
+                existing = self._stat(key)
                 if existing is not None:
                     raise AlreadyStored(existing)
-                _write_atomically(sidecar_path, sidecar)  # an orphaned claim: take it over
-            try:
-                _write_atomically(path, data)
-            except BaseException:
-                sidecar_path.unlink(missing_ok=True)  # give the claim back: nothing was stored
-                raise
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomically(sidecar_path, sidecar)
+                try:
+                    _write_atomically(path, data)
+                except BaseException:
+                    sidecar_path.unlink(missing_ok=True)  # nothing was stored: leave nothing
+                    raise
         except OSError as exc:
             raise StorageUnavailable(f"local store cannot write {key}: {exc.strerror}") from exc
         stored = self._stat(key)
         assert stored is not None
         return stored
-
-    def _winner(self, key: str, path: Path, sidecar_path: Path) -> StoredObject | None:
-        """The object another writer stored under key, once its image is there; None when
-        the claim is not a live one: its image is there but the sidecar is not one the
-        store wrote, or there is no image ORPHAN_SECONDS after the claim."""
-        deadline = time.monotonic() + WINNER_WAIT_SECONDS
-        while True:
-            stored = self._stat(key)
-            if stored is not None:
-                return stored
-            if path.exists():
-                return None
-            try:
-                age = time.time() - sidecar_path.lstat().st_mtime
-            except FileNotFoundError:
-                age = ORPHAN_SECONDS
-            if age >= ORPHAN_SECONDS:
-                return None
-            if time.monotonic() > deadline:
-                raise StorageUnavailable(f"local store: {key} is being written by another process")
-            time.sleep(0.01)  # the other writer's rename, on the same disk
 
 
 async def _chunks(file: BinaryIO, chunk_size: int, key: str) -> AsyncIterator[bytes]:
@@ -227,15 +203,15 @@ def _complete_temporary(path: Path, data: bytes) -> Iterator[str]:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _create(path: Path, data: bytes) -> bool:
-    """Write path with data only if it does not exist (link(2) of a complete temporary
-    file, atomic on POSIX file systems); False when it exists."""
-    with _complete_temporary(path, data) as tmp:
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-    return True
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """flock(2) on directory, held for the block: the store's writers, one at a time."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _writable_directory(path: Path) -> bool:

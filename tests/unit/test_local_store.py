@@ -12,7 +12,7 @@ from unittest import mock
 import pytest
 
 from executor_service.ports import AlreadyStored
-from executor_service.stores.local_store import ORPHAN_SECONDS, LocalObjectStore
+from executor_service.stores.local_store import LocalObjectStore
 from imagegen.errors import NotFound, StorageMisconfigured, StorageUnavailable
 
 
@@ -138,12 +138,41 @@ async def test_concurrent_puts_store_one_object_and_every_writer_describes_it(tm
     assert on_disk == f"bytes-{winners[0].metadata['sha256']}".encode()
 
 
-async def test_a_claim_whose_writer_died_is_taken_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_sidecar_left_without_its_image_is_written_over(tmp_path: Path) -> None:
+    """A writer that died between the sidecar and the image left no object: the next put stores."""
     store = LocalObjectStore(tmp_path, "b")
     (tmp_path / "s/item").mkdir(parents=True)
-    claim = tmp_path / "s/item/a.png.meta.json"
-    claim.write_text('{"content_type": "image/png", "metadata": {"sha256": "dead"}}')  # no image: it died
-    old = claim.stat().st_mtime - ORPHAN_SECONDS - 1
-    os.utime(claim, (old, old))
+    (tmp_path / "s/item/a.png.meta.json").write_text('{"content_type": "image/png", "metadata": {"sha256": "dead"}}')
     stored = await store.put("s/item/a.png", b"fresh", "image/png", {"sha256": "new"})
     assert stored.metadata == {"sha256": "new"} and (tmp_path / "s/item/a.png").read_bytes() == b"fresh"
+
+
+async def test_writers_in_other_processes_store_one_object(tmp_path: Path) -> None:
+    """Four processes race for one key on one disk: one stores, three are told what is stored."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from executor_service.ports import AlreadyStored\n"
+        "from executor_service.stores.local_store import LocalObjectStore\n"
+        "async def main():\n"
+        "    store = LocalObjectStore(Path(sys.argv[1]), 'b')\n"
+        "    try:\n"
+        "        await store.put('s/item/a.png', sys.argv[2].encode() * 100_000, 'image/png', {'sha256': sys.argv[2]})\n"
+        "        print('stored', sys.argv[2])\n"
+        "    except AlreadyStored as taken:\n"
+        "        print('taken', taken.existing.metadata['sha256'])\n"
+        "asyncio.run(main())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(i)], cwd=root, stdout=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    outcomes = [run.communicate(timeout=60)[0].split() for run in runs]
+    stored = [who for verdict, who in outcomes if verdict == "stored"]
+    told = {who for verdict, who in outcomes if verdict == "taken"}
+    assert len(stored) == 1 and told <= set(stored) and len(outcomes) == 4
+    assert (tmp_path / "s/item/a.png").read_bytes() == stored[0].encode() * 100_000

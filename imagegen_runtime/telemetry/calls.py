@@ -173,9 +173,11 @@ def peer_gone(error: BaseException, context: grpc.aio.ServicerContext) -> bool:
 
 def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
     """The status code the caller got, from how the handler ended."""
-    if isinstance(error, asyncio.CancelledError) or (error is not None and peer_gone(error, context)):
+    if isinstance(error, asyncio.CancelledError):
         return cancelled_code(context)
     code = context.code()
     if code is not None:
-        return code  # set by abort (the error mapping's included) or set_code
+        return code  # set by abort (the error mapping's included) or set_code, whoever left since
+    if error is not None and peer_gone(error, context):
+        return cancelled_code(context)  # a write into a call the caller had left
     return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN

@@ -237,6 +237,13 @@ async def test_tokens_are_never_logged(tokened: tuple[str, str], fmt: str) -> No
         async with wrong_executor as bad:
             with pytest.raises(ExecutionFailed):
                 await bad.execute_plan(plan)
+        # A server writes a call's closing line after the caller has its answer: wait for
+        # the three refusals' lines (bounded) before reading what was logged.
+        for _ in range(500):
+            refusals = [l for l in stream.getvalue().splitlines() if "imagegen.rpc" in l and "UNAUTHENTICATED" in l]
+            if len(refusals) >= 3:
+                break
+            await asyncio.sleep(0.01)
     lines = stream.getvalue().splitlines()
     if fmt == "json":
         records = [json.loads(line) for line in lines]  # every line is one JSON object

@@ -82,3 +82,8 @@ def test_only_a_sane_request_id_is_kept() -> None:
 def test_an_error_in_a_call_the_caller_left_is_its_cancellation() -> None:
     assert final_code(Context(5.0, cancelled=True), RuntimeError()) == grpc.StatusCode.CANCELLED  # type: ignore[arg-type]
     assert final_code(Context(0.0, cancelled=True), RuntimeError()) == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[arg-type]
+
+
+def test_a_status_already_sent_stands_when_the_caller_leaves_before_the_closing_line() -> None:
+    refused = Context(5.0, grpc.StatusCode.UNAUTHENTICATED, cancelled=True)
+    assert final_code(refused, grpc.aio.AbortError()) == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[arg-type]

@@ -98,7 +98,11 @@ async def test_put_is_conditional_so_a_second_writer_gets_what_is_stored(
         stored.release_conn()
 
 
-async def test_concurrent_puts_leave_one_object_and_every_writer_describes_it(store: MinioObjectStore) -> None:
+async def test_concurrent_puts_leave_one_object_and_every_writer_describes_it(s3_server: S3, s3_bucket: str) -> None:
+    # SeaweedFS answers concurrent conditional PUTs of one key one by one, about a second
+    # apart: a generous timeout, as this is about what is stored, not how fast.
+    store = make_store(s3_server, s3_bucket, timeout=30.0)
+    store.ensure_ready()
     outcomes = await asyncio.gather(
         *(store.put(KEY, f"writer {i}".encode() * (i + 1), "image/png", {"sha256": str(i)}) for i in range(6)),
         return_exceptions=True,
@@ -285,7 +289,7 @@ async def test_two_executors_without_coordination_both_describe_the_stored_objec
     from tests.unit.test_executor import DifferentEachTime, execute_at_once
 
     provider = DifferentEachTime()
-    executors = [Executor(provider, make_store(s3_server, s3_bucket), "https://x") for _ in range(2)]
+    executors = [Executor(provider, make_store(s3_server, s3_bucket, timeout=30.0), "https://x") for _ in range(2)]
     results = await execute_at_once(executors, provider)
     (name,) = [o.object_name for o in s3_server.client().list_objects(s3_bucket, recursive=True)]
     stored = s3_server.client().get_object(s3_bucket, name)

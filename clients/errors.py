@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import grpc
-from google.rpc import error_details_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from imagegen.errors import FieldViolation
@@ -69,12 +70,30 @@ class ExecutionFailed(ImagegenCallError):
     given), or could not serve a stored image (.plan is None)."""
 
 
+def _status_proto(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status the server sent in grpc-status-details-bin, or None.
+
+    rpc_status.from_call also insists that the status message equal the call's details,
+    and drops everything when a hop re-encodes the message (gRPC percent-encodes it on
+    the wire); the code must still agree, the message need not."""
+    try:
+        return rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:
+        pass
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status()
+            try:
+                status.ParseFromString(value)
+            except DecodeError:
+                return None
+            return status if status.code == error.code().value[0] else None  # type: ignore[attr-defined]
+    return None
+
+
 def _details(error: grpc.RpcError) -> _Details:
     reason, metadata, violations, retry_after, plan = "", {}, (), None, None
-    try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    except ValueError:
-        status = None
+    status = _status_proto(error)
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()

@@ -123,3 +123,25 @@ def test_a_bare_status_still_gives_the_right_exception(channel: grpc_testing.Cha
     with pytest.raises(ExecutionFailed) as caught:
         pending.result(timeout=10)
     assert caught.value.retryable and caught.value.plan == PLAN and caught.value.reason == ""
+
+
+def test_the_details_survive_a_status_message_changed_on_the_way(channel: grpc_testing.Channel) -> None:
+    """rpc_status.from_call drops every detail when the call's message differs from the
+    Status proto's (a hop re-encoded it); the code still agrees, so the details count."""
+    pending = in_background(lambda: ExecutorClient(channel).execute_plan(PLAN))
+    _, _, rpc = channel.take_unary_unary(EXECUTOR.methods_by_name["ExecutePlan"])
+    status = to_status(errors.ContentRejected("refusé: «trop sombre»", plan=PLAN))
+    rpc.terminate(None, status.trailing_metadata, status.code, "refus%C3%A9: re-encoded on the way")
+    with pytest.raises(ExecutionFailed) as caught:
+        pending.result(timeout=10)
+    assert (caught.value.reason, caught.value.plan) == ("CONTENT_REJECTED", PLAN)
+
+
+def test_details_whose_code_disagrees_with_the_call_are_not_believed(channel: grpc_testing.Channel) -> None:
+    pending = in_background(lambda: ExecutorClient(channel).execute_plan(PLAN))
+    _, _, rpc = channel.take_unary_unary(EXECUTOR.methods_by_name["ExecutePlan"])
+    status = to_status(errors.ContentRejected("no", plan=PLAN))  # FAILED_PRECONDITION's details
+    rpc.terminate(None, status.trailing_metadata, grpc.StatusCode.UNAVAILABLE, "something else")
+    with pytest.raises(ExecutionFailed) as caught:
+        pending.result(timeout=10)
+    assert caught.value.reason == "" and caught.value.code == grpc.StatusCode.UNAVAILABLE

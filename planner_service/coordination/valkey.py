@@ -96,11 +96,7 @@ class ValkeyPlans:
 
     async def ping(self) -> bool:
         """Whether Valkey answers now; a change is logged and reported (on_change)."""
-        try:
-            await self._run(lambda client: client.ping())
-        except CoordinationUnavailable:
-            return False
-        return True
+        return await self.valkey.ping()
 
     async def aclose(self) -> None:
         await self.valkey.aclose()
@@ -229,16 +225,13 @@ class ValkeyPlans:
         return lock if acquired else None
 
     async def _run(self, operation: Callable[[redis.Redis], Awaitable[_T]]) -> _T:
-        """valkey.run, and an error reply (a full Valkey, a lock lost) as unavailable too:
-        per-process behaviour for this call rather than an error for the caller."""
+        """valkey.run (which already turns a down Valkey and its error answers into
+        CoordinationUnavailable), and a lost lock as unavailable too: per-process
+        behaviour for this call rather than an error for the caller."""
         try:
             return await self.valkey.run(operation)
         except LockError as exc:
             log.debug("planning: planning lock lost: %s", exc)
-            raise CoordinationUnavailable(str(exc)) from None
-        except RedisError as exc:
-            log.warning("planning: Valkey refused a command (%s: %s); this request is planned without it",
-                        type(exc).__name__, exc)
             raise CoordinationUnavailable(str(exc)) from None
 
     def _parsed(self, data: bytes | None) -> ImageGenerationPlan | None:

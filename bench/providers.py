@@ -11,7 +11,8 @@ import io
 
 from PIL import Image
 
-from executor_service.ports import RenderedImage
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
+from imagegen.catalogue import ProviderCapabilities
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
 
@@ -37,10 +38,13 @@ class FixedProvider:
         self.latency = latency
         self.calls = 0
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return ProviderCapabilities()
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return "image/png"
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         self.calls += 1
         if self.latency:
             await asyncio.sleep(self.latency)  # the provider's own latency, not synchronisation
@@ -56,9 +60,12 @@ class FreshBytesProvider:
     def __init__(self, size: int) -> None:
         self.size = size
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return ProviderCapabilities()
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return "image/png"
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         data = b"\x89PNG\r\n\x1a\n" + bytes(max(0, self.size - 8))
         return RenderedImage(data, "image/png", 2048, 2048, model="fresh")

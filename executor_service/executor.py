@@ -20,6 +20,7 @@ from typing import Any
 
 from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.ports import (
+    NO_INPUTS,
     AlreadyStored,
     ExecutionCoordination,
     ExecutionObserver,
@@ -284,7 +285,7 @@ class Executor:
             report(ExecutionStage.EXECUTION_STAGE_RENDERING)
             started = self._clock()
             try:
-                image = await self._provider.render(plan)
+                image = await self._provider.render(plan, NO_INPUTS)
             except ProviderThrottled as throttled:
                 if throttled.retry_after:
                     await self._coordination.pause_provider(throttled.retry_after)
@@ -311,7 +312,7 @@ class Executor:
             plan=plan,
         )
         result.provider.latency.FromMilliseconds(int(meta.get("latency-ms", 0)))
-        result.create_time.FromDatetime(stored.create_time.astimezone(dt.timezone.utc))
+        result.create_time.FromDatetime(stored.create_time.astimezone(dt.UTC))
         return result
 
 

@@ -10,7 +10,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from executor_service.ports import ImageProvider, RenderedImage, ReuseKind
+from executor_service.ports import NO_INPUTS, ImageProvider, RenderedImage, RenderInputs, ReuseKind
+from imagegen.catalogue import ProviderCapabilities
 from imagegen.errors import ImagegenError
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
@@ -98,13 +99,16 @@ class ObservedProvider:
         self._inner = inner
         self._metrics = metrics
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return self._inner.capabilities(plan)
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return self._inner.mime_type(plan)
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         started = time.perf_counter()
         try:
-            image = await self._inner.render(plan)
+            image = await self._inner.render(plan, inputs)
         except asyncio.CancelledError:
             raise  # the caller left: not the provider's failure
         except Exception as exc:

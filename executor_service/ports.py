@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from imagegen.catalogue import ProviderCapabilities
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
@@ -24,16 +25,52 @@ class RenderedImage:
     provider: str = ""
 
 
+@dataclass(frozen=True)
+class ReferenceInput:
+    """A stored image a render uses, read from the store by the executor.
+
+    role: what the provider is to take from it: "subject" (keep who or what it shows),
+    "style" (follow its look), "edit" (the image to change) or "mask" (where to change it);
+    storage_path: "bucket/key" where it is stored; data, mime_type: its bytes and type."""
+
+    role: str
+    storage_path: str
+    data: bytes
+    mime_type: str
+
+
+# Told each partial image a provider reports while it renders: (image bytes, media type).
+OnPreview = Callable[[bytes, str], None]
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """What a render takes besides its plan: the reference images the plan names, in the
+    plan's order, the mask of an edit, and who to tell about partial images (providers
+    whose capabilities say previews; None: nobody listens)."""
+
+    references: tuple[ReferenceInput, ...] = ()
+    mask: ReferenceInput | None = None
+    on_preview: OnPreview | None = None
+
+
+NO_INPUTS = RenderInputs()
+
+
 class ImageProvider(Protocol):
     name: str
+
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        """What this provider can render for plan (its model may depend on the plan)."""
+        ...
 
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         """The media type render() will return for this plan, known before rendering
         so the object key (and so dedup) does not need a render."""
         ...
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
-        """Render the plan's image. Cancelling the call must stop the work it
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
+        """Render the plan's image with inputs. Cancelling the call must stop the work it
         waits on (for a remote provider: the request)."""
         ...
 

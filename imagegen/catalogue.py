@@ -212,6 +212,32 @@ DEFAULT_OUTPUT_FORMAT = "png"
 MIME_TYPES: Mapping[str, str] = MappingProxyType({f.name: f.mime_type for f in OUTPUT_FORMATS.values()})
 EXTENSIONS: Mapping[str, str] = MappingProxyType({f.mime_type: f.extension for f in OUTPUT_FORMATS.values()})
 
+# -- Provider capabilities ----------------------------------------------------------------
+
+MAX_REFERENCE_IMAGES = 8  # reference images one plan may name, whatever the provider
+
+
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    """What an image provider (one of its models) can render, declared up front so a plan
+    it cannot render is refused before any call, and a provider chain skips to one that can.
+
+    max_reference_images: how many reference images a render may use (0: none);
+    masks: whether an edit may be limited to a mask;
+    seeds: whether a render takes a seed (so an image can be rendered again alike);
+    previews: whether it reports partial images while it renders;
+    output_formats: the OUTPUT_FORMATS names it can write;
+    max_prompt_chars: the longest prompt it takes (None: any plan's, MAX_PROMPT_CHARS).
+    """
+
+    max_reference_images: int = 0
+    masks: bool = False
+    seeds: bool = False
+    previews: bool = False
+    output_formats: frozenset[str] = frozenset({"png"})
+    max_prompt_chars: int | None = None
+
+
 # -- Planning modes -----------------------------------------------------------------------
 
 # auto: the LLM when one is configured, else offline; llm; offline.

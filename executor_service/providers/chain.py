@@ -13,7 +13,8 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from executor_service.ports import ImageProvider, RenderedImage
+from executor_service.ports import NO_INPUTS, ImageProvider, RenderedImage, RenderInputs
+from imagegen.catalogue import ProviderCapabilities
 from imagegen.errors import ImagegenError
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
@@ -27,10 +28,13 @@ class ProviderChain:
         self.providers = tuple(providers)
         self.name = self.providers[0].name
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return self.providers[0].capabilities(plan)
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return self.providers[0].mime_type(plan)
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         wanted = self.mime_type(plan)
         failure: ImagegenError | None = None
         for provider in self.providers:
@@ -38,7 +42,7 @@ class ProviderChain:
                 log.info("skipping provider %s: it does not render %s", provider.name, wanted)
                 continue
             try:
-                image = await provider.render(plan)
+                image = await provider.render(plan, inputs)
             except ImagegenError as exc:
                 if not exc.retryable:
                     raise

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
-from executor_service.ports import RenderedImage
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
 from executor_service.providers.image_options import output_format, output_mime_type
 from executor_service.providers.offline_pictures import BLACK, WHITE, Look, Palette, blend, draw_picture
 from imagegen import catalogue
@@ -175,6 +175,10 @@ def render_png(*, prompt: str, image_type: str, style: str, width: int, height: 
     return buffer.getvalue()
 
 
+# What the offline renderer can do (imagegen.catalogue.ProviderCapabilities).
+CAPABILITIES = catalogue.ProviderCapabilities(output_formats=frozenset(catalogue.OUTPUT_FORMATS))
+
+
 class OfflineRenderer:
     """render_png behind the ImageProvider port; rendering runs in a worker thread
     so the event loop keeps serving other calls meanwhile. The output format is the
@@ -187,10 +191,13 @@ class OfflineRenderer:
     def __init__(self, output_format: str = catalogue.DEFAULT_OUTPUT_FORMAT) -> None:
         self._output_format = output_format
 
+    def capabilities(self, plan: ImageGenerationPlan) -> catalogue.ProviderCapabilities:
+        return CAPABILITIES
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return output_mime_type(plan, self._output_format)
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         width, height = parse_size(plan.size)
         image_format = output_format(plan, self._output_format)
         data = await asyncio.to_thread(

@@ -31,10 +31,10 @@ from typing import Any
 
 import openai
 
-from executor_service.ports import RenderedImage
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
 from executor_service.providers import image_options as options
 from executor_service.providers.verify import DEFAULT_MAX_IMAGE_BYTES
-from imagegen.catalogue import MAX_PROMPT_CHARS
+from imagegen.catalogue import MAX_PROMPT_CHARS, OUTPUT_FORMATS, ProviderCapabilities
 from imagegen.errors import (
     ContentRejected,
     ExecutionError,
@@ -68,6 +68,10 @@ _EXECUTION_ERRORS: dict[OpenAIFailureKind, type[ExecutionError]] = {
     OpenAIFailureKind.CONTENT_REJECTED: ContentRejected,
     OpenAIFailureKind.REQUEST_REJECTED: ProviderMisconfigured,
 }
+
+
+# What the GPT image models take through the images API (platform.openai.com/docs/api-reference/images).
+CAPABILITIES = ProviderCapabilities(output_formats=frozenset(OUTPUT_FORMATS))
 
 
 class OpenAIImageProvider:
@@ -123,10 +127,13 @@ class OpenAIImageProvider:
             call_timeout = openai_client.call_budget(timeout, max_retries)
         return cls(client, max_image_bytes=max_image_bytes, call_timeout=call_timeout, **settings)  # type: ignore[arg-type]
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return CAPABILITIES
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return options.output_mime_type(plan, self._output_format)
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         width, height = parse_size(plan.size)
         problem = options.size_problem(self.model, width, height)
         if problem:

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from executor_service.ports import ImageProvider, RenderedImage
-from imagegen.catalogue import MAX_SIDE
+from executor_service.ports import NO_INPUTS, ImageProvider, RenderedImage, RenderInputs
+from imagegen.catalogue import MAX_SIDE, ProviderCapabilities
 from imagegen.errors import ProviderUnavailable
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
@@ -115,13 +115,16 @@ class VerifiedProvider:
         self.inner = inner
         self._limits = limits
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return self.inner.capabilities(plan)
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return self.inner.mime_type(plan)
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         mime_type = self.inner.mime_type(plan)
         width, height = parse_size(plan.size)
-        image = await self.inner.render(plan)
+        image = await self.inner.render(plan, inputs)
         try:
             # Off the loop: decoding a large image takes a while. A cancelled call leaves
             # the check to finish in its thread (bounded by the limits) and stores nothing.

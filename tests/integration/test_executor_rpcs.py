@@ -103,7 +103,7 @@ async def test_a_failed_stream_ends_with_the_status_execute_plan_gives(tmp_path:
 
 
 def _raise(error: Exception):  # type: ignore[no-untyped-def]
-    async def render(plan: ImageGenerationPlan) -> None:
+    async def render(plan: ImageGenerationPlan, inputs: object = None) -> None:
         raise error
 
     return render

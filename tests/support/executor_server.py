@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from executor_service.bootstrap import create_server
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
-from executor_service.ports import ImageProvider, RenderedImage
+from executor_service.ports import NO_INPUTS, ImageProvider, RenderedImage, RenderInputs
+from imagegen.catalogue import ProviderCapabilities
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
 
@@ -44,16 +45,19 @@ class HeldProvider:
         if inner is not None:
             self.name = inner.name
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return self.inner.capabilities(plan) if self.inner else ProviderCapabilities()
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return self.inner.mime_type(plan) if self.inner else "image/png"
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         self.calls += 1
         self.started.set()
         try:
             await self.release.wait()
             if self.inner is not None:
-                return await self.inner.render(plan)
+                return await self.inner.render(plan, inputs)
             return RenderedImage(self.data, "image/png", 1024, 1024, model="held-1")
         except asyncio.CancelledError:
             self.cancelled.set()

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from executor_service.executor import Executor, object_key
-from executor_service.ports import RenderedImage
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
 from executor_service.stores.local_store import LocalObjectStore
+from imagegen.catalogue import ProviderCapabilities
 from imagegen.errors import InvalidRequest, ProviderUnavailable
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ImageType
@@ -28,10 +29,13 @@ class CountingProvider:
         self.gate: asyncio.Event | None = None
         self.started = asyncio.Event()
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return ProviderCapabilities()
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return "image/png"
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         self.calls += 1
         self.started.set()
         if self.gate is not None:
@@ -214,8 +218,8 @@ async def test_an_expiry_out_of_range_is_invalid_argument_whatever_its_size(
 class DifferentEachTime(CountingProvider):
     """Every render gives other bytes, as every real provider does."""
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
-        image = await super().render(plan)
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
+        image = await super().render(plan, inputs)
         return RenderedImage(PNG + str(self.calls).encode() * self.calls, image.mime_type, 1024, 1024, model="x")
 
 

@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-from executor_service.ports import RenderedImage
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.image_options import output_mime_type, plan_option, size_problem
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import _base64_image
-from imagegen.catalogue import MAX_PROMPT_CHARS
+from imagegen.catalogue import MAX_PROMPT_CHARS, ProviderCapabilities
 from imagegen.errors import (
     ContentRejected,
     ImagegenError,
@@ -69,10 +69,13 @@ class Scripted:
     def __init__(self, name: str, outcome: Exception | None = None, mime: str = "image/png") -> None:
         self.name, self.outcome, self.mime, self.calls = name, outcome, mime, 0
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return ProviderCapabilities()
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return self.mime
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         self.calls += 1
         if self.outcome is not None:
             raise self.outcome

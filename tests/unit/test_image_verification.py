@@ -12,10 +12,11 @@ from PIL import Image
 
 from executor_service.bootstrap import build_provider
 from executor_service.config import ExecutorSettings
-from executor_service.ports import RenderedImage
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.verify import BrokenImage, ImageLimits, VerifiedProvider, check_image
+from imagegen.catalogue import ProviderCapabilities
 from imagegen.errors import ProviderUnavailable
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
 from imagegen_runtime.settings import ConfigError
@@ -127,10 +128,13 @@ class Returning:
     def __init__(self, data: bytes, claimed: tuple[int, int] = (96, 64)) -> None:
         self.data, self.claimed, self.calls = data, claimed, 0
 
+    def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
+        return ProviderCapabilities()
+
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return "image/png"
 
-    async def render(self, plan: ImageGenerationPlan) -> RenderedImage:
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
         self.calls += 1
         return RenderedImage(self.data, "image/png", *self.claimed, model="scripted-1")
 

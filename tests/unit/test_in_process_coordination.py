@@ -9,6 +9,7 @@ import pytest
 
 from executor_service.coordination.in_process import PAUSE_WAIT_SECONDS, InProcessCoordination
 from executor_service.executor import Executor
+from executor_service.ports import NO_INPUTS
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.errors import ProviderThrottled
 from imagegen.v1.executor_service_pb2 import ExecutionStage
@@ -26,13 +27,13 @@ class ConcurrencyProbe(CountingProvider):
         self.most = 0
         self.entered = asyncio.Condition()
 
-    async def render(self, plan):  # type: ignore[no-untyped-def]
+    async def render(self, plan, inputs=NO_INPUTS):  # type: ignore[no-untyped-def]
         self.running += 1
         self.most = max(self.most, self.running)
         async with self.entered:
             self.entered.notify_all()
         try:
-            return await super().render(plan)
+            return await super().render(plan, inputs)
         finally:
             self.running -= 1
 

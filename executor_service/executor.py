@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from executor_service.coordination.in_process import InProcessCoordination
+from executor_service.capabilities import capability_problems
 from executor_service.ports import (
     NO_INPUTS,
     AlreadyStored,
@@ -281,11 +282,15 @@ class Executor:
     async def _render(self, plan: ImageGenerationPlan, report: OnStage) -> tuple[RenderedImage, int]:
         """The provider's image and its latency in ms, within the provider slot; a rate
         limit pauses every caller's provider calls (on every replica with Valkey)."""
+        inputs = NO_INPUTS
+        problems = capability_problems(self._provider.capabilities(plan), plan, inputs)
+        if problems:  # refused before any call: no provider slot, nothing sent
+            raise InvalidRequest(problems)
         async with self._coordination.provider_slot(lambda: report(ExecutionStage.EXECUTION_STAGE_QUEUED)):
             report(ExecutionStage.EXECUTION_STAGE_RENDERING)
             started = self._clock()
             try:
-                image = await self._provider.render(plan, NO_INPUTS)
+                image = await self._provider.render(plan, inputs)
             except ProviderThrottled as throttled:
                 if throttled.retry_after:
                     await self._coordination.pause_provider(throttled.retry_after)

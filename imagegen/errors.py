@@ -134,6 +134,12 @@ class ProviderMisconfigured(ExecutionError):
     reason = "PROVIDER_NOT_USABLE"
 
 
+class ProviderNotCapable(ProviderMisconfigured):
+    """The provider cannot render this plan (it names more reference images than the
+    provider takes, a mask it cannot apply, ...): checked against its declared
+    capabilities before any call. A provider chain moves on to the next provider."""
+
+
 class ContentRejected(ExecutionError):
     """The provider refused the prompt's content; the same plan will fail again."""
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
+from executor_service.capabilities import refuse_unless_capable
 from executor_service.providers.image_options import output_format, output_mime_type
 from executor_service.providers.offline_pictures import BLACK, WHITE, Look, Palette, blend, draw_picture
 from imagegen import catalogue
@@ -198,6 +199,7 @@ class OfflineRenderer:
         return output_mime_type(plan, self._output_format)
 
     async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
+        refuse_unless_capable(self, plan, inputs)
         width, height = parse_size(plan.size)
         image_format = output_format(plan, self._output_format)
         data = await asyncio.to_thread(

@@ -32,6 +32,7 @@ from typing import Any
 import openai
 
 from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
+from executor_service.capabilities import refuse_unless_capable
 from executor_service.providers import image_options as options
 from executor_service.providers.verify import DEFAULT_MAX_IMAGE_BYTES
 from imagegen.catalogue import MAX_PROMPT_CHARS, OUTPUT_FORMATS, ProviderCapabilities
@@ -134,6 +135,7 @@ class OpenAIImageProvider:
         return options.output_mime_type(plan, self._output_format)
 
     async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
+        refuse_unless_capable(self, plan, inputs)
         width, height = parse_size(plan.size)
         problem = options.size_problem(self.model, width, height)
         if problem:

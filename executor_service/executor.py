@@ -18,6 +18,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from executor_service import page_tokens
+
 from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.ports import (
     AlreadyStored,
@@ -27,29 +29,40 @@ from executor_service.ports import (
     NoExecutionObserver,
     ObjectReader,
     ObjectStore,
+    QuotaLimit,
     RenderedImage,
     SignedUrl,
     StoredObject,
+    Usage,
 )
+from executor_service.pricing import PriceTable
 from imagegen.catalogue import (
+    DEFAULT_LIST_PAGE_SIZE,
     EXTENSIONS,
     IMAGE_CHUNK_BYTES,
     IMAGE_TYPE_NAMES,
+    MAX_LIST_PAGE_SIZE,
+    MAX_LISTED_SESSION_IMAGES,
     MAX_STORAGE_PATH_CHARS,
     MAX_URL_EXPIRY,
     MIN_URL_EXPIRY,
     SESSION_ID_PATTERN,
     image_type_name,
+    image_type_spec,
 )
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound, ProviderThrottled
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo
-from imagegen.validation import validate_execution
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo, ProviderUsage
+from imagegen.validation import session_id_violations, validate_execution
 
 # User metadata written beside every image, so a reused result is as complete
 # as a fresh one without reading the image back.
-_META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms")
+_META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms", "cost-micros")
+# Beside them when the provider reported its usage.
+_USAGE_KEYS = ("input-tokens", "input-image-tokens", "output-tokens", "total-tokens")
+# The store is read this many keys at a time when deleting a session or sweeping the bucket.
+_BATCH = 1000
 
 # The only keys the executor ever writes; GetImage and SignImageUrl reach nothing else.
 _KEY = re.compile(
@@ -130,7 +143,15 @@ class Executor:
         coordination: ExecutionCoordination | None = None,
         clock: Callable[[], float] = time.perf_counter,
         observer: ExecutionObserver | None = None,
+        quotas: tuple[QuotaLimit, ...] = (),
+        prices: PriceTable | None = None,
+        page_token_key: bytes = b"",
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
+        """quotas: the render limits per session (none: unlimited); prices: what an image
+        costs (none: every estimate 0); page_token_key: the key ListImages page tokens are
+        signed with, the same on every replica (empty: a random key of this process's);
+        now: the wall clock the retention sweep compares create times with."""
         self._provider = provider
         self._observer: ExecutionObserver = observer or NoExecutionObserver()
         self._store = store
@@ -138,6 +159,10 @@ class Executor:
         self._clock = clock
         self._in_flight: dict[str, _Flight] = {}
         self._coordination: ExecutionCoordination = coordination or InProcessCoordination()
+        self._quotas = quotas
+        self._prices = prices or PriceTable()
+        self._page_tokens = page_tokens.PageTokens(page_token_key)
+        self._now = now
 
     async def execute(
         self, plan: ImageGenerationPlan | None, *, request_id: str = "", on_stage: OnStage | None = None
@@ -185,6 +210,81 @@ class Executor:
             )
         key = key_from_storage_path(storage_path, self._store.bucket)
         return await self._store.sign(key, expires_in)
+
+    async def list_images(
+        self, session_id: str, image_type: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[ImageGenerationResult], str]:
+        """(a page of session_id's stored images newest first, the next page's token or "").
+
+        image_type 0 lists every type; page_size 0 means DEFAULT_LIST_PAGE_SIZE. Newest
+        first needs the session's keys sorted by create time: the listing reads at most
+        MAX_LISTED_SESSION_IMAGES keys (in key order) and sorts those. A listed result's
+        plan has its identity only (plan_id, session_id, image_type). InvalidRequest for a
+        bad session_id, image_type or page_size, or a page_token not issued for this listing."""
+        violations = _session_violations(session_id)
+        if image_type and image_type not in _IMAGE_TYPE_VALUES:
+            violations.append(FieldViolation("image_type", "must be a known image type, or unset for every type"))
+        if not 0 <= page_size <= MAX_LIST_PAGE_SIZE:
+            violations.append(FieldViolation("page_size", f"must be 0 to {MAX_LIST_PAGE_SIZE}"))
+        folder = image_type_name(image_type) if image_type in _IMAGE_TYPE_VALUES else ""
+        listing = f"{session_id}/{folder + '/' if folder else ''}"
+        after: tuple[int, str] | None = None
+        if page_token:
+            try:
+                after = self._page_tokens.open(page_token, listing)
+            except page_tokens.NotOurs:
+                violations.append(
+                    FieldViolation("page_token", "is not a token this server issued for this session and image_type")
+                )
+        if violations:
+            raise InvalidRequest(violations)
+        objects = [
+            o for o in await self._store.list(listing, MAX_LISTED_SESSION_IMAGES) if _KEY.fullmatch(o.key)
+        ]
+        ordered = sorted(((_micros(o.create_time), o.key) for o in objects), reverse=True)
+        if after is not None:
+            ordered = [position for position in ordered if position < after]
+        size = page_size or DEFAULT_LIST_PAGE_SIZE
+        page, more = ordered[:size], len(ordered) > size
+        stats = await asyncio.gather(*(self._store.stat(key) for _, key in page))
+        results = [await self._listed(stored) for stored in stats if stored is not None]
+        return results, (self._page_tokens.issue(page[-1], listing) if more and page else "")
+
+    async def delete_image(self, storage_path: str) -> None:
+        """Delete a stored image and what the store keeps beside it; nothing there is no
+        error. The next execution of its plan renders it again."""
+        key = key_from_storage_path(storage_path, self._store.bucket)
+        await self._store.delete(key)
+
+    async def delete_session_images(self, session_id: str) -> int:
+        """Delete every image of session_id and forget its request records; how many images
+        this call deleted (0 when repeated). Other sessions' keys are never listed."""
+        violations = _session_violations(session_id)
+        if violations:
+            raise InvalidRequest(violations)
+        deleted = await self._delete_where(f"{session_id}/", lambda stored: True)
+        await self._coordination.forget_session(session_id)
+        return deleted
+
+    async def sweep(self, retention: dt.timedelta) -> int:
+        """Delete every image written more than retention ago (EXECUTOR_RETENTION_DAYS, when
+        the store has no lifecycle rule doing it); how many. A walk of the whole store,
+        _BATCH keys at a time."""
+        cutoff = self._now() - retention
+        return await self._delete_where("", lambda stored: stored.create_time < cutoff)
+
+    async def _delete_where(self, prefix: str, chosen: Callable[[StoredObject], bool]) -> int:
+        deleted, after = 0, ""
+        while batch := await self._store.list(prefix, _BATCH, after):
+            after = batch[-1].key
+            doomed = [o.key for o in batch if _KEY.fullmatch(o.key) and chosen(o)]
+            await asyncio.gather(*(self._store.delete(key) for key in doomed))
+            deleted += len(doomed)
+        return deleted
+
+    async def set_store_retention(self, days: int) -> bool:
+        """Whether the store expires images itself (a lifecycle rule); else sweep()."""
+        return await self._store.set_retention(days)
 
     async def check_store(self) -> None:
         """Raise unless the store is usable right now (for health checks)."""
@@ -261,20 +361,31 @@ class Executor:
             if existing is not None:
                 self._observer.reused("stored")
                 return await self._result(plan, existing, reused=True)
-            image, latency_ms = await self._render(plan, report)
-            if image.mime_type != mime_type:
-                raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
-            report(ExecutionStage.EXECUTION_STAGE_STORING)
-            provider = image.provider or self._provider.name
-            metadata = _metadata(plan, provider, image, latency_ms)
+            # Only a render that stores its own image keeps its quota slot.
+            quota = await self._coordination.take_render_quota(plan.session_id, self._quotas) if self._quotas else ""
             try:
-                stored = await self._store.put(key, image.data, image.mime_type, metadata)
-            except AlreadyStored as taken:
-                # Another writer (a replica without the lease, or one whose lease lapsed)
-                # stored this plan first: describe the bytes that are stored, not ours.
-                self._observer.reused("stored")
-                return await self._result(plan, taken.existing, reused=True)
+                image, latency_ms = await self._render(plan, report)
+                if image.mime_type != mime_type:
+                    raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
+                report(ExecutionStage.EXECUTION_STAGE_STORING)
+                provider = image.provider or self._provider.name
+                cost = self._prices.estimate_micros(provider, image.model, image.usage)
+                metadata = _metadata(plan, provider, image, latency_ms, cost)
+                try:
+                    stored = await self._store.put(key, image.data, image.mime_type, metadata)
+                except AlreadyStored as taken:
+                    # Another writer (a replica without the lease, or one whose lease lapsed)
+                    # stored this plan first: describe the bytes that are stored, not ours.
+                    if quota:
+                        await self._coordination.return_render_quota(plan.session_id, quota)
+                    self._observer.reused("stored")
+                    return await self._result(plan, taken.existing, reused=True)
+            except BaseException:
+                if quota:
+                    await asyncio.shield(self._coordination.return_render_quota(plan.session_id, quota))
+                raise
         self._observer.stored(stored.size)
+        self._observer.cost(provider, image.model, cost)
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
     async def _render(self, plan: ImageGenerationPlan, report: OnStage) -> tuple[RenderedImage, int]:
@@ -301,18 +412,35 @@ class Executor:
             storage_path=self._store.storage_path(stored.key),
             mime_type=stored.content_type,
             byte_size=stored.size,
-            width=int(meta.get("width", 0)),
-            height=int(meta.get("height", 0)),
+            width=_count(meta.get("width")),
+            height=_count(meta.get("height")),
             content_sha256=meta.get("sha256", ""),
             provider=ProviderInfo(
-                name=meta.get("provider", ""), model=meta.get("model", ""), revised_prompt=revised_prompt
+                name=meta.get("provider", ""),
+                model=meta.get("model", ""),
+                revised_prompt=revised_prompt,
+                estimated_cost_micros=_count(meta.get("cost-micros")),
             ),
             reused=reused,
             plan=plan,
         )
-        result.provider.latency.FromMilliseconds(int(meta.get("latency-ms", 0)))
+        if "total-tokens" in meta:
+            result.provider.usage.CopyFrom(
+                ProviderUsage(**{k.replace("-", "_"): _count(meta.get(k)) for k in _USAGE_KEYS})
+            )
+        result.provider.latency.FromMilliseconds(_count(meta.get("latency-ms")))
         result.create_time.FromDatetime(stored.create_time.astimezone(dt.timezone.utc))
         return result
+
+    async def _listed(self, stored: StoredObject) -> ImageGenerationResult:
+        """A listed image's result: its plan's identity from its key and metadata."""
+        session_id, folder, name = stored.key.split("/")
+        plan = ImageGenerationPlan(
+            plan_id=stored.metadata.get("plan-id") or name.partition(".")[0],
+            session_id=session_id,
+            image_type=image_type_spec(folder).value,
+        )
+        return await self._result(plan, stored, reused=False)
 
 
 def _accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGenerationPlan:
@@ -323,7 +451,9 @@ def _accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGe
     return accepted
 
 
-def _metadata(plan: ImageGenerationPlan, provider: str, image: RenderedImage, latency_ms: int) -> dict[str, Any]:
+def _metadata(
+    plan: ImageGenerationPlan, provider: str, image: RenderedImage, latency_ms: int, cost_micros: int
+) -> dict[str, Any]:
     values = (
         plan.plan_id,
         provider,
@@ -332,8 +462,36 @@ def _metadata(plan: ImageGenerationPlan, provider: str, image: RenderedImage, la
         str(image.height),
         hashlib.sha256(image.data).hexdigest(),
         str(latency_ms),
+        str(cost_micros),
     )
-    return dict(zip(_META_KEYS, values, strict=True))
+    metadata = dict(zip(_META_KEYS, values, strict=True))
+    if image.usage is not None:
+        metadata.update(zip(_USAGE_KEYS, map(str, _usage_values(image.usage)), strict=True))
+    return metadata
+
+
+def _usage_values(usage: Usage) -> tuple[int, int, int, int]:
+    return usage.input_tokens, usage.input_image_tokens, usage.output_tokens, usage.total_tokens
+
+
+def _count(value: str | None) -> int:
+    """A metadata number: what the store keeps is read back bounded, junk as 0."""
+    try:
+        number = int(value or 0)
+    except ValueError:
+        return 0
+    return number if 0 <= number < 2**62 else 0
+
+
+def _micros(when: dt.datetime) -> int:
+    return round(when.timestamp() * 1_000_000)
+
+
+def _session_violations(session_id: str) -> list[FieldViolation]:
+    return session_id_violations("session_id", session_id)
+
+
+_IMAGE_TYPE_VALUES = frozenset(image_type_spec(name).value for name in IMAGE_TYPE_NAMES)
 
 
 def _seconds(duration: dt.timedelta) -> str:

@@ -71,7 +71,7 @@ class PriceTable:
 
     @classmethod
     def from_json(cls, text: str) -> PriceTable:
-        """{"openai/gpt-image-1": {"input_per_million": 5, "output_per_million": 40}, ...};
+        """{"openai/gpt-image-2": {"input_per_million": 5, "output_per_million": 40}, ...};
         ValueError saying what is wrong otherwise."""
         try:
             raw = json.loads(text)

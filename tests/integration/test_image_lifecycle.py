@@ -290,3 +290,40 @@ async def test_the_cost_comes_from_the_usage_the_provider_reports(
         assert not [name for name, labels in samples if "cost" in name and "session_id" in dict(labels)]
     finally:
         await running.stop(None)
+
+
+async def test_a_server_with_a_retention_sweeps_its_local_store_from_the_start(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "images")
+    store.ensure_ready()
+    old, new = (f"table-j/item/{uuid.uuid5(uuid.NAMESPACE_DNS, name).hex}.png" for name in ("old", "new"))
+    for key in (old, new):
+        await store.put(key, PNG, "image/png", {})
+    long_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)).timestamp()
+    os.utime(tmp_path / "images" / old, (long_ago, long_ago))
+    running = await create_server(
+        ExecutorSettings(address="127.0.0.1:0", local_store_dir=tmp_path / "images", retention_days=2)
+    )
+    try:
+        async with asyncio.timeout(20):
+            while (tmp_path / "images" / old).exists():
+                await asyncio.sleep(0.05)  # a bounded poll of the sweep's effect
+        assert (tmp_path / "images" / new).exists()
+    finally:
+        await running.stop(None)
+
+
+async def test_a_server_with_a_retention_sets_the_lifecycle_rule_on_its_bucket(s3_server: S3, s3_bucket: str) -> None:
+    running = await create_server(s3_settings(s3_server, s3_bucket, retention_days=14))
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    rules = await asyncio.to_thread(s3_server.client().get_bucket_lifecycle, s3_bucket)
+                except Exception:  # noqa: BLE001 - none yet
+                    rules = None
+                if rules is not None:
+                    break
+                await asyncio.sleep(0.05)
+        assert [(r.rule_id, r.expiration.days) for r in rules.rules] == [(RETENTION_RULE_ID, 14)]
+    finally:
+        await running.stop(None)

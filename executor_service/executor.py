@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from executor_service import page_tokens
-
 from executor_service.coordination.in_process import InProcessCoordination
+from executor_service.keys import key_from_storage_path, object_key
+from executor_service.library import ImageLibrary
 from executor_service.ports import (
     AlreadyStored,
     ExecutionCoordination,
@@ -36,72 +35,20 @@ from executor_service.ports import (
     Usage,
 )
 from executor_service.pricing import PriceTable
-from imagegen.catalogue import (
-    DEFAULT_LIST_PAGE_SIZE,
-    EXTENSIONS,
-    IMAGE_CHUNK_BYTES,
-    IMAGE_TYPE_NAMES,
-    MAX_LIST_PAGE_SIZE,
-    MAX_LISTED_SESSION_IMAGES,
-    MAX_STORAGE_PATH_CHARS,
-    MAX_URL_EXPIRY,
-    MIN_URL_EXPIRY,
-    SESSION_ID_PATTERN,
-    image_type_name,
-    image_type_spec,
-)
-from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound, ProviderThrottled
+from imagegen.catalogue import IMAGE_CHUNK_BYTES, MAX_URL_EXPIRY, MIN_URL_EXPIRY, image_type_spec
+from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, ProviderThrottled
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo, ProviderUsage
-from imagegen.validation import session_id_violations, validate_execution
+from imagegen.validation import validate_execution
 
 # User metadata written beside every image, so a reused result is as complete
 # as a fresh one without reading the image back.
 _META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms", "cost-micros")
 # Beside them when the provider reported its usage.
 _USAGE_KEYS = ("input-tokens", "input-image-tokens", "output-tokens", "total-tokens")
-# The store is read this many keys at a time when deleting a session or sweeping the bucket.
-_BATCH = 1000
-
-# The only keys the executor ever writes; GetImage and SignImageUrl reach nothing else.
-_KEY = re.compile(
-    rf"{SESSION_ID_PATTERN}/(?:{'|'.join(IMAGE_TYPE_NAMES)})/[0-9a-f]{{32}}"
-    rf"\.(?:{'|'.join(EXTENSIONS.values())})"
-)
 
 OnStage = Callable[["ExecutionStage.ValueType"], None]
-
-
-def object_key(plan: ImageGenerationPlan, mime_type: str) -> str:
-    """{session_id}/{image_type}/{plan_id}.{ext}; session_id is validated as a
-    safe path segment before this is called."""
-    return f"{plan.session_id}/{image_type_name(plan.image_type)}/{plan.plan_id}.{EXTENSIONS[mime_type]}"
-
-
-def key_from_storage_path(storage_path: str, bucket: str) -> str:
-    """The object key in "bucket/key". InvalidRequest when the path is malformed
-    (empty, "." or ".." segments, backslashes, control characters); NotFound when
-    it names another bucket or a key the executor never writes."""
-    bucket_name, _, key = storage_path.partition("/")
-    if not storage_path:
-        problem = "is required"
-    elif len(storage_path) > MAX_STORAGE_PATH_CHARS:
-        problem = f"must be at most {MAX_STORAGE_PATH_CHARS} characters"
-    elif (
-        not bucket_name
-        or any(segment in ("", ".", "..") for segment in key.split("/"))
-        or "\\" in key
-        or not key.isprintable()
-    ):
-        problem = 'must be "bucket/key" as in a result\'s storage_path'
-    else:
-        problem = ""
-    if problem:
-        raise InvalidRequest([FieldViolation("storage_path", problem)])
-    if bucket_name != bucket or not _KEY.fullmatch(key):
-        raise NotFound(f"no image is stored at {storage_path}")
-    return key
 
 
 class _Flight:
@@ -161,8 +108,9 @@ class Executor:
         self._coordination: ExecutionCoordination = coordination or InProcessCoordination()
         self._quotas = quotas
         self._prices = prices or PriceTable()
-        self._page_tokens = page_tokens.PageTokens(page_token_key)
-        self._now = now
+        self._library = ImageLibrary(
+            store, self._coordination, self._listed, page_token_key=page_token_key, now=now
+        )
 
     async def execute(
         self, plan: ImageGenerationPlan | None, *, request_id: str = "", on_stage: OnStage | None = None
@@ -214,73 +162,20 @@ class Executor:
     async def list_images(
         self, session_id: str, image_type: int = 0, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[ImageGenerationResult], str]:
-        """(a page of session_id's stored images newest first, the next page's token or "").
-
-        image_type 0 lists every type; page_size 0 means DEFAULT_LIST_PAGE_SIZE. Newest
-        first needs the session's keys sorted by create time: the listing reads at most
-        MAX_LISTED_SESSION_IMAGES keys (in key order) and sorts those. A listed result's
-        plan has its identity only (plan_id, session_id, image_type). InvalidRequest for a
-        bad session_id, image_type or page_size, or a page_token not issued for this listing."""
-        violations = _session_violations(session_id)
-        if image_type and image_type not in _IMAGE_TYPE_VALUES:
-            violations.append(FieldViolation("image_type", "must be a known image type, or unset for every type"))
-        if not 0 <= page_size <= MAX_LIST_PAGE_SIZE:
-            violations.append(FieldViolation("page_size", f"must be 0 to {MAX_LIST_PAGE_SIZE}"))
-        folder = image_type_name(image_type) if image_type in _IMAGE_TYPE_VALUES else ""
-        listing = f"{session_id}/{folder + '/' if folder else ''}"
-        after: tuple[int, str] | None = None
-        if page_token:
-            try:
-                after = self._page_tokens.open(page_token, listing)
-            except page_tokens.NotOurs:
-                violations.append(
-                    FieldViolation("page_token", "is not a token this server issued for this session and image_type")
-                )
-        if violations:
-            raise InvalidRequest(violations)
-        objects = [
-            o for o in await self._store.list(listing, MAX_LISTED_SESSION_IMAGES) if _KEY.fullmatch(o.key)
-        ]
-        ordered = sorted(((_micros(o.create_time), o.key) for o in objects), reverse=True)
-        if after is not None:
-            ordered = [position for position in ordered if position < after]
-        size = page_size or DEFAULT_LIST_PAGE_SIZE
-        page, more = ordered[:size], len(ordered) > size
-        stats = await asyncio.gather(*(self._store.stat(key) for _, key in page))
-        results = [await self._listed(stored) for stored in stats if stored is not None]
-        return results, (self._page_tokens.issue(page[-1], listing) if more and page else "")
+        """ImageLibrary.list_images: a page of the session's images, newest first."""
+        return await self._library.list_images(session_id, image_type, page_size, page_token)
 
     async def delete_image(self, storage_path: str) -> None:
-        """Delete a stored image and what the store keeps beside it; nothing there is no
-        error. The next execution of its plan renders it again."""
-        key = key_from_storage_path(storage_path, self._store.bucket)
-        await self._store.delete(key)
+        """ImageLibrary.delete_image."""
+        await self._library.delete_image(storage_path)
 
     async def delete_session_images(self, session_id: str) -> int:
-        """Delete every image of session_id and forget its request records; how many images
-        this call deleted (0 when repeated). Other sessions' keys are never listed."""
-        violations = _session_violations(session_id)
-        if violations:
-            raise InvalidRequest(violations)
-        deleted = await self._delete_where(f"{session_id}/", lambda stored: True)
-        await self._coordination.forget_session(session_id)
-        return deleted
+        """ImageLibrary.delete_session_images: how many images were deleted."""
+        return await self._library.delete_session_images(session_id)
 
     async def sweep(self, retention: dt.timedelta) -> int:
-        """Delete every image written more than retention ago (EXECUTOR_RETENTION_DAYS, when
-        the store has no lifecycle rule doing it); how many. A walk of the whole store,
-        _BATCH keys at a time."""
-        cutoff = self._now() - retention
-        return await self._delete_where("", lambda stored: stored.create_time < cutoff)
-
-    async def _delete_where(self, prefix: str, chosen: Callable[[StoredObject], bool]) -> int:
-        deleted, after = 0, ""
-        while batch := await self._store.list(prefix, _BATCH, after):
-            after = batch[-1].key
-            doomed = [o.key for o in batch if _KEY.fullmatch(o.key) and chosen(o)]
-            await asyncio.gather(*(self._store.delete(key) for key in doomed))
-            deleted += len(doomed)
-        return deleted
+        """ImageLibrary.sweep: how many images older than retention were deleted."""
+        return await self._library.sweep(retention)
 
     async def set_store_retention(self, days: int) -> bool:
         """Whether the store expires images itself (a lifecycle rule); else sweep()."""
@@ -481,17 +376,6 @@ def _count(value: str | None) -> int:
     except ValueError:
         return 0
     return number if 0 <= number < 2**62 else 0
-
-
-def _micros(when: dt.datetime) -> int:
-    return round(when.timestamp() * 1_000_000)
-
-
-def _session_violations(session_id: str) -> list[FieldViolation]:
-    return session_id_violations("session_id", session_id)
-
-
-_IMAGE_TYPE_VALUES = frozenset(image_type_spec(name).value for name in IMAGE_TYPE_NAMES)
 
 
 def _seconds(duration: dt.timedelta) -> str:

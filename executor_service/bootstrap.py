@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 
 from grpc_health.v1 import health_pb2
@@ -130,8 +131,20 @@ def build_executor(
         observer=metrics,
         quotas=settings.session_quota,
         prices=settings.price_table,
-        page_token_key=settings.page_token_key.encode(),
+        page_token_key=page_token_key(settings),
     )
+
+
+def page_token_key(settings: ExecutorSettings) -> bytes:
+    """EXECUTOR_PAGE_TOKEN_KEY; unset, with S3, a key derived from what every replica of one
+    deployment already shares (its S3 secret key and bucket), so a page token from one
+    replica opens on another; unset with the local store (one process): random."""
+    if settings.page_token_key:
+        return settings.page_token_key.encode()
+    if settings.store == "minio":
+        shared = f"imagegen page tokens\0{settings.bucket}\0{settings.minio_secret_key}".encode()
+        return hashlib.sha256(shared).digest()
+    return b""
 
 
 async def keep_retention(executor: Executor, settings: ExecutorSettings) -> None:

@@ -89,7 +89,9 @@ class ExecutorServiceServicer:
         the plan breaks a rule documented on ImageGenerationPlan; nothing is
         rendered or stored. Returns UNAVAILABLE when the image provider or the
         store cannot be reached, RESOURCE_EXHAUSTED (with RetryInfo) when the
-        provider is rate limited, FAILED_PRECONDITION when the provider rejects
+        provider is rate limited or the plan's session has reached its render
+        quota (then with a QuotaFailure naming the session and the limit;
+        EXECUTOR_SESSION_QUOTA), FAILED_PRECONDITION when the provider rejects
         the prompt's content (not retryable), CANCELLED or DEADLINE_EXCEEDED when
         the caller gives up (nothing is stored), and INTERNAL for an unexpected
         failure. Every error carries an ErrorInfo and, within a bounded size, the

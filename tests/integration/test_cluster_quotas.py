@@ -45,3 +45,14 @@ async def test_a_session_over_its_quota_on_either_replica_is_resource_exhausted_
         other = await a.execute_plan(make_plan(enhanced_prompt="A beholder, take 1", session_id="table-r"))
         assert not other.reused  # another session has its own quota
     assert len(fake_openai.image_requests) == 4  # refused executions never reached the provider
+
+
+async def test_a_page_token_from_one_replica_opens_on_another(cluster: Cluster) -> None:  # noqa: F811
+    replicas = await cluster(2, EXECUTOR_PROVIDER="offline")  # no EXECUTOR_PAGE_TOKEN_KEY: derived alike
+    async with clients(replicas) as (a, b):
+        for n in range(3):
+            await a.execute_plan(make_plan(enhanced_prompt=f"A lantern, take {n}", session_id="table-p", size="64x64"))
+        first = await a.list_images("table-p", page_size=2)
+        rest = await b.list_images("table-p", page_size=2, page_token=first.next_page_token)
+    assert len(first.images) == 2 and len(rest.images) == 1 and rest.next_page_token == ""
+    assert len({i.storage_path for i in [*first.images, *rest.images]}) == 3

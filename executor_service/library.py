@@ -26,6 +26,8 @@ from imagegen.validation import session_id_violations
 
 # The store is read this many keys at a time when deleting a session or sweeping the bucket.
 _BATCH = 1000
+# Deletes in flight at once: the store's calls share one thread pool with GetImage and the rest.
+_DELETES_AT_ONCE = 8
 _IMAGE_TYPE_VALUES = frozenset(image_type_spec(name).value for name in IMAGE_TYPE_NAMES)
 
 Describe = Callable[[StoredObject], Awaitable[ImageGenerationResult]]
@@ -118,7 +120,8 @@ class ImageLibrary:
         while batch := await self._store.list(prefix, _BATCH, after):
             after = batch[-1].key
             doomed = [o.key for o in batch if STORED_KEY.fullmatch(o.key) and chosen(o)]
-            await asyncio.gather(*(self._store.delete(key) for key in doomed))
+            for start in range(0, len(doomed), _DELETES_AT_ONCE):
+                await asyncio.gather(*(self._store.delete(key) for key in doomed[start : start + _DELETES_AT_ONCE]))
             deleted += len(doomed)
         return deleted
 

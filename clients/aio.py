@@ -86,7 +86,7 @@ class AsyncPlannerClient(_AsyncServiceClient):
 
 class AsyncExecutorClient(_AsyncServiceClient):
     """As AsyncPlannerClient; timeout is the default deadline of an execution,
-    image_timeout that of GetImage and SignImageUrl."""
+    image_timeout that of GetImage, SignImageUrl, ListImages and the deletes."""
 
     def __init__(
         self,

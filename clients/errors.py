@@ -127,7 +127,7 @@ def planning_failed(error: grpc.RpcError) -> PlanningFailed:
 
 
 def execution_failed(error: grpc.RpcError, plan: ImageGenerationPlan | None) -> ExecutionFailed:
-    """The failure of an executor call given plan (None: GetImage, SignImageUrl). Its .plan
+    """The failure of an executor call given plan (None: GetImage, SignImageUrl, ListImages, the deletes). Its .plan
     is the one in the status details when they carry it whole; else the plan sent."""
     details = _details(error)
     if details.plan is None or details.metadata.get(PLAN_TRUNCATED) == "true":

@@ -80,7 +80,7 @@ class PlannerClient(_ServiceClient):
 
 class ExecutorClient(_ServiceClient):
     """As PlannerClient; timeout is the default deadline of an execution, image_timeout
-    that of GetImage and SignImageUrl."""
+    that of GetImage, SignImageUrl, ListImages and the deletes."""
 
     def __init__(
         self,

@@ -127,8 +127,9 @@ def planning_failed(error: grpc.RpcError) -> PlanningFailed:
 
 
 def execution_failed(error: grpc.RpcError, plan: ImageGenerationPlan | None) -> ExecutionFailed:
-    """The failure of an executor call given plan (None: GetImage, SignImageUrl, ListImages, the deletes). Its .plan
-    is the one in the status details when they carry it whole; else the plan sent."""
+    """The failure of an executor call given plan (None: GetImage, SignImageUrl, ListImages,
+    the deletes). Its .plan is the one in the status details when they carry it whole;
+    else the plan sent."""
     details = _details(error)
     if details.plan is None or details.metadata.get(PLAN_TRUNCATED) == "true":
         details = replace(details, plan=_sent_plan(plan, details.plan))

@@ -1,6 +1,6 @@
 """What the game backend imports to plan and execute images."""
 
-from clients._common import Generation, SignedImageUrl, StoredImage, legacy_payload
+from clients._common import Generation, ImagePage, SignedImageUrl, StoredImage, legacy_payload
 from clients.aio import AsyncExecutorClient, AsyncImagegenClient, AsyncImageStream, AsyncPlannerClient
 from clients.channels import ChannelOptions, RetryPolicy, aio_channel, sync_channel
 from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
@@ -16,6 +16,7 @@ __all__ = [
     "ExecutorClient",
     "Generation",
     "ImagegenCallError",
+    "ImagePage",
     "ImageStream",
     "ImagegenClient",
     "PlannerClient",

@@ -17,9 +17,13 @@ from clients.channels import ChannelOptions
 from clients.errors import execution_failed, planning_failed
 from imagegen.catalogue import image_type_from_name, image_type_name, planning_mode_value
 from imagegen.v1.executor_service_pb2 import (
+    DeleteImageRequest,
+    DeleteSessionImagesRequest,
     ExecutePlanRequest,
     GetImageRequest,
     GetImageResponse,
+    ListImagesRequest,
+    ListImagesResponse,
     SignImageUrlRequest,
     SignImageUrlResponse,
     StreamExecutePlanRequest,
@@ -90,6 +94,35 @@ def planning_mode(mode: str | int | None) -> int:
 
 def execute_plan_request(plan: ImageGenerationPlan, request_id: str | None) -> ExecutePlanRequest:
     return ExecutePlanRequest(plan=plan, request_id=request_id or "")
+
+
+@dataclass(frozen=True)
+class ImagePage:
+    """One page of a session's stored images, newest first; next_page_token is empty on
+    the last page (pass it to list_images for the next)."""
+
+    images: list[ImageGenerationResult]
+    next_page_token: str
+
+
+def list_images_request(
+    session_id: str, image_type: str | int | None, page_size: int, page_token: str
+) -> ListImagesRequest:
+    """image_type: a name ("portrait", "IMAGE_TYPE_PORTRAIT"), an enum number, or None for every type."""
+    value = image_type_from_name(image_type) if isinstance(image_type, str) else (image_type or 0)
+    return ListImagesRequest(session_id=session_id, image_type=value, page_size=page_size, page_token=page_token)
+
+
+def image_page(response: ListImagesResponse) -> ImagePage:
+    return ImagePage(list(response.images), response.next_page_token)
+
+
+def delete_image_request(storage_path: str) -> DeleteImageRequest:
+    return DeleteImageRequest(storage_path=storage_path)
+
+
+def delete_session_images_request(session_id: str) -> DeleteSessionImagesRequest:
+    return DeleteSessionImagesRequest(session_id=session_id)
 
 
 def stream_execute_plan_request(plan: ImageGenerationPlan, request_id: str | None) -> StreamExecutePlanRequest:

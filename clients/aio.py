@@ -16,16 +16,21 @@ from clients._common import (
     DEFAULT_IMAGE_TIMEOUT,
     DEFAULT_PLAN_TIMEOUT,
     Generation,
+    ImagePage,
     ImageStreamBase,
     SignedImageUrl,
     StoredImage,
     both_clients,
     client_channel,
     create_plan_request,
+    delete_image_request,
+    delete_session_images_request,
     execute_plan_request,
     execution_errors,
     generation,
     get_image_request,
+    image_page,
+    list_images_request,
     planning_errors,
     sign_image_url_request,
     signed_image_url,
@@ -81,7 +86,7 @@ class AsyncPlannerClient(_AsyncServiceClient):
 
 class AsyncExecutorClient(_AsyncServiceClient):
     """As AsyncPlannerClient; timeout is the default deadline of an execution,
-    image_timeout that of GetImage and SignImageUrl."""
+    image_timeout that of GetImage, SignImageUrl, ListImages and the deletes."""
 
     def __init__(
         self,
@@ -139,6 +144,47 @@ class AsyncExecutorClient(_AsyncServiceClient):
         request = sign_image_url_request(storage_path, expires_in)
         with execution_errors(None):
             return signed_image_url(await self._stub.SignImageUrl(request, timeout=timeout or self._image_timeout))
+    async def list_images(
+        self,
+        session_id: str,
+        *,
+        image_type: str | int | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> ImagePage:
+        """One page of session_id's stored images, newest first (page_size 0: the server's
+        default of 50, at most 100); ExecutionFailed on any error (INVALID_ARGUMENT for a
+        page_token from another listing)."""
+        request = list_images_request(session_id, image_type, page_size, page_token)
+        with execution_errors(None):
+            return image_page(await self._stub.ListImages(request, timeout=timeout or self._image_timeout))
+
+    async def iter_images(
+        self, session_id: str, *, image_type: str | int | None = None, page_size: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[ImageGenerationResult]:
+        """Every stored image of session_id, newest first, a page at a time."""
+        token = ""
+        while True:
+            page = await self.list_images(
+                session_id, image_type=image_type, page_size=page_size, page_token=token, timeout=timeout
+            )
+            for image in page.images:
+                yield image
+            if not (token := page.next_page_token):
+                return
+
+    async def delete_image(self, storage_path: str, *, timeout: float | None = None) -> None:
+        """Delete a stored image (nothing there is no error); its plan renders again when executed."""
+        with execution_errors(None):
+            await self._stub.DeleteImage(delete_image_request(storage_path), timeout=timeout or self._image_timeout)
+
+    async def delete_session_images(self, session_id: str, *, timeout: float | None = None) -> int:
+        """Delete all of session_id's images and request records; how many images were deleted."""
+        request = delete_session_images_request(session_id)
+        with execution_errors(None):
+            return (await self._stub.DeleteSessionImages(request, timeout=timeout or self._image_timeout)).deleted_count
+
 
 class AsyncImageStream(ImageStreamBase):
     """A stored image's chunks, from AsyncExecutorClient.open_image; iterate once,

@@ -1,7 +1,8 @@
 """The clients' exceptions: planning and execution failures are different types.
 
 Both are built from the server's google.rpc.Status details: reason from
-ErrorInfo, field violations from BadRequest, retry_after from RetryInfo, and
+ErrorInfo, field violations from BadRequest, retry_after from RetryInfo,
+quota_violations from QuotaFailure, and
 (for execution) the plan, so a caller can retry it or show it. The server bounds
 what an error carries: a plan too large for it comes as its identity fields or not
 at all (ErrorInfo says plan_truncated), and then .plan is the plan the caller sent.
@@ -41,6 +42,8 @@ class _Details:
     violations: tuple[FieldViolation, ...]
     retry_after: float | None
     plan: ImageGenerationPlan | None
+    # QuotaFailure's violations: (subject, description), e.g. ("session:table-7", "at most 10/hour new renders").
+    quota_violations: tuple[tuple[str, str], ...] = ()
 
 
 class ImagegenCallError(Exception):
@@ -55,6 +58,7 @@ class ImagegenCallError(Exception):
         self.violations = details.violations
         self.retry_after = details.retry_after
         self.plan = details.plan
+        self.quota_violations = details.quota_violations
 
     @property
     def retryable(self) -> bool:
@@ -93,6 +97,7 @@ def _status_proto(error: grpc.RpcError) -> status_pb2.Status | None:
 
 def _details(error: grpc.RpcError) -> _Details:
     reason, metadata, violations, retry_after, plan = "", {}, (), None, None
+    quota: tuple[tuple[str, str], ...] = ()
     status = _status_proto(error)
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -107,10 +112,14 @@ def _details(error: grpc.RpcError) -> _Details:
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            failure = error_details_pb2.QuotaFailure()
+            detail.Unpack(failure)
+            quota = tuple((v.subject, v.description) for v in failure.violations)
         elif detail.Is(ImageGenerationPlan.DESCRIPTOR):
             plan = ImageGenerationPlan()
             detail.Unpack(plan)
-    return _Details(reason, metadata, violations, retry_after, plan)
+    return _Details(reason, metadata, violations, retry_after, plan, quota)
 
 
 def planning_failed(error: grpc.RpcError) -> PlanningFailed:
@@ -118,8 +127,9 @@ def planning_failed(error: grpc.RpcError) -> PlanningFailed:
 
 
 def execution_failed(error: grpc.RpcError, plan: ImageGenerationPlan | None) -> ExecutionFailed:
-    """The failure of an executor call given plan (None: GetImage, SignImageUrl). Its .plan
-    is the one in the status details when they carry it whole; else the plan sent."""
+    """The failure of an executor call given plan (None: GetImage, SignImageUrl, ListImages,
+    the deletes). Its .plan is the one in the status details when they carry it whole;
+    else the plan sent."""
     details = _details(error)
     if details.plan is None or details.metadata.get(PLAN_TRUNCATED) == "true":
         details = replace(details, plan=_sent_plan(plan, details.plan))

@@ -3,7 +3,10 @@ module that chooses adapters."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import hashlib
 import logging
 
 from grpc_health.v1 import health_pb2
@@ -126,7 +129,43 @@ def build_executor(
         settings.public_base_url,
         coordination=coordination or InProcessCoordination(provider_concurrency=settings.provider_concurrency),
         observer=metrics,
+        quotas=settings.session_quota,
+        prices=settings.price_table,
+        page_token_key=page_token_key(settings),
     )
+
+
+def page_token_key(settings: ExecutorSettings) -> bytes:
+    """EXECUTOR_PAGE_TOKEN_KEY; unset, with S3, a key derived from what every replica of one
+    deployment already shares (its S3 secret key and bucket), so a page token from one
+    replica opens on another; unset with the local store (one process): random."""
+    if settings.page_token_key:
+        return settings.page_token_key.encode()
+    if settings.store == "minio":
+        shared = f"imagegen page tokens\0{settings.bucket}\0{settings.minio_secret_key}".encode()
+        return hashlib.sha256(shared).digest()
+    return b""
+
+
+async def keep_retention(executor: Executor, settings: ExecutorSettings) -> None:
+    """EXECUTOR_RETENTION_DAYS: a lifecycle rule on the bucket where the store has one, else
+    a sweep every EXECUTOR_RETENTION_SWEEP_SECONDS for as long as the server runs. A failed
+    sweep is logged and tried again at the next period."""
+    retention = dt.timedelta(days=settings.retention_days)
+    try:
+        if await executor.set_store_retention(settings.retention_days):
+            log.info("retention: the store expires images after %d days", settings.retention_days)
+            return
+    except Exception:  # noqa: BLE001 - the sweep does it instead
+        log.warning("retention: cannot set the store's lifecycle rule; sweeping instead", exc_info=True)
+    while True:
+        try:
+            deleted = await executor.sweep(retention)
+            if deleted:
+                log.info("retention: deleted %d images older than %d days", deleted, settings.retention_days)
+        except Exception:  # noqa: BLE001 - kept running: the next sweep tries again
+            log.warning("retention: the sweep failed", exc_info=True)
+        await asyncio.sleep(settings.retention_sweep_seconds)
 
 
 async def create_server(
@@ -174,6 +213,15 @@ async def create_server(
             await running.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
             if isinstance(coordination, ValkeyCoordination):
                 coordination.start()  # the wake-ups' subscription, which also tells whether Valkey answers
+            if settings.retention_days:
+                retention = asyncio.ensure_future(keep_retention(served, settings))
+
+                async def stop_retention() -> None:
+                    retention.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await retention
+
+                running.on_stop.insert(0, stop_retention)
 
         return Served(binding, close=close if executor is None else None, started=watch_store)
 

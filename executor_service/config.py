@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from executor_service.ports import QuotaLimit
+from executor_service.pricing import PriceTable
 from executor_service.providers import image_options
 from imagegen import catalogue
 from imagegen_runtime.security import ServerSecurity
@@ -24,6 +26,8 @@ MAX_URL_EXPIRY_SECONDS = int(catalogue.MAX_URL_EXPIRY.total_seconds())
 DEFAULT_IMAGE_BUFFER_BYTES = 32 * 1024 * 1024
 DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS = 30.0
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+QUOTA_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
+_QUOTA = re.compile(rf"([1-9][0-9]{{0,8}})/({'|'.join(QUOTA_WINDOWS)})")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ class ExecutorSettings(ServerSettings):
     provider_concurrency: int = 0  # provider calls at once; 0: no cap
     lease_seconds: float = 15.0  # a render lease's life unrenewed: how long a dead replica holds up its plan
     request_ttl_seconds: int = 86_400  # how long a request_id is remembered
+    # Lifecycle (docs/executor.md, "Image lifecycle, quotas and cost").
+    session_quota: tuple[QuotaLimit, ...] = ()  # new renders per session and window; none: unlimited
+    retention_days: int = 0  # images older than this are deleted; 0: kept for ever
+    retention_sweep_seconds: float = 3600.0  # how often the sweep runs, where the store has no lifecycle rule
+    price_table: PriceTable = field(default_factory=PriceTable)
+    page_token_key: str = field(default="", repr=False)  # signs ListImages page tokens; empty: random per process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -130,6 +140,13 @@ class ExecutorSettings(ServerSettings):
             provider_concurrency=env_int(env, "EXECUTOR_PROVIDER_CONCURRENCY", cls.provider_concurrency),
             lease_seconds=env_float(env, "EXECUTOR_LEASE_SECONDS", cls.lease_seconds, minimum=1.0),
             request_ttl_seconds=env_int(env, "EXECUTOR_REQUEST_TTL_SECONDS", cls.request_ttl_seconds),
+            session_quota=_session_quota(env, "EXECUTOR_SESSION_QUOTA"),
+            retention_days=env_int(env, "EXECUTOR_RETENTION_DAYS", cls.retention_days),
+            retention_sweep_seconds=env_float(
+                env, "EXECUTOR_RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds, minimum=1.0
+            ),
+            price_table=_price_table(env, "EXECUTOR_PRICE_TABLE"),
+            page_token_key=env_str(env, "EXECUTOR_PAGE_TOKEN_KEY", ""),
         )
         settings.check()
         return settings
@@ -156,6 +173,8 @@ class ExecutorSettings(ServerSettings):
             )
         if self.request_ttl_seconds < 1:
             raise ConfigError(f"EXECUTOR_REQUEST_TTL_SECONDS={self.request_ttl_seconds}: must be at least 1")
+        if self.retention_days < 0:
+            raise ConfigError(f"EXECUTOR_RETENTION_DAYS={self.retention_days}: must be at least 0 (0: off)")
         if "openai" in self.providers:
             if self.openai_model in image_options.RETIRED_MODELS:
                 raise ConfigError(
@@ -174,6 +193,39 @@ class ExecutorSettings(ServerSettings):
             ):
                 if not value:
                     raise ConfigError(f"EXECUTOR_STORE='minio': set {name}")
+
+
+def _session_quota(env: Mapping[str, str], name: str) -> tuple[QuotaLimit, ...]:
+    """"10/hour,50/day": at most 10 new renders per session in any hour and 50 in any day."""
+    raw = env_str(env, name, "").replace(" ", "").lower()
+    if not raw:
+        return ()
+    limits = []
+    for part in raw.split(","):
+        match = _QUOTA.fullmatch(part)
+        if match is None:
+            raise ConfigError(
+                f"{name}={raw!r}: expected comma-separated RENDERS/WINDOW, WINDOW one of "
+                f"{', '.join(QUOTA_WINDOWS)} (e.g. 10/hour,50/day)"
+            )
+        limits.append(QuotaLimit(int(match[1]), QUOTA_WINDOWS[match[2]], part))
+    if len({limit.window_seconds for limit in limits}) != len(limits):
+        raise ConfigError(f"{name}={raw!r}: one limit per window")
+    return tuple(limits)
+
+
+def _price_table(env: Mapping[str, str], name: str) -> PriceTable:
+    """Inline JSON (starting with "{"), or the path of a JSON file, read once here."""
+    raw = env_str(env, name, "").strip()
+    if not raw:
+        return PriceTable()
+    try:
+        text = raw if raw.startswith("{") else Path(raw).read_text(encoding="utf-8")
+        return PriceTable.from_json(text)
+    except OSError as exc:
+        raise ConfigError(f"{name}={raw!r}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _providers(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.capabilities import capability_problems
+from executor_service.keys import key_from_storage_path, object_key
+from executor_service.library import ImageLibrary
 from executor_service.ports import (
     NO_INPUTS,
     AlreadyStored,
@@ -29,68 +30,27 @@ from executor_service.ports import (
     NoExecutionObserver,
     ObjectReader,
     ObjectStore,
+    QuotaLimit,
     RenderedImage,
     SignedUrl,
     StoredObject,
+    Usage,
 )
-from imagegen.catalogue import (
-    EXTENSIONS,
-    IMAGE_CHUNK_BYTES,
-    IMAGE_TYPE_NAMES,
-    MAX_STORAGE_PATH_CHARS,
-    MAX_URL_EXPIRY,
-    MIN_URL_EXPIRY,
-    SESSION_ID_PATTERN,
-    image_type_name,
-)
-from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound, ProviderThrottled
+from executor_service.pricing import PriceTable
+from imagegen.catalogue import IMAGE_CHUNK_BYTES, MAX_URL_EXPIRY, MIN_URL_EXPIRY, image_type_spec
+from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, ProviderThrottled
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo, ProviderUsage
 from imagegen.validation import validate_execution
 
 # User metadata written beside every image, so a reused result is as complete
 # as a fresh one without reading the image back.
-_META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms")
-
-# The only keys the executor ever writes; GetImage and SignImageUrl reach nothing else.
-_KEY = re.compile(
-    rf"{SESSION_ID_PATTERN}/(?:{'|'.join(IMAGE_TYPE_NAMES)})/[0-9a-f]{{32}}"
-    rf"\.(?:{'|'.join(EXTENSIONS.values())})"
-)
+_META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms", "cost-micros")
+# Beside them when the provider reported its usage.
+_USAGE_KEYS = ("input-tokens", "input-image-tokens", "output-tokens", "total-tokens")
 
 OnStage = Callable[["ExecutionStage.ValueType"], None]
-
-
-def object_key(plan: ImageGenerationPlan, mime_type: str) -> str:
-    """{session_id}/{image_type}/{plan_id}.{ext}; session_id is validated as a
-    safe path segment before this is called."""
-    return f"{plan.session_id}/{image_type_name(plan.image_type)}/{plan.plan_id}.{EXTENSIONS[mime_type]}"
-
-
-def key_from_storage_path(storage_path: str, bucket: str) -> str:
-    """The object key in "bucket/key". InvalidRequest when the path is malformed
-    (empty, "." or ".." segments, backslashes, control characters); NotFound when
-    it names another bucket or a key the executor never writes."""
-    bucket_name, _, key = storage_path.partition("/")
-    if not storage_path:
-        problem = "is required"
-    elif len(storage_path) > MAX_STORAGE_PATH_CHARS:
-        problem = f"must be at most {MAX_STORAGE_PATH_CHARS} characters"
-    elif (
-        not bucket_name
-        or any(segment in ("", ".", "..") for segment in key.split("/"))
-        or "\\" in key
-        or not key.isprintable()
-    ):
-        problem = 'must be "bucket/key" as in a result\'s storage_path'
-    else:
-        problem = ""
-    if problem:
-        raise InvalidRequest([FieldViolation("storage_path", problem)])
-    if bucket_name != bucket or not _KEY.fullmatch(key):
-        raise NotFound(f"no image is stored at {storage_path}")
-    return key
 
 
 class _Flight:
@@ -132,7 +92,15 @@ class Executor:
         coordination: ExecutionCoordination | None = None,
         clock: Callable[[], float] = time.perf_counter,
         observer: ExecutionObserver | None = None,
+        quotas: tuple[QuotaLimit, ...] = (),
+        prices: PriceTable | None = None,
+        page_token_key: bytes = b"",
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
+        """quotas: the render limits per session (none: unlimited); prices: what an image
+        costs (none: every estimate 0); page_token_key: the key ListImages page tokens are
+        signed with, the same on every replica (empty: a random key of this process's);
+        now: the wall clock the retention sweep compares create times with."""
         self._provider = provider
         self._observer: ExecutionObserver = observer or NoExecutionObserver()
         self._store = store
@@ -140,6 +108,11 @@ class Executor:
         self._clock = clock
         self._in_flight: dict[str, _Flight] = {}
         self._coordination: ExecutionCoordination = coordination or InProcessCoordination()
+        self._quotas = quotas
+        self._prices = prices or PriceTable()
+        self._library = ImageLibrary(
+            store, self._coordination, self._listed, page_token_key=page_token_key, now=now
+        )
 
     async def execute(
         self, plan: ImageGenerationPlan | None, *, request_id: str = "", on_stage: OnStage | None = None
@@ -187,6 +160,28 @@ class Executor:
             )
         key = key_from_storage_path(storage_path, self._store.bucket)
         return await self._store.sign(key, expires_in)
+
+    async def list_images(
+        self, session_id: str, image_type: int = 0, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[ImageGenerationResult], str]:
+        """ImageLibrary.list_images: a page of the session's images, newest first."""
+        return await self._library.list_images(session_id, image_type, page_size, page_token)
+
+    async def delete_image(self, storage_path: str) -> None:
+        """ImageLibrary.delete_image."""
+        await self._library.delete_image(storage_path)
+
+    async def delete_session_images(self, session_id: str) -> int:
+        """ImageLibrary.delete_session_images: how many images were deleted."""
+        return await self._library.delete_session_images(session_id)
+
+    async def sweep(self, retention: dt.timedelta) -> int:
+        """ImageLibrary.sweep: how many images older than retention were deleted."""
+        return await self._library.sweep(retention)
+
+    async def set_store_retention(self, days: int) -> bool:
+        """Whether the store expires images itself (a lifecycle rule); else sweep()."""
+        return await self._store.set_retention(days)
 
     async def check_store(self) -> None:
         """Raise unless the store is usable right now (for health checks)."""
@@ -263,20 +258,31 @@ class Executor:
             if existing is not None:
                 self._observer.reused("stored")
                 return await self._result(plan, existing, reused=True)
-            image, latency_ms = await self._render(plan, report)
-            if image.mime_type != mime_type:
-                raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
-            report(ExecutionStage.EXECUTION_STAGE_STORING)
-            provider = image.provider or self._provider.name
-            metadata = _metadata(plan, provider, image, latency_ms)
+            # Only a render that stores its own image keeps its quota slot.
+            quota = await self._coordination.take_render_quota(plan.session_id, self._quotas) if self._quotas else ""
             try:
-                stored = await self._store.put(key, image.data, image.mime_type, metadata)
-            except AlreadyStored as taken:
-                # Another writer (a replica without the lease, or one whose lease lapsed)
-                # stored this plan first: describe the bytes that are stored, not ours.
-                self._observer.reused("stored")
-                return await self._result(plan, taken.existing, reused=True)
+                image, latency_ms = await self._render(plan, report)
+                if image.mime_type != mime_type:
+                    raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
+                report(ExecutionStage.EXECUTION_STAGE_STORING)
+                provider = image.provider or self._provider.name
+                cost = self._prices.estimate_micros(provider, image.model, image.usage)
+                metadata = _metadata(plan, provider, image, latency_ms, cost)
+                try:
+                    stored = await self._store.put(key, image.data, image.mime_type, metadata)
+                except AlreadyStored as taken:
+                    # Another writer (a replica without the lease, or one whose lease lapsed)
+                    # stored this plan first: describe the bytes that are stored, not ours.
+                    if quota:
+                        await self._coordination.return_render_quota(plan.session_id, quota)
+                    self._observer.reused("stored")
+                    return await self._result(plan, taken.existing, reused=True)
+            except BaseException:
+                if quota:
+                    await asyncio.shield(self._coordination.return_render_quota(plan.session_id, quota))
+                raise
         self._observer.stored(stored.size)
+        self._observer.cost(provider, image.model, cost)
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
     async def _render(self, plan: ImageGenerationPlan, report: OnStage) -> tuple[RenderedImage, int]:
@@ -307,18 +313,35 @@ class Executor:
             storage_path=self._store.storage_path(stored.key),
             mime_type=stored.content_type,
             byte_size=stored.size,
-            width=int(meta.get("width", 0)),
-            height=int(meta.get("height", 0)),
+            width=_count(meta.get("width")),
+            height=_count(meta.get("height")),
             content_sha256=meta.get("sha256", ""),
             provider=ProviderInfo(
-                name=meta.get("provider", ""), model=meta.get("model", ""), revised_prompt=revised_prompt
+                name=meta.get("provider", ""),
+                model=meta.get("model", ""),
+                revised_prompt=revised_prompt,
+                estimated_cost_micros=_count(meta.get("cost-micros")),
             ),
             reused=reused,
             plan=plan,
         )
-        result.provider.latency.FromMilliseconds(int(meta.get("latency-ms", 0)))
+        if "total-tokens" in meta:
+            result.provider.usage.CopyFrom(
+                ProviderUsage(**{k.replace("-", "_"): _count(meta.get(k)) for k in _USAGE_KEYS})
+            )
+        result.provider.latency.FromMilliseconds(_count(meta.get("latency-ms")))
         result.create_time.FromDatetime(stored.create_time.astimezone(dt.UTC))
         return result
+
+    async def _listed(self, stored: StoredObject) -> ImageGenerationResult:
+        """A listed image's result: its plan's identity from its key and metadata."""
+        session_id, folder, name = stored.key.split("/")
+        plan = ImageGenerationPlan(
+            plan_id=stored.metadata.get("plan-id") or name.partition(".")[0],
+            session_id=session_id,
+            image_type=image_type_spec(folder).value,
+        )
+        return await self._result(plan, stored, reused=False)
 
 
 def _accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGenerationPlan:
@@ -329,7 +352,9 @@ def _accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGe
     return accepted
 
 
-def _metadata(plan: ImageGenerationPlan, provider: str, image: RenderedImage, latency_ms: int) -> dict[str, Any]:
+def _metadata(
+    plan: ImageGenerationPlan, provider: str, image: RenderedImage, latency_ms: int, cost_micros: int
+) -> dict[str, Any]:
     values = (
         plan.plan_id,
         provider,
@@ -338,8 +363,25 @@ def _metadata(plan: ImageGenerationPlan, provider: str, image: RenderedImage, la
         str(image.height),
         hashlib.sha256(image.data).hexdigest(),
         str(latency_ms),
+        str(cost_micros),
     )
-    return dict(zip(_META_KEYS, values, strict=True))
+    metadata = dict(zip(_META_KEYS, values, strict=True))
+    if image.usage is not None:
+        metadata.update(zip(_USAGE_KEYS, map(str, _usage_values(image.usage)), strict=True))
+    return metadata
+
+
+def _usage_values(usage: Usage) -> tuple[int, int, int, int]:
+    return usage.input_tokens, usage.input_image_tokens, usage.output_tokens, usage.total_tokens
+
+
+def _count(value: str | None) -> int:
+    """A metadata number: what the store keeps is read back bounded, junk as 0."""
+    try:
+        number = int(value or 0)
+    except ValueError:
+        return 0
+    return number if 0 <= number < 2**62 else 0
 
 
 def _seconds(duration: dt.timedelta) -> str:

@@ -31,6 +31,12 @@ class ExecutorMetrics:
         self.stored_images = Counter(
             "imagegen_executor_stored_images", "Rendered images written to the store.", registry=registry
         )
+        self.cost_micros = Counter(
+            "imagegen_executor_cost_micros",
+            "Estimated cost of rendered and stored images in USD micros (EXECUTOR_PRICE_TABLE and the "
+            "usage the provider reported), by provider and model.",
+            ("provider", "model"), registry=registry,
+        )
         self.provider_seconds = Histogram(
             "imagegen_executor_provider_seconds",
             "Time one image provider took to render or fail, by provider and outcome (ok, error).",
@@ -72,6 +78,9 @@ class ExecutorMetrics:
     def stored(self, byte_size: int) -> None:
         self.stored_images.inc()
         self.stored_bytes.inc(byte_size)
+
+    def cost(self, provider: str, model: str, cost_micros: int) -> None:
+        self.cost_micros.labels(provider, model).inc(cost_micros)
 
     def observed(self, provider: ImageProvider) -> ImageProvider:
         return ObservedProvider(provider, self)

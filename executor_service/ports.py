@@ -13,6 +13,17 @@ from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResul
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What a provider reported using for one image, in tokens (the OpenAI images API's
+    usage object: https://platform.openai.com/docs/api-reference/images/object)."""
+
+    input_tokens: int = 0
+    input_image_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class RenderedImage:
     data: bytes
     mime_type: str
@@ -23,6 +34,18 @@ class RenderedImage:
     # The provider that rendered it, when a chain chose among several; empty
     # means the executor's provider itself.
     provider: str = ""
+    # What the provider reported using; None when it reports nothing.
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class QuotaLimit:
+    """At most renders new renders per session within window_seconds (EXECUTOR_SESSION_QUOTA,
+    e.g. "10/hour"). A reused image renders nothing and counts nothing."""
+
+    renders: int
+    window_seconds: int
+    text: str  # as configured, for the QuotaFailure: "10/hour"
 
 
 @dataclass(frozen=True)
@@ -152,6 +175,23 @@ class ObjectStore(Protocol):
         nothing is stored under key."""
         ...
 
+    async def list(self, prefix: str, limit: int, start_after: str = "") -> list[StoredObject]:
+        """At most limit stored objects whose key starts with prefix and sorts after
+        start_after, in key order. Each has its key, size and create_time; its
+        metadata is empty and its content_type may be unknown (stat() tells both)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object under key and whatever the store keeps beside it; no error
+        when nothing is stored there (deleting is safe to repeat)."""
+        ...
+
+    async def set_retention(self, days: int) -> bool:
+        """Ask the store itself to expire objects days after they were written (an S3
+        bucket lifecycle rule); False when the store has no such rule (the executor's
+        sweep does it). Called once at start."""
+        ...
+
 
 # What the execution use case tells an observer (metrics, in the wiring): a port like the
 # provider and the store, pointing outwards. The default does nothing.
@@ -171,12 +211,19 @@ class ExecutionObserver(Protocol):
         """A rendered image of byte_size bytes was written to the store."""
         ...
 
+    def cost(self, provider: str, model: str, cost_micros: int) -> None:
+        """A rendered and stored image is estimated to have cost cost_micros USD micros."""
+        ...
+
 
 class NoExecutionObserver:
     def reused(self, kind: ReuseKind) -> None:
         pass
 
     def stored(self, byte_size: int) -> None:
+        pass
+
+    def cost(self, provider: str, model: str, cost_micros: int) -> None:
         pass
 
 
@@ -216,6 +263,21 @@ class ExecutionCoordination(Protocol):
 
     async def release_request(self, request_id: str) -> None:
         """Forget a claim whose call failed, so a retry runs again."""
+        ...
+
+    async def take_render_quota(self, session_id: str, limits: tuple[QuotaLimit, ...]) -> str:
+        """Count one new render against session_id's limits and return its token (to give it
+        back with return_render_quota should the render fail). QuotaExceeded (with when the
+        window frees a slot) when any limit is reached; nothing is counted then."""
+        ...
+
+    async def return_render_quota(self, session_id: str, token: str) -> None:
+        """Uncount a render that failed or stored nothing of its own."""
+        ...
+
+    async def forget_session(self, session_id: str) -> None:
+        """Forget every request_id record of session_id, so a retried request_id executes
+        again (DeleteSessionImages). Execution records are forgotten here too."""
         ...
 
     async def aclose(self) -> None:

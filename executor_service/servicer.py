@@ -100,6 +100,27 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
         return _signed(await self._executor.sign_image_url(request.storage_path, expires_in))
 
 
+    async def ListImages(
+        self, request: executor_service_pb2.ListImagesRequest, context: grpc.aio.ServicerContext
+    ) -> executor_service_pb2.ListImagesResponse:
+        images, next_page_token = await self._executor.list_images(
+            request.session_id, request.image_type, request.page_size, request.page_token
+        )
+        return executor_service_pb2.ListImagesResponse(images=images, next_page_token=next_page_token)
+
+    async def DeleteImage(
+        self, request: executor_service_pb2.DeleteImageRequest, context: grpc.aio.ServicerContext
+    ) -> executor_service_pb2.DeleteImageResponse:
+        await self._executor.delete_image(request.storage_path)
+        return executor_service_pb2.DeleteImageResponse()
+
+    async def DeleteSessionImages(
+        self, request: executor_service_pb2.DeleteSessionImagesRequest, context: grpc.aio.ServicerContext
+    ) -> executor_service_pb2.DeleteSessionImagesResponse:
+        deleted = await self._executor.delete_session_images(request.session_id)
+        return executor_service_pb2.DeleteSessionImagesResponse(deleted_count=deleted)
+
+
 def _plan(
     request: executor_service_pb2.ExecutePlanRequest | executor_service_pb2.StreamExecutePlanRequest,
 ) -> ImageGenerationPlan | None:

@@ -294,6 +294,13 @@ DEFAULT_URL_EXPIRY = dt.timedelta(hours=1)
 # an infinite one or a number too large for a float becomes this (the error's RetryInfo).
 MAX_RETRY_AFTER = dt.timedelta(hours=1)
 
+# ListImages pages (AIP-158): page_size 0 means the default, more than the maximum is refused.
+DEFAULT_LIST_PAGE_SIZE = 50
+MAX_LIST_PAGE_SIZE = 100
+# Newest first over an S3 listing (which is in key order) means reading a session's keys and
+# sorting them: a listing reads at most this many; a session with more lists only these.
+MAX_LISTED_SESSION_IMAGES = 10_000
+
 # gRPC transport, the same on servers and client channels.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # both directions
 IMAGE_CHUNK_BYTES = 1024 * 1024  # GetImage sends at most this much per message

@@ -156,3 +156,22 @@ class StorageMisconfigured(ExecutionError):
     access to the bucket); no retry helps until an operator acts."""
 
     reason = "STORAGE_NOT_USABLE"
+
+
+class QuotaExceeded(ExecutionError):
+    """A session reached one of its render limits (EXECUTOR_SESSION_QUOTA); retry_after
+    says when the window frees a slot. subject ("session:<id>") and limit ("10/hour")
+    become the QuotaFailure's violation."""
+
+    reason = "SESSION_QUOTA_EXCEEDED"
+    retryable = True
+
+    def __init__(self, session_id: str, limit: str, retry_after: float, **kwargs: Any) -> None:
+        self.subject = f"session:{session_id}"
+        self.limit = limit
+        super().__init__(
+            f"session {session_id} reached its render quota of {limit}; retry in {retry_after:.0f} s",
+            retry_after=retry_after,
+            metadata={"session_id": session_id, "limit": limit},
+            **kwargs,
+        )

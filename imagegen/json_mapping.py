@@ -112,6 +112,12 @@ def plan_from_json(text: str | bytes) -> ImageGenerationPlan:
 def result_to_dict(result: ImageGenerationResult) -> dict[str, Any]:
     data = _to_dict(result)
     data["byte_size"] = result.byte_size
+    provider = data.setdefault("provider", {})
+    provider["estimated_cost_micros"] = result.provider.estimated_cost_micros
+    if result.provider.HasField("usage"):  # counts as numbers, like byte_size
+        provider["usage"] = {f.name: getattr(result.provider.usage, f.name) for f in result.provider.usage.DESCRIPTOR.fields}
+    else:
+        provider.pop("usage", None)
     data["plan"] = plan_to_dict(result.plan)
     return data
 

@@ -65,6 +65,11 @@ def _size(field: str, size: str) -> list[FieldViolation]:
     return []
 
 
+def session_id_violations(field: str, session_id: str) -> list[FieldViolation]:
+    """What is wrong with session_id as the field named field (nothing: an empty list)."""
+    return _session_id(field, session_id)
+
+
 def _session_id(field: str, session_id: str) -> list[FieldViolation]:
     if not session_id:
         return [FieldViolation(field, "must not be empty")]

@@ -5,6 +5,9 @@
   imagegen plan PROMPT --session-id S [--image-type T] [--style S] [--size WxH] [--context k=v ...] [--mode M]
   imagegen execute [FILE|-]         a plan as JSON, from a file or stdin
   imagegen generate PROMPT --session-id S [...]
+  imagegen images --session-id S [--image-type T] [--page-size N] [--page-token T] [--all]
+  imagegen delete STORAGE_PATH      one stored image
+  imagegen delete-session --session-id S   all of a session's images and request records
 
 plan, execute and generate reach secured services with --tls-ca (and --tls-cert /
 --tls-key for mutual TLS) and the tokens in IMAGEGEN_PLANNER_TOKEN and
@@ -165,6 +168,31 @@ def _generate(args: argparse.Namespace) -> None:
     _print(generation.payload)
 
 
+def _images(args: argparse.Namespace) -> None:
+    """A page of the session's images (with --all, every page) and the next page's token."""
+    with _client(args) as client:
+        if args.all:
+            images = list(client.executor.iter_images(args.session_id, image_type=args.image_type, page_size=args.page_size))
+            _print({"images": [result_to_dict(image) for image in images], "next_page_token": ""})
+            return
+        page = client.executor.list_images(
+            args.session_id, image_type=args.image_type, page_size=args.page_size, page_token=args.page_token
+        )
+    _print({"images": [result_to_dict(image) for image in page.images], "next_page_token": page.next_page_token})
+
+
+def _delete(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        client.executor.delete_image(args.storage_path)
+    _print({"deleted": args.storage_path})
+
+
+def _delete_session(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        deleted = client.executor.delete_session_images(args.session_id)
+    _print({"session_id": args.session_id, "deleted_count": deleted})
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagegen", description="Plan, then execute, D&D images over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +242,20 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="plan, then execute; print the payload")
     plan_options(generate)
     generate.add_argument("--request-id")
+    images = commands.add_parser("images", help="list a session's stored images, newest first")
+    images.add_argument("--session-id", required=True)
+    images.add_argument("--image-type", choices=catalogue.IMAGE_TYPE_NAMES, help="default: every type")
+    images.add_argument("--page-size", type=int, default=0,
+                        help=f"at most {catalogue.MAX_LIST_PAGE_SIZE} (default {catalogue.DEFAULT_LIST_PAGE_SIZE})")
+    images.add_argument("--page-token", default="", help="the next_page_token of the previous page")
+    images.add_argument("--all", action="store_true", help="every page")
+    targets(images)
+    delete = commands.add_parser("delete", help="delete one stored image (its storage_path)")
+    delete.add_argument("storage_path")
+    targets(delete)
+    delete_session = commands.add_parser("delete-session", help="delete all of a session's images and request records")
+    delete_session.add_argument("--session-id", required=True)
+    targets(delete_session)
     return parser
 
 
@@ -229,11 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "demo":
             asyncio.run(_demo(args))
         else:
-            {"plan": _plan, "execute": _execute, "generate": _generate}[args.command](args)
+            commands = {
+                "plan": _plan, "execute": _execute, "generate": _generate,
+                "images": _images, "delete": _delete, "delete-session": _delete_session,
+            }
+            commands[args.command](args)
     except (PlanningFailed, ExecutionFailed, ImagegenCallError) as error:
         _print({"error": {"kind": type(error).__name__, "code": error.code.name, "reason": error.reason,
                           "message": error.message, "retryable": error.retryable,
-                          "field_violations": [v.__dict__ for v in error.violations]}})
+                          "field_violations": [v.__dict__ for v in error.violations],
+                          **({"quota_violations": [{"subject": s, "description": d} for s, d in error.quota_violations]}
+                             if error.quota_violations else {}),
+                          **({"retry_after": error.retry_after} if error.retry_after is not None else {})}})
         return 1
     except (InvalidRequest, ConfigError, ValueError, OSError) as error:
         print(f"imagegen: {error}", file=sys.stderr)

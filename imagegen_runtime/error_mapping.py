@@ -1,7 +1,8 @@
 """Domain errors -> gRPC status with google.rpc details, in one place, within a budget.
 
 to_status turns an ImagegenError into its status code with ErrorInfo (always),
-BadRequest (invalid requests), RetryInfo (when a retry delay is known) and the plan
+BadRequest (invalid requests), QuotaFailure (a session over its render quota), RetryInfo
+(when a retry delay is known) and the plan
 (when the error carries one). Anything else becomes INTERNAL_STATUS, a generic message;
 the exception text never reaches the caller. imagegen_runtime.interceptor calls these
 for every failed call.
@@ -58,6 +59,7 @@ _CODES: tuple[tuple[type[errors.ImagegenError], grpc.StatusCode], ...] = (
     (errors.PlannerMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ProviderUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ProviderThrottled, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.ProviderMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ContentRejected, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -151,6 +153,17 @@ def _details(error: errors.ImagegenError, code: grpc.StatusCode) -> status_pb2.S
     delay = retry_delay(error.retry_after)
     if delay is not None:
         extra.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    if isinstance(error, errors.QuotaExceeded):  # AIP-193: which quota, for whom
+        extra.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=_cut(_text(error.subject), MAX_INFO_VALUE_CHARS),
+                        description=_cut(f"at most {error.limit} new renders", MAX_VIOLATION_DESCRIPTION_CHARS),
+                    )
+                ]
+            )
+        )
 
     def size(info_now: error_details_pb2.ErrorInfo, *more: Message) -> int:
         trial = status_pb2.Status()

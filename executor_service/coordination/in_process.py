@@ -16,7 +16,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from executor_service.coordination.quotas import SessionQuotas
 from executor_service.coordination.request_records import RequestRecords
+from executor_service.ports import QuotaLimit
 from imagegen.catalogue import MAX_RETRY_AFTER
 from imagegen.errors import ProviderThrottled
 from imagegen.v1.image_plan_pb2 import ImageGenerationResult
@@ -64,6 +66,7 @@ class InProcessCoordination:
         self._clock = clock
         self._sleep = sleep
         self._paused_until = 0.0
+        self._quotas = SessionQuotas(clock)
 
     @contextlib.asynccontextmanager
     async def render_lease(self, key: str) -> AsyncIterator[None]:
@@ -95,6 +98,15 @@ class InProcessCoordination:
 
     async def release_request(self, request_id: str) -> None:
         self._requests.release(request_id)
+
+    async def take_render_quota(self, session_id: str, limits: tuple[QuotaLimit, ...]) -> str:
+        return self._quotas.take(session_id, limits)
+
+    async def return_render_quota(self, session_id: str, token: str) -> None:
+        self._quotas.give_back(session_id, token)
+
+    async def forget_session(self, session_id: str) -> None:
+        self._requests.forget_session(session_id)
 
     async def aclose(self) -> None:
         pass

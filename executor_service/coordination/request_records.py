@@ -87,6 +87,14 @@ class RequestRecords:
         if record is not None and record.result is None:
             self._remove(request_id)
 
+    def forget_session(self, session_id: str) -> int:
+        """Forget every record of session_id (finished or not); how many there were. A walk
+        of the records: at most max_records."""
+        gone = [request_id for request_id, record in self._records.items() if record.session_id == session_id]
+        for request_id in gone:
+            self._remove(request_id)
+        return len(gone)
+
     def _add(self, request_id: str, record: _Record) -> None:
         self._records[request_id] = record
         self._bytes += record.size

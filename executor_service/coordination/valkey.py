@@ -12,6 +12,10 @@
   one atomic claim with a TTL, bound to the session and plan of the first call (a
   mismatch is InvalidRequest, as in-process); the first result is kept when it is small
   enough; a failed call deletes its claim only if it is still pending and its own.
+- **Render quotas** per session: a sorted set of the session's counted renders scored by
+  Valkey's clock, trimmed and checked against every limit and added to in one script (a
+  sliding-window log); a failed render removes its entry. The session's request_ids are
+  kept in a set beside their records, so DeleteSessionImages can forget them.
 - **Provider calls**: a sorted set of holders scored by expiry (Valkey's clock), taken in
   Lua when fewer than the cap hold it, renewed while held, freed with a publish on
   ``prefix:slots:free``; a provider's Retry-After is a key with that expiry, which every
@@ -39,7 +43,9 @@ from redis.exceptions import LockError
 from executor_service.coordination.in_process import InProcessCoordination, check_pause, once
 from executor_service.coordination.request_records import check_binding
 from executor_service.coordination.wakeups import Wakeups
+from executor_service.ports import QuotaLimit
 from imagegen.catalogue import MAX_RETRY_AFTER
+from imagegen.errors import QuotaExceeded
 from imagegen.v1.image_plan_pb2 import ImageGenerationResult
 from imagegen_runtime.valkey import CoordinationUnavailable, Valkey
 
@@ -61,12 +67,14 @@ end
 redis.call('publish', ARGV[2], '1')
 return released
 """
-# KEYS[1] the record; ARGV session, plan, owner token, TTL in ms.
-# nil when this call claimed it; else {session, plan, result or nil}.
+# KEYS[1] the record, KEYS[2] the session's set of request_ids; ARGV session, plan, owner
+# token, TTL in ms, request_id. nil when this call claimed it; else {session, plan, result or nil}.
 _CLAIM = """
 if redis.call('hsetnx', KEYS[1], 'session', ARGV[1]) == 1 then
   redis.call('hset', KEYS[1], 'plan', ARGV[2], 'owner', ARGV[3])
   redis.call('pexpire', KEYS[1], ARGV[4])
+  redis.call('sadd', KEYS[2], ARGV[5])
+  if redis.call('pttl', KEYS[2]) < tonumber(ARGV[4]) then redis.call('pexpire', KEYS[2], ARGV[4]) end
   return false
 end
 return redis.call('hmget', KEYS[1], 'session', 'plan', 'result')
@@ -116,6 +124,37 @@ if redis.call('pttl', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('set', KEYS[1], '1', 'PX', ARGV[1])
 end
 return 1
+"""
+
+# KEYS[1] the session's renders (member: token, score: time in ms, Valkey's clock);
+# ARGV token, the longest window in ms, then (renders, window ms) per limit.
+# 0: counted; else {index of the limit reached (1-based), ms until a slot frees}.
+_TAKE_QUOTA = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local i = 3
+while i < #ARGV do
+  local renders, window = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local within = redis.call('zrangebyscore', KEYS[1], '(' .. (now - window), '+inf', 'WITHSCORES')
+  local count = #within / 2
+  if count >= renders then
+    local oldest = tonumber(within[(count - renders) * 2 + 2])
+    return {(i - 1) / 2, math.max(oldest + window - now, 1)}
+  end
+  i = i + 2
+end
+redis.call('zadd', KEYS[1], now, ARGV[1])
+redis.call('pexpire', KEYS[1], ARGV[2])
+return 0
+"""
+# KEYS[1] the session's set of request_ids; ARGV[1] the prefix of a record key.
+# Deletes the records and the set; returns how many records there were.
+_FORGET_SESSION = """
+local ids = redis.call('smembers', KEYS[1])
+for _, id in ipairs(ids) do redis.call('del', ARGV[1] .. id) end
+redis.call('del', KEYS[1])
+return #ids
 """
 
 _FULL = -1
@@ -182,6 +221,8 @@ class ValkeyCoordination:
         self._take_slot_script = client.register_script(_TAKE_SLOT)
         self._renew_slot = client.register_script(_RENEW_SLOT)
         self._pause = client.register_script(_PAUSE)
+        self._take_quota = client.register_script(_TAKE_QUOTA)
+        self._forget_session = client.register_script(_FORGET_SESSION)
         self._slots_key = valkey.key("slots")
         self._slots_free = valkey.key("slots", "free")
         self._pause_key = valkey.key("provider", "pause")
@@ -338,9 +379,10 @@ class ValkeyCoordination:
 
     async def claim_request(self, request_id: str, session_id: str, plan_id: str) -> ImageGenerationResult | None:
         owner = uuid.uuid4().hex
-        args = [session_id, plan_id, owner, self._request_ttl_ms]
+        args = [session_id, plan_id, owner, self._request_ttl_ms, request_id]
+        keys = [self._record_key(request_id), self._valkey.key("session-requests", session_id)]
         try:
-            record = await self._valkey.run(lambda _: self._claim(keys=[self._record_key(request_id)], args=args))
+            record = await self._valkey.run(lambda _: self._claim(keys=keys, args=args))
         except CoordinationUnavailable:
             self._observer.fell_back("request_record")
             return await self._fallback.claim_request(request_id, session_id, plan_id)
@@ -380,6 +422,43 @@ class ValkeyCoordination:
 
     def _record_key(self, request_id: str) -> str:
         return self._valkey.key("request", request_id)
+
+    async def forget_session(self, session_id: str) -> None:
+        """The session's request records, found through its set of request_ids (kept as
+        long as its newest record); the in-process fallback's too."""
+        await self._fallback.forget_session(session_id)
+        keys, args = [self._valkey.key("session-requests", session_id)], [self._record_key("")]
+        try:
+            await self._valkey.run(lambda _: self._forget_session(keys=keys, args=args))
+        except CoordinationUnavailable:
+            self._observer.fell_back("request_record")  # the records expire with their TTL
+
+    # -- per-session render quotas ---------------------------------------------------
+
+    async def take_render_quota(self, session_id: str, limits: tuple[QuotaLimit, ...]) -> str:
+        """One sorted set per session, on Valkey's clock, shared by every replica."""
+        token = uuid.uuid4().hex
+        longest = max(limit.window_seconds for limit in limits) * 1000
+        args: list[object] = [token, longest]
+        for limit in limits:
+            args += [limit.renders, limit.window_seconds * 1000]
+        keys = [self._valkey.key("quota", session_id)]
+        try:
+            answer = await self._valkey.run(lambda _: self._take_quota(keys=keys, args=args))
+        except CoordinationUnavailable:
+            self._observer.fell_back("render_quota")
+            return await self._fallback.take_render_quota(session_id, limits)
+        if answer == 0:
+            return token
+        index, wait_ms = answer
+        raise QuotaExceeded(session_id, limits[int(index) - 1].text, retry_after=int(wait_ms) / 1000)
+
+    async def return_render_quota(self, session_id: str, token: str) -> None:
+        await self._fallback.return_render_quota(session_id, token)  # when it was counted there
+        try:
+            await self._valkey.run(lambda client: client.zrem(self._valkey.key("quota", session_id), token))
+        except CoordinationUnavailable:
+            self._observer.fell_back("render_quota")
 
     # -- lifecycle -------------------------------------------------------------------
 

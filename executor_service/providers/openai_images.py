@@ -31,8 +31,8 @@ from typing import Any
 
 import openai
 
-from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
 from executor_service.capabilities import refuse_unless_capable
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs, Usage
 from executor_service.providers import image_options as options
 from executor_service.providers.verify import DEFAULT_MAX_IMAGE_BYTES
 from imagegen.catalogue import MAX_PROMPT_CHARS, OUTPUT_FORMATS, ProviderCapabilities
@@ -163,7 +163,7 @@ class OpenAIImageProvider:
                 response = await openai_client.within_budget(request, self._call_timeout)
             body = response.http_response.content
             del response
-            b64, revised_prompt = _base64_image(body)
+            b64, revised_prompt, usage = _base64_image(body)
         except OPENAI_FAILURES as exc:
             raise self._execution_error(exc) from None
         if len(b64) > self._max_b64_chars:  # measured before decoding: nothing this large is decoded
@@ -174,7 +174,7 @@ class OpenAIImageProvider:
             raise self._unavailable("returned an image that is not valid base64") from None
         del b64, body
         mime_type = options.MIME_TYPES[output_format]
-        return RenderedImage(data, mime_type, width, height, self.model, revised_prompt)
+        return RenderedImage(data, mime_type, width, height, self.model, revised_prompt, usage=usage)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -197,8 +197,8 @@ def base64_length(size: int) -> int:
     return 4 * -(-size // 3)
 
 
-def _base64_image(body: bytes) -> tuple[bytes | memoryview | str, str]:
-    """(base64 text, revised prompt) of the answer's one image; AnswerUnreadable when the
+def _base64_image(body: bytes) -> tuple[bytes | memoryview | str, str, Usage | None]:
+    """(base64 text, revised prompt, usage) of the answer's one image; AnswerUnreadable when the
     answer is not an images response holding one base64 image, a JSON error when it is
     not JSON. The base64 text is a view into body when it can be: see _in_place."""
     found = _in_place(body)
@@ -212,7 +212,7 @@ def _base64_image(body: bytes) -> tuple[bytes | memoryview | str, str]:
         raise AnswerUnreadable(f"an answer of another shape ({type(exc).__name__})") from None
     if not isinstance(b64, str) or not b64:
         raise AnswerUnreadable("no base64 image")
-    return b64, _revised_prompt(first)
+    return b64, _revised_prompt(first), _usage(answer)
 
 
 # The one place an image's base64 can be: "b64_json": "<base64>". Base64 has no quote and
@@ -220,7 +220,7 @@ def _base64_image(body: bytes) -> tuple[bytes | memoryview | str, str]:
 _B64_VALUE = re.compile(rb'"b64_json"\s*:\s*"')
 
 
-def _in_place(body: bytes) -> tuple[memoryview, str] | None:
+def _in_place(body: bytes) -> tuple[memoryview, str, Usage | None] | None:
     """The base64 text as a view into body, and the revised prompt, from the answer's
     JSON parsed without that text (so it is never copied into a str); None when the
     answer is not plainly that (then it is parsed whole). Safe by construction: the
@@ -240,7 +240,7 @@ def _in_place(body: bytes) -> tuple[memoryview, str] | None:
         return None  # the whole answer, parsed, says what is wrong with it
     if first.get("b64_json") != "":
         return None
-    return memoryview(body)[start:end], _revised_prompt(first)
+    return memoryview(body)[start:end], _revised_prompt(first), _usage(envelope)
 
 
 def _first_image(answer: Any) -> dict[str, Any]:
@@ -258,3 +258,22 @@ def _revised_prompt(image: dict[str, Any]) -> str:
     """The provider's words reach the result: a string, and no longer than a prompt may be."""
     revised = image.get("revised_prompt")
     return revised[:MAX_PROMPT_CHARS] if isinstance(revised, str) else ""
+
+
+def _usage(answer: Any) -> Usage | None:
+    """The answer's token usage (ImagesResponse.usage: input_tokens, input_tokens_details.
+    image_tokens, output_tokens, total_tokens); None when it has none or it is not that
+    shape. Counts are taken only as non-negative integers below 2**53."""
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("input_tokens_details")
+    counts = (
+        usage.get("input_tokens"),
+        details.get("image_tokens", 0) if isinstance(details, dict) else 0,
+        usage.get("output_tokens"),
+        usage.get("total_tokens"),
+    )
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**53 for n in counts):
+        return None
+    return Usage(*counts)  # type: ignore[arg-type]

@@ -81,6 +81,57 @@ class LocalObjectStore:
             raise NotFound(f"no image is stored at {self.storage_path(key)}")
         return ObjectReader(stored, _chunks(file, chunk_size, key), release=file.close)
 
+    async def list(self, prefix: str, limit: int, start_after: str = "") -> list[StoredObject]:
+        """A walk of the directories prefix can be in, sorted by key: what the store wrote
+        (an image with its sidecar); temporary files and anything it did not write left out."""
+        return await asyncio.to_thread(self._list, prefix, limit, start_after)
+
+    async def delete(self, key: str) -> None:
+        """The image, then its sidecar, under the writers' lock."""
+        await asyncio.to_thread(self._delete, key)
+
+    async def set_retention(self, days: int) -> bool:
+        return False  # a directory has no lifecycle rules: the executor's sweep expires images
+
+    def _list(self, prefix: str, limit: int, start_after: str) -> list[StoredObject]:
+        base = prefix.rpartition("/")[0]
+        try:
+            top = self._path(base) if base else self._root
+        except _NotOurs:
+            return []
+        keys: list[str] = []
+        for directory, subdirectories, files in os.walk(top):  # os.walk does not follow links
+            subdirectories.sort()
+            relative = Path(directory).relative_to(self._root)
+            for name in files:
+                if name.startswith(".") or name.endswith(_SIDECAR):
+                    continue
+                key = (relative / name).as_posix() if relative.parts else name
+                if key.startswith(prefix) and key > start_after:
+                    keys.append(key)
+        found: list[StoredObject] = []
+        for key in sorted(keys):
+            if len(found) >= limit:
+                break
+            stored = self._stat(key)
+            if stored is not None:
+                found.append(stored)
+        return found
+
+    def _delete(self, key: str) -> None:
+        try:
+            path = self._path(key)
+        except _NotOurs:
+            return  # never written by this store: nothing of it to delete
+        try:
+            with _exclusive(self._root):
+                path.unlink(missing_ok=True)
+                path.with_name(path.name + _SIDECAR).unlink(missing_ok=True)
+        except FileNotFoundError:
+            return  # the root itself is gone: nothing is stored
+        except OSError as exc:
+            raise StorageUnavailable(f"local store cannot delete {key}: {exc.strerror}") from exc
+
     def _path(self, key: str) -> Path:
         """root/key, refusing a key whose path is not exactly that once links are resolved."""
         parts = Path(key).parts

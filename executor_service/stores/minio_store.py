@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import genheaders
 from minio.time import from_http_header
@@ -48,6 +51,8 @@ _NOT_USABLE = frozenset(
     }
 )
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
+# The lifecycle rule set_retention writes (it replaces the bucket's whole lifecycle configuration).
+RETENTION_RULE_ID = "imagegen-retention"
 
 
 def http_pool(timeout: float, retries: int) -> urllib3.PoolManager:
@@ -180,7 +185,48 @@ class MinioObjectStore:
         release = _releaser(response)
         return ObjectReader(_stored(key, response.headers), self._chunks(response, chunk_size, key, release), release)
 
+    async def list(self, prefix: str, limit: int, start_after: str = "") -> list[StoredObject]:
+        """One ListObjectsV2 walk (1000 keys a request), stopped after limit objects."""
+        return await self._call(self._list, prefix, limit, start_after, action=f"cannot list {prefix}")
+
+    async def delete(self, key: str) -> None:
+        """DeleteObject, which S3 answers 204 whether or not the key exists."""
+        await self._call(self._client.remove_object, self.bucket, key, action=f"cannot delete {key}")
+
+    async def set_retention(self, days: int) -> bool:
+        """A lifecycle rule expiring every object days after it was written (S3 user guide,
+        "Managing your storage lifecycle"), in place of the bucket's lifecycle
+        configuration; False when the server does not implement lifecycle rules."""
+        config = LifecycleConfig(
+            [Rule(ENABLED, rule_filter=Filter(prefix=""), rule_id=RETENTION_RULE_ID, expiration=Expiration(days=days))]
+        )
+        try:
+            await asyncio.to_thread(self._client.set_bucket_lifecycle, self.bucket, config)
+        except S3Error as exc:
+            if exc.code in ("NotImplemented", "MalformedXML", "InvalidRequest"):
+                log.warning("object store: no lifecycle rules (%s); the executor's sweep expires images", exc.code)
+                return False
+            raise _storage_error(exc, f"cannot set the lifecycle of bucket {self.bucket}") from None
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _storage_error(exc, f"cannot set the lifecycle of bucket {self.bucket}") from None
+        return True
+
     # ------------------------------------------------------------------ blocking parts
+    def _list(self, prefix: str, limit: int, start_after: str) -> list[StoredObject]:
+        found = self._client.list_objects(
+            self.bucket, prefix=prefix, recursive=True, start_after=start_after or None
+        )
+        return [
+            StoredObject(
+                key=item.object_name,
+                size=item.size or 0,
+                content_type="",
+                create_time=item.last_modified or self._now(),
+            )
+            for item in itertools.islice(found, max(limit, 0))
+            if item.object_name is not None
+        ]
+
     def _stat(self, key: str) -> StoredObject | None:
         try:
             info = self._client.stat_object(self.bucket, key)

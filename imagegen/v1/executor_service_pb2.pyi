@@ -3,10 +3,11 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from imagegen.v1 import image_plan_pb2 as _image_plan_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -87,3 +88,45 @@ class SignImageUrlResponse(_message.Message):
     image_url: str
     expire_time: _timestamp_pb2.Timestamp
     def __init__(self, image_url: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ("session_id", "image_type", "page_size", "page_token")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    image_type: _image_plan_pb2.ImageType
+    page_size: int
+    page_token: str
+    def __init__(self, session_id: _Optional[str] = ..., image_type: _Optional[_Union[_image_plan_pb2.ImageType, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListImagesResponse(_message.Message):
+    __slots__ = ("images", "next_page_token")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[_image_plan_pb2.ImageGenerationResult]
+    next_page_token: str
+    def __init__(self, images: _Optional[_Iterable[_Union[_image_plan_pb2.ImageGenerationResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteImageRequest(_message.Message):
+    __slots__ = ("storage_path",)
+    STORAGE_PATH_FIELD_NUMBER: _ClassVar[int]
+    storage_path: str
+    def __init__(self, storage_path: _Optional[str] = ...) -> None: ...
+
+class DeleteImageResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteSessionImagesRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSessionImagesResponse(_message.Message):
+    __slots__ = ("deleted_count",)
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    deleted_count: int
+    def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...

@@ -57,6 +57,21 @@ class ExecutorServiceStub:
                 request_serializer=imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlRequest.SerializeToString,
                 response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlResponse.FromString,
                 _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/imagegen.v1.ExecutorService/ListImages',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
+        self.DeleteImage = channel.unary_unary(
+                '/imagegen.v1.ExecutorService/DeleteImage',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteImageRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteImageResponse.FromString,
+                _registered_method=True)
+        self.DeleteSessionImages = channel.unary_unary(
+                '/imagegen.v1.ExecutorService/DeleteSessionImages',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -74,7 +89,9 @@ class ExecutorServiceServicer:
         the plan breaks a rule documented on ImageGenerationPlan; nothing is
         rendered or stored. Returns UNAVAILABLE when the image provider or the
         store cannot be reached, RESOURCE_EXHAUSTED (with RetryInfo) when the
-        provider is rate limited, FAILED_PRECONDITION when the provider rejects
+        provider is rate limited or the plan's session has reached its render
+        quota (then with a QuotaFailure naming the session and the limit;
+        EXECUTOR_SESSION_QUOTA), FAILED_PRECONDITION when the provider rejects
         the prompt's content (not retryable), CANCELLED or DEADLINE_EXCEEDED when
         the caller gives up (nothing is stored), and INTERNAL for an unexpected
         failure. Every error carries an ErrorInfo and, within a bounded size, the
@@ -118,6 +135,47 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListImages(self, request, context):
+        """Lists a session's stored images, newest first, each with its result
+        (AIP-132, paged as AIP-158). A listed result's plan carries the plan's
+        identity alone (plan_id, session_id, image_type): the prompt is not kept
+        beside the image. reused is unset.
+
+        Returns INVALID_ARGUMENT for a malformed session_id, a page_size out of
+        range, or a page_token that this server did not issue for the same
+        session_id and image_type (including a modified one); UNAVAILABLE when
+        the store cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImage(self, request, context):
+        """Deletes a stored image and what is kept beside it; the next execution
+        of its plan renders it again. Deleting an image that is not there
+        succeeds (safe to repeat).
+
+        Returns INVALID_ARGUMENT for a malformed storage_path, NOT_FOUND for a
+        path outside the bucket or one the executor never writes, and
+        UNAVAILABLE when the store cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSessionImages(self, request, context):
+        """Deletes all of a session's stored images and its request records (a
+        retried request_id then executes again); other sessions are untouched.
+        Safe to repeat: a second call deletes nothing and returns 0.
+
+        Returns INVALID_ARGUMENT for a malformed session_id and UNAVAILABLE when
+        the store cannot be reached (some images may be deleted already; call
+        again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +198,21 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.SignImageUrl,
                     request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlRequest.FromString,
                     response_serializer=imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlResponse.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.ListImagesRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'DeleteImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImage,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteImageRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteImageResponse.SerializeToString,
+            ),
+            'DeleteSessionImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSessionImages,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -253,6 +326,87 @@ class ExecutorService:
             '/imagegen.v1.ExecutorService/SignImageUrl',
             imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlRequest.SerializeToString,
             imagegen_dot_v1_dot_executor__service__pb2.SignImageUrlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/ListImages',
+            imagegen_dot_v1_dot_executor__service__pb2.ListImagesRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/DeleteImage',
+            imagegen_dot_v1_dot_executor__service__pb2.DeleteImageRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.DeleteImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSessionImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/DeleteSessionImages',
+            imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

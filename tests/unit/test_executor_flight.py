@@ -144,6 +144,9 @@ class CountingObserver:
     def stored(self, byte_size: int) -> None:
         pass
 
+    def cost(self, provider: str, model: str, cost_micros: int) -> None:
+        pass
+
 
 async def test_a_shared_render_counts_only_the_callers_it_answered(held: HeldProvider, tmp_path: Path) -> None:
     observer = CountingObserver()

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs, Usage
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.image_options import output_mime_type, plan_option, size_problem
 from executor_service.providers.offline_renderer import OfflineRenderer
@@ -118,7 +118,7 @@ async def test_the_offline_renderer_renders_the_chosen_format() -> None:
 
 # ------------------------------------------------------------------ reading an images answer
 def read(body: dict | bytes) -> tuple[bytes, str]:
-    b64, revised = _base64_image(body if isinstance(body, bytes) else json.dumps(body).encode())
+    b64, revised, _ = _base64_image(body if isinstance(body, bytes) else json.dumps(body).encode())
     return binascii.a2b_base64(b64, strict_mode=True), revised
 
 
@@ -127,8 +127,29 @@ IMAGE = bytes(range(256)) * 4  # its base64 has "+" and "/"
 
 def test_the_base64_image_is_read_from_the_answer_in_place() -> None:
     body = json.dumps({"created": 1, "data": [{"b64_json": base64.b64encode(IMAGE).decode(), "revised_prompt": "A"}]})
-    b64, revised = _base64_image(body.encode())
+    b64, revised, usage = _base64_image(body.encode())
     assert isinstance(b64, memoryview) and (binascii.a2b_base64(b64), revised) == (IMAGE, "A")
+    assert usage is None  # the answer reports none
+
+
+USAGE = {"input_tokens": 60, "input_tokens_details": {"image_tokens": 10, "text_tokens": 50}, "output_tokens": 272, "total_tokens": 332}
+
+
+@pytest.mark.parametrize("images", [1, 2], ids=["read-in-place", "parsed-whole"])
+def test_the_usage_an_images_answer_reports_is_read_with_its_image(images: int) -> None:
+    answer = {"data": [{"b64_json": base64.b64encode(IMAGE).decode()}] * images, "usage": USAGE}
+    _, _, usage = _base64_image(json.dumps(answer).encode())
+    assert usage == Usage(input_tokens=60, input_image_tokens=10, output_tokens=272, total_tokens=332)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"input_tokens": -1, "output_tokens": 1, "total_tokens": 0}, {"input_tokens": "9", "output_tokens": 1, "total_tokens": 1},
+     {"input_tokens": 2**60, "output_tokens": 1, "total_tokens": 1}, "lots", None],
+)
+def test_usage_of_another_shape_is_no_usage(usage: object) -> None:
+    body = json.dumps({"data": [{"b64_json": base64.b64encode(IMAGE).decode()}], "usage": usage}).encode()
+    assert _base64_image(body)[2] is None
 
 
 @pytest.mark.parametrize(

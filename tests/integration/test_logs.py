@@ -3,6 +3,7 @@ call carrying its request id, which comes back in the trailing metadata."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -43,6 +44,15 @@ class JsonLines:
     def of(self, request_id: str) -> list[dict[str, Any]]:
         return [record for record in self.records() if record.get("request_id") == request_id]
 
+    async def call_line(self, request_id: str) -> dict[str, Any]:
+        """The one line a call logs, once it is there: the server writes it as the call
+        ends, which a busy machine may get to after the caller has its answer."""
+        async with asyncio.timeout(10):
+            while not any(r.get("logger") == "imagegen.rpc" for r in self.of(request_id)):
+                await asyncio.sleep(0.01)
+        (line,) = self.of(request_id)  # one line per call, and nothing else of it
+        return line
+
 
 @pytest.fixture
 def json_logs() -> Iterator[JsonLines]:
@@ -63,7 +73,7 @@ async def test_a_callers_request_id_is_on_every_line_and_comes_back(services: Se
         response = await call
         returned = trailing(await call.trailing_metadata())
     assert returned["x-request-id"] == "req-7f3a"
-    (line,) = json_logs.of("req-7f3a")
+    line = await json_logs.call_line("req-7f3a")
     assert line["logger"] == "imagegen.rpc" and line["level"] == "INFO"
     assert line["method"] == "imagegen.v1.ExecutorService/ExecutePlan" and line["code"] == "OK"
     assert line["session_id"] == "table-9" and line["plan_id"] == response.result.plan.plan_id
@@ -79,7 +89,7 @@ async def test_a_request_id_is_minted_when_none_is_sent(services: Services, json
         response = await call
         minted = trailing(await call.trailing_metadata())["x-request-id"]
     assert uuid.UUID(minted).version == 4
-    (line,) = json_logs.of(minted)
+    line = await json_logs.call_line(minted)
     assert line["method"] == "imagegen.v1.PlannerService/CreatePlan" and line["code"] == "OK"
     assert line["session_id"] == "t-2" and line["plan_id"] == response.plan.plan_id
     assert all(PROMPT not in json.dumps(record) for record in json_logs.records())  # no prompt above DEBUG
@@ -98,7 +108,7 @@ async def test_a_failed_call_returns_its_request_id_beside_the_error_details(
     assert trailing(caught.value.trailing_metadata())["x-request-id"] == "req-bad-size"
     failure = execution_failed(caught.value, plan)  # the google.rpc details survive too
     assert failure.reason == "INVALID_REQUEST" and [v.field for v in failure.violations] == ["plan.size"]
-    (line,) = json_logs.of("req-bad-size")  # one line per call, failed or not, with the reason
+    line = await json_logs.call_line("req-bad-size")  # one line per call, failed or not, with the reason
     assert (line["logger"], line["code"], line["reason"]) == ("imagegen.rpc", "INVALID_ARGUMENT", "INVALID_REQUEST")
 
 

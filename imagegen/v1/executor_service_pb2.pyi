@@ -3,10 +3,11 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from imagegen.v1 import image_plan_pb2 as _image_plan_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -63,14 +64,18 @@ class GetImageRequest(_message.Message):
     def __init__(self, storage_path: _Optional[str] = ...) -> None: ...
 
 class GetImageResponse(_message.Message):
-    __slots__ = ("chunk_data", "mime_type", "total_size")
+    __slots__ = ("chunk_data", "mime_type", "total_size", "content_sha256", "reference_images")
     CHUNK_DATA_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_IMAGES_FIELD_NUMBER: _ClassVar[int]
     chunk_data: bytes
     mime_type: str
     total_size: int
-    def __init__(self, chunk_data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+    content_sha256: str
+    reference_images: _containers.RepeatedCompositeFieldContainer[_image_plan_pb2.ReferenceImage]
+    def __init__(self, chunk_data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., total_size: _Optional[int] = ..., content_sha256: _Optional[str] = ..., reference_images: _Optional[_Iterable[_Union[_image_plan_pb2.ReferenceImage, _Mapping]]] = ...) -> None: ...
 
 class SignImageUrlRequest(_message.Message):
     __slots__ = ("storage_path", "expires_in")

@@ -4,7 +4,7 @@
   imagegen demo                     both services on free ports, one image, then stop
   imagegen plan PROMPT --session-id S [--image-type T] [--style S] [--size WxH] [--context k=v ...] [--mode M]
   imagegen execute [FILE|-]         a plan as JSON, from a file or stdin
-  imagegen generate PROMPT --session-id S [...]
+  imagegen generate PROMPT --session-id S [...] [--reference [ROLE:]STORAGE_PATH ...]
 
 plan, execute and generate reach secured services with --tls-ca (and --tls-cert /
 --tls-key for mutual TLS) and the tokens in IMAGEGEN_PLANNER_TOKEN and
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed
+from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed, reference_path
 from clients.aio import AsyncImagegenClient
 from imagegen import catalogue
 from imagegen.errors import InvalidRequest
@@ -138,11 +138,22 @@ def _client(args: argparse.Namespace) -> ImagegenClient:
     )
 
 
+def _reference(text: str) -> str:
+    """--reference's value, "[ROLE:]STORAGE_PATH", checked here so a bad role is a usage error."""
+    try:
+        reference_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _plan(args: argparse.Namespace) -> None:
     with _client(args) as client:
+        references = [client.executor.reference_image(path) for path in args.reference]
         plan = client.planner.create_plan(
             args.prompt, session_id=args.session_id, image_type=args.image_type,
             style=args.style, size=args.size, context=_context(args.context), mode=args.mode,
+            reference_images=references,
         )
     _print(plan_to_dict(plan))
 
@@ -160,7 +171,7 @@ def _generate(args: argparse.Namespace) -> None:
         generation = client.generate(
             args.prompt, session_id=args.session_id, image_type=args.image_type,
             style=args.style, size=args.size, context=_context(args.context), request_id=args.request_id,
-            mode=args.mode,
+            mode=args.mode, reference_images=args.reference,
         )
     _print(generation.payload)
 
@@ -204,6 +215,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--size", help="WIDTHxHEIGHT")
         sub.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
         sub.add_argument("--mode", choices=catalogue.PLANNING_MODES, help="which planner (default: the server's)")
+        sub.add_argument(
+            "--reference", action="append", default=[], type=_reference, metavar="[ROLE:]STORAGE_PATH",
+            help="a stored image of the session the plan is to use, e.g. a character's portrait (repeatable, "
+            f"in order; ROLE one of {', '.join(catalogue.REFERENCE_ROLES)}, default subject)",
+        )
         targets(sub)
 
     plan_options(commands.add_parser("plan", help="create a plan and print it"))

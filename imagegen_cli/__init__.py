@@ -1,7 +1,8 @@
 """The imagegen command: run both services, plan, execute, generate. Each prints JSON.
 
   imagegen up                       both services, embedded defaults, foreground
-  imagegen demo                     both services on free ports, one image, then stop
+  imagegen demo [PROMPT] [--reference [ROLE:]STORAGE_PATH ...]
+                                    both services on free ports, one image, then stop
   imagegen plan PROMPT --session-id S [--image-type T] [--style S] [--size WxH] [--context k=v ...] [--mode M]
   imagegen execute [FILE|-]         a plan as JSON, from a file or stdin
   imagegen generate PROMPT --session-id S [...] [--reference [ROLE:]STORAGE_PATH ...]
@@ -105,7 +106,9 @@ async def _demo(args: argparse.Namespace) -> None:
         async with AsyncImagegenClient(
             f"127.0.0.1:{running_planner.port}", f"127.0.0.1:{running_executor.port}"
         ) as client:
-            generation = await client.generate(args.prompt, session_id=args.session_id)
+            generation = await client.generate(
+                args.prompt, session_id=args.session_id, reference_images=args.reference
+            )
     finally:
         await running_planner.stop(None)
         await running_executor.stop(None)
@@ -187,6 +190,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start both services, generate one image, stop")
     demo.add_argument("prompt", nargs="?", default=DEMO_PROMPT)
     demo.add_argument("--session-id", default="demo")
+    demo.add_argument(
+        "--reference", action="append", default=[], type=_reference, metavar="[ROLE:]STORAGE_PATH",
+        help="an image an earlier demo stored in the session (its storage_path), for this one to keep",
+    )
 
     env = os.environ
 

@@ -20,7 +20,12 @@ from imagegen.fingerprint import plan_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType, ReferenceImage, ReferenceRole
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 from imagegen.validation import plan_violations, validate_plan_request
+from planner_service.coordination.in_process import InProcessPlans
+from planner_service.offline_agent import OfflinePlanningAgent
+from planner_service.plan_cache import PlanCache
 from planner_service.offline_rules import plan_offline
+from planner_service.planning import Planner
+from planner_service.ports import PlanDraft, PlanRequest, Repair
 from tests.support.plans import make_plan
 
 SUBJECT = ReferenceRole.REFERENCE_ROLE_SUBJECT
@@ -170,3 +175,52 @@ def test_the_offline_renderer_shows_its_references_deterministically() -> None:
     assert render_png(**args, references=[("style", green)]) != plain  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reference 0"):
         render_png(**args, references=[("subject", b"not an image")])  # type: ignore[arg-type]
+
+
+# -- The planner ----------------------------------------------------------------------------------
+
+
+class OneAnswer:
+    """An LLM stand-in that answers the same plan every time, counting its calls."""
+
+    name, model = "llm", "scripted"
+
+    def __init__(self) -> None:
+        self.requests: list[PlanRequest] = []
+
+    async def draft(self, request: PlanRequest, repair: Repair | None = None) -> PlanDraft:
+        self.requests.append(request)
+        return PlanDraft("Thora holds the gate; keep the character of reference 1.", "scene", "painterly", "1024x1024")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_offline_planner_copies_the_references_into_the_plan() -> None:
+    refs = (ref(), ref(key="table-3/item/" + "b" * 32 + ".png", content="axe", role=STYLE))
+    plan = await Planner(OfflinePlanningAgent(), STYLES).create_plan(
+        PlanRequest(prompt="Thora holds the gate", session_id="table-3", reference_images=refs)
+    )
+    assert list(plan.reference_images) == list(refs)
+    assert "subject in reference 1" in plan.enhanced_prompt and "of reference 2" in plan.enhanced_prompt
+    assert plan.plan_id == plan_fingerprint(plan)
+
+
+async def test_llm_plans_are_shared_by_reference_content_and_each_caller_keeps_its_own_paths() -> None:
+    llm = OneAnswer()
+    plans = InProcessPlans(PlanCache(16, 3600))
+    planner = Planner(OfflinePlanningAgent(), STYLES, llm=llm, plans=plans)  # type: ignore[arg-type]
+    here = await planner.create_plan(PlanRequest(prompt="Thora at the gate", session_id="table-3",
+                                                 reference_images=(ref(),)))
+    # Another table with a copy of the same portrait: the same plan (one LLM call), its own path.
+    copy = ref(key="table-4/portrait/" + "f" * 32 + ".png")
+    there = await planner.create_plan(PlanRequest(prompt="Thora at the gate", session_id="table-4",
+                                                  reference_images=(copy,)))
+    assert len(llm.requests) == 1
+    assert [r.storage_path for r in there.reference_images] == [copy.storage_path]
+    assert there.plan_id == here.plan_id and there.session_id == "table-4"
+    # Another portrait is another request: the LLM plans again, and the plan_id differs.
+    other = await planner.create_plan(PlanRequest(prompt="Thora at the gate", session_id="table-3",
+                                                  reference_images=(ref(content="thora, older"),)))
+    assert len(llm.requests) == 2 and other.plan_id != here.plan_id
+    assert llm.requests[0].reference_roles == ("subject",)

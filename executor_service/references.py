@@ -8,7 +8,7 @@ InvalidRequest, raised before the provider is asked anything.
 
 What a render used is written beside its image in the store's user metadata, compactly,
 because S3 allows 2 KiB of it per object (AWS S3 user guide, "Working with object
-metadata"; SeaweedFS and MinIO enforce it): "references" is one entry per reference,
+metadata"; MinIO enforces it too): "references" is one entry per reference,
 separated by spaces, each "role:sha256:key-in-session", and "mask" is "sha256:key-in-session".
 A reference lies in the plan's session and so in the image's, so the session's folder is
 left out of each key. At MAX_REFERENCE_IMAGES references and a mask that is about

@@ -305,12 +305,14 @@ class Executor:
     ) -> tuple[RenderedImage, int]:
         """The provider's image and its latency in ms, within the provider slot; a rate
         limit pauses every caller's provider calls (on every replica with Valkey). The
-        plan's references are read from the store (bounded) once the provider can take them."""
+        plan's references are read from the store once the provider can take them, inside
+        the slot: only renders holding a slot hold reference bytes (each at most
+        MAX_REFERENCE_IMAGES x MAX_REFERENCE_IMAGE_BYTES), not the callers queued behind."""
         problems = capability_problems(self._provider.capabilities(plan), plan, shape_inputs(plan))
         if problems:  # refused before any call: no provider slot, nothing read or sent
             raise InvalidRequest(problems)
-        inputs: RenderInputs = await read_inputs(plan, self._store, references)
         async with self._coordination.provider_slot(lambda: report(ExecutionStage.EXECUTION_STAGE_QUEUED)):
+            inputs: RenderInputs = await read_inputs(plan, self._store, references)
             report(ExecutionStage.EXECUTION_STAGE_RENDERING)
             started = self._clock()
             try:

@@ -5,6 +5,7 @@ LLM planner on the same fake and the image in S3 (the session's S3 server)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from executor_service.bootstrap import build_executor, build_provider
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
 from executor_service.stores.local_store import LocalObjectStore
+from imagegen.catalogue import MAX_REFERENCE_IMAGE_BYTES
 from imagegen.v1.image_plan_pb2 import (
     ImageGenerationPlan,
     ImageGenerationResult,
@@ -31,7 +33,6 @@ from tests.conftest import PUBLIC_BASE
 from tests.integration.test_minio_store import http_get
 from tests.support import fake_openai as fo
 from tests.support.executor_server import running_executor
-from tests.support.llm_planner import API_KEY as LLM_API_KEY
 from tests.support.llm_planner import running_llm_planner
 from tests.support.plans import plan_maker
 from tests.support.s3_server import ExternalS3, S3Server
@@ -273,3 +274,40 @@ async def test_a_changed_portrait_makes_a_new_plan_and_other_sessions_cannot_ref
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in refused.value.violations] == ["plan.reference_images[0].storage_path"]
     assert len(fake_openai.requests) == sent
+
+
+async def test_a_mask_the_edit_endpoint_cannot_take_is_refused_before_any_request(
+    executor: AsyncExecutorClient, fake_openai: fo.FakeOpenAI
+) -> None:
+    portrait = await stored(executor, fake_openai, image_bytes((150, 60, 40)), enhanced_prompt="Portrait of Thora",
+                            image_type=ImageType.IMAGE_TYPE_PORTRAIT)
+    webp = io.BytesIO()
+    Image.new("RGBA", (1024, 1024), (0, 0, 0, 0)).save(webp, format="WEBP")
+    fake_openai.script_images(fo.images_b64(webp.getvalue()))
+    not_png = await executor.execute_plan(make_plan(enhanced_prompt="A mask", image_type=ImageType.IMAGE_TYPE_ITEM,
+                                                    metadata={"output_format": "webp"}))
+    plan = make_plan(image_type=ImageType.IMAGE_TYPE_SCENE, reference_images=[reference(portrait)],
+                     mask=as_mask(not_png))
+    with pytest.raises(ExecutionFailed) as caught:
+        await executor.execute_plan(plan)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in caught.value.violations] == ["plan.mask.storage_path"]
+    assert fake_openai.edit_requests == []
+
+
+async def test_a_reference_over_the_byte_limit_is_refused_unread(tmp_path: Path) -> None:
+    """The store holds an image over MAX_REFERENCE_IMAGE_BYTES (written by an executor with
+    a larger image limit); a plan may not reference it."""
+    store = LocalObjectStore(tmp_path / "images", bucket="images")
+    data = b"\x89PNG" + bytes(MAX_REFERENCE_IMAGE_BYTES)
+    key = f"table-7/portrait/{'a' * 32}.png"
+    await store.put(key, data, "image/png", {"sha256": hashlib.sha256(data).hexdigest()})
+    executor = Executor(build_provider(ExecutorSettings(providers=("offline",))), store, PUBLIC_BASE)
+    big = ReferenceImage(storage_path=f"images/{key}", content_sha256=hashlib.sha256(data).hexdigest(), role=SUBJECT)
+    async with running_executor(executor) as target, AsyncExecutorClient(target) as client:
+        with pytest.raises(ExecutionFailed) as caught:
+            await client.execute_plan(make_plan(image_type=ImageType.IMAGE_TYPE_SCENE, reference_images=[big]))
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    (violation,) = caught.value.violations
+    assert violation.field == "plan.reference_images[0].storage_path"
+    assert str(MAX_REFERENCE_IMAGE_BYTES) in violation.description

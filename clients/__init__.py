@@ -1,6 +1,14 @@
 """What the game backend imports to plan and execute images."""
 
-from clients._common import Generation, ImagePage, SignedImageUrl, StoredImage, legacy_payload
+from clients._common import (
+    Generation,
+    ImagePage,
+    ReferenceSource,
+    SignedImageUrl,
+    StoredImage,
+    legacy_payload,
+    reference_path,
+)
 from clients.aio import AsyncExecutorClient, AsyncImagegenClient, AsyncImageStream, AsyncPlannerClient
 from clients.channels import ChannelOptions, RetryPolicy, aio_channel, sync_channel
 from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
@@ -21,10 +29,12 @@ __all__ = [
     "ImagegenClient",
     "PlannerClient",
     "PlanningFailed",
+    "ReferenceSource",
     "RetryPolicy",
     "SignedImageUrl",
     "StoredImage",
     "aio_channel",
     "legacy_payload",
+    "reference_path",
     "sync_channel",
 ]

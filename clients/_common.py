@@ -6,7 +6,7 @@ the calls themselves (tests/unit/test_client_parity.py keeps the two in step).""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,7 +15,7 @@ import grpc
 
 from clients.channels import ChannelOptions
 from clients.errors import execution_failed, planning_failed
-from imagegen.catalogue import image_type_from_name, image_type_name, planning_mode_value
+from imagegen.catalogue import image_type_from_name, image_type_name, planning_mode_value, reference_role_value
 from imagegen.v1.executor_service_pb2 import (
     DeleteImageRequest,
     DeleteSessionImagesRequest,
@@ -28,7 +28,13 @@ from imagegen.v1.executor_service_pb2 import (
     SignImageUrlResponse,
     StreamExecutePlanRequest,
 )
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ImageType
+from imagegen.v1.image_plan_pb2 import (
+    ImageGenerationPlan,
+    ImageGenerationResult,
+    ImageType,
+    ReferenceImage,
+    ReferenceRole,
+)
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest, PlanningMode
 
 DEFAULT_PLAN_TIMEOUT = 60.0
@@ -48,10 +54,46 @@ class Generation:
 
 @dataclass(frozen=True)
 class StoredImage:
-    """A stored image's bytes, as GetImage returned them."""
+    """A stored image's bytes, as GetImage returned them, with the SHA-256 the executor
+    recorded for them and the reference images it was rendered with."""
 
     data: bytes
     mime_type: str
+    content_sha256: str = ""
+    reference_images: tuple[ReferenceImage, ...] = ()
+
+
+# What generate() and create_plan() take as a reference image: a result (its storage_path
+# and content_sha256), a ReferenceImage, or a bare storage path, optionally "ROLE:" first
+# (role subject unless said; the executor is asked for the path's content_sha256).
+ReferenceSource = ImageGenerationResult | ReferenceImage | str
+
+
+def reference_from(source: ReferenceSource, role: str | int = "subject") -> ReferenceImage | tuple[int, str]:
+    """The ReferenceImage for a result or a ReferenceImage (role: the one it has, else
+    role); for a storage path, (role, storage_path), whose content_sha256 only the
+    executor knows. "style:images/t1/portrait/....png" names the role of a path."""
+    default = role if isinstance(role, int) else reference_role_value(role)
+    if isinstance(source, ImageGenerationResult):
+        return ReferenceImage(storage_path=source.storage_path, content_sha256=source.content_sha256, role=default)
+    if isinstance(source, ReferenceImage):
+        ref = ReferenceImage()
+        ref.CopyFrom(source)
+        ref.role = ref.role or default
+        return ref
+    if not isinstance(source, str):
+        raise TypeError(f"a reference image is a result, a ReferenceImage or a storage path, not {type(source).__name__}")
+    return reference_path(source, default)
+
+
+def reference_path(text: str, role: int = ReferenceRole.REFERENCE_ROLE_SUBJECT) -> tuple[int, str]:
+    """"[ROLE:]STORAGE_PATH" -> (role number, storage path); ROLE is subject, style or edit.
+    A storage path never holds ":" (bucket names and the executor's keys cannot), so the
+    first ":" can only end a role."""
+    head, colon, rest = text.partition(":")
+    if colon:
+        return reference_role_value(head), rest
+    return role, text
 
 
 @dataclass(frozen=True)
@@ -71,6 +113,7 @@ def create_plan_request(
     size: str | None = None,
     context: Mapping[str, str] | None = None,
     mode: str | int | None = None,
+    reference_images: Sequence[ReferenceImage] = (),
 ) -> CreatePlanRequest:
     if isinstance(image_type, str):
         image_type = image_type_from_name(image_type)
@@ -82,6 +125,7 @@ def create_plan_request(
         size=size or "",
         context=context or {},
         mode=planning_mode(mode),
+        reference_images=reference_images,
     )
 
 
@@ -168,6 +212,8 @@ def legacy_payload(result: ImageGenerationResult, original_prompt: str = "") -> 
         "revised_prompt": result.provider.revised_prompt,
         "reused": result.reused,
         "created_at": result.create_time.ToJsonString(),
+        # The stored images the render used, in the plan's order: their storage paths.
+        "reference_images": [ref.storage_path for ref in result.reference_images],
     }
 
 
@@ -236,6 +282,8 @@ class ImageStreamBase:
         self._first: GetImageResponse | None = first
         self.mime_type = first.mime_type
         self.total_size = first.total_size
+        self.content_sha256 = first.content_sha256
+        self.reference_images = tuple(first.reference_images)
 
     def _take_first_chunk(self) -> bytes:
         """The first message's bytes, once; b"" when it had none, and every time after."""

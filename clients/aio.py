@@ -6,7 +6,7 @@ tests/unit/test_client_parity.py fails when the two drift apart."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Self
 
 import grpc
@@ -18,6 +18,7 @@ from clients._common import (
     Generation,
     ImagePage,
     ImageStreamBase,
+    ReferenceSource,
     SignedImageUrl,
     StoredImage,
     both_clients,
@@ -32,6 +33,7 @@ from clients._common import (
     image_page,
     list_images_request,
     planning_errors,
+    reference_from,
     sign_image_url_request,
     signed_image_url,
     stream_execute_plan_request,
@@ -39,7 +41,7 @@ from clients._common import (
 from clients.channels import ChannelOptions, aio_channel
 from imagegen.v1 import executor_service_pb2_grpc, planner_service_pb2_grpc
 from imagegen.v1.executor_service_pb2 import StreamExecutePlanResponse
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ReferenceImage
 
 
 class _AsyncServiceClient:
@@ -79,7 +81,8 @@ class AsyncPlannerClient(_AsyncServiceClient):
         self, prompt: str, *, session_id: str, timeout: float | None = None, **options: Any
     ) -> ImageGenerationPlan:
         """Plan one image; PlanningFailed on any error. options: image_type, style, size, context,
-        mode ("auto", "llm" or "offline"; the server's default when absent)."""
+        mode ("auto", "llm" or "offline"; the server's default when absent), reference_images
+        (ReferenceImages; AsyncExecutorClient.reference_image makes them)."""
         request = create_plan_request(prompt, session_id=session_id, **options)
         with planning_errors():
             return (await self._stub.CreatePlan(request, timeout=timeout or self._timeout)).plan
@@ -135,7 +138,22 @@ class AsyncExecutorClient(_AsyncServiceClient):
     async def get_image(self, storage_path: str, *, timeout: float | None = None) -> StoredImage:
         """A stored image's bytes ("bucket/key" as in a result's storage_path)."""
         async with await self.open_image(storage_path, timeout=timeout) as stream:
-            return StoredImage(b"".join([chunk async for chunk in stream]), stream.mime_type)
+            data = b"".join([chunk async for chunk in stream])
+            return StoredImage(data, stream.mime_type, stream.content_sha256, stream.reference_images)
+
+    async def reference_image(
+        self, source: ReferenceSource, *, role: str | int = "subject", timeout: float | None = None
+    ) -> ReferenceImage:
+        """source as a plan's ReferenceImage: a result or a ReferenceImage as it is (role: the
+        one it has, else role), a storage path ("[ROLE:]bucket/key") with the content_sha256
+        the executor recorded, read from GetImage's first message alone (the call then ends;
+        at most one chunk is sent). ExecutionFailed (NOT_FOUND) when nothing is stored there."""
+        found = reference_from(source, role)
+        if isinstance(found, ReferenceImage):
+            return found
+        ref_role, storage_path = found
+        async with await self.open_image(storage_path, timeout=timeout) as stream:
+            return ReferenceImage(storage_path=storage_path, content_sha256=stream.content_sha256, role=ref_role)
 
     async def sign_image_url(
         self, storage_path: str, *, expires_in: float | dt.timedelta | None = None, timeout: float | None = None
@@ -238,10 +256,15 @@ class AsyncImagegenClient:
         context: Mapping[str, str] | None = None,
         request_id: str | None = None,
         mode: str | None = None,
+        reference_images: Sequence[ReferenceSource] = (),
     ) -> Generation:
-        """Plan (PlanningFailed here renders nothing), then execute (ExecutionFailed carries the plan)."""
+        """Plan (PlanningFailed here renders nothing), then execute (ExecutionFailed carries the plan).
+        reference_images: stored images the plan is to use, in order (results, ReferenceImages
+        or "[ROLE:]bucket/key" paths, role subject unless said; see ExecutorClient.reference_image)."""
+        references = [await self.executor.reference_image(source) for source in reference_images]
         plan = await self.planner.create_plan(
-            prompt, session_id=session_id, image_type=image_type, style=style, size=size, context=context, mode=mode
+            prompt, session_id=session_id, image_type=image_type, style=style, size=size, context=context, mode=mode,
+            reference_images=references,
         )
         return generation(prompt, plan, await self.executor.execute_plan(plan, request_id=request_id))
 

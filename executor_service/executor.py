@@ -14,15 +14,21 @@ import asyncio
 import datetime as dt
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.capabilities import capability_problems
 from executor_service.keys import key_from_storage_path, object_key
 from executor_service.library import ImageLibrary
+from executor_service.references import (
+    read_inputs,
+    recorded_references,
+    reference_metadata,
+    shape_inputs,
+    stored_references,
+)
 from executor_service.ports import (
-    NO_INPUTS,
     AlreadyStored,
     ExecutionCoordination,
     ExecutionObserver,
@@ -32,6 +38,7 @@ from executor_service.ports import (
     ObjectStore,
     QuotaLimit,
     RenderedImage,
+    RenderInputs,
     SignedUrl,
     StoredObject,
     Usage,
@@ -42,6 +49,7 @@ from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, Provi
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo, ProviderUsage
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo, ReferenceImage
 from imagegen.validation import validate_execution
 
 # User metadata written beside every image, so a reused result is as complete
@@ -152,6 +160,10 @@ class Executor:
         key = key_from_storage_path(storage_path, self._store.bucket)
         return await self._store.open(key, min(chunk_size, IMAGE_CHUNK_BYTES))
 
+    def recorded_references(self, stored: StoredObject) -> list[ReferenceImage]:
+        """The reference images a stored image was rendered with (none: an empty list)."""
+        return recorded_references(stored.metadata, stored.key, self._store.storage_path)
+
     async def sign_image_url(self, storage_path: str, expires_in: dt.timedelta | None) -> SignedUrl:
         """A fresh URL for a stored image; expires_in None means the configured expiry."""
         if expires_in is not None and not MIN_URL_EXPIRY <= expires_in <= MAX_URL_EXPIRY:
@@ -216,13 +228,18 @@ class Executor:
             raise
 
     async def _execute_once(self, plan: ImageGenerationPlan, on_stage: OnStage | None) -> ImageGenerationResult:
+        # Checked on every call, even when the image is stored already: a plan that names
+        # an image this executor did not store (or one of another session) is refused alike.
+        references = await stored_references(plan, self._store, key_from_storage_path)
         mime_type = self._provider.mime_type(plan)
         key = object_key(plan, mime_type)
         flight = self._in_flight.get(key)
         joined = flight is not None
         if flight is None:
             flight = self._in_flight[key] = _Flight()
-            task = flight.task = asyncio.ensure_future(self._stored_or_render(plan, key, mime_type, flight.report))
+            task = flight.task = asyncio.ensure_future(
+                self._stored_or_render(plan, key, mime_type, flight.report, references)
+            )
             task.add_done_callback(lambda _: self._land(key, task))
         task = flight.task
         assert task is not None
@@ -246,7 +263,12 @@ class Executor:
             del self._in_flight[key]
 
     async def _stored_or_render(
-        self, plan: ImageGenerationPlan, key: str, mime_type: str, report: OnStage
+        self,
+        plan: ImageGenerationPlan,
+        key: str,
+        mime_type: str,
+        report: OnStage,
+        references: Mapping[str, StoredObject],
     ) -> ImageGenerationResult:
         existing = await self._store.stat(key)
         if existing is not None:
@@ -261,13 +283,13 @@ class Executor:
             # Only a render that stores its own image keeps its quota slot.
             quota = await self._coordination.take_render_quota(plan.session_id, self._quotas) if self._quotas else ""
             try:
-                image, latency_ms = await self._render(plan, report)
+                image, latency_ms = await self._render(plan, report, references)
                 if image.mime_type != mime_type:
                     raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
                 report(ExecutionStage.EXECUTION_STAGE_STORING)
                 provider = image.provider or self._provider.name
                 cost = self._prices.estimate_micros(provider, image.model, image.usage)
-                metadata = _metadata(plan, provider, image, latency_ms, cost)
+                metadata = {**_metadata(plan, provider, image, latency_ms, cost), **reference_metadata(plan)}
                 try:
                     stored = await self._store.put(key, image.data, image.mime_type, metadata)
                 except AlreadyStored as taken:
@@ -285,14 +307,19 @@ class Executor:
         self._observer.cost(provider, image.model, cost)
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
-    async def _render(self, plan: ImageGenerationPlan, report: OnStage) -> tuple[RenderedImage, int]:
+    async def _render(
+        self, plan: ImageGenerationPlan, report: OnStage, references: Mapping[str, StoredObject]
+    ) -> tuple[RenderedImage, int]:
         """The provider's image and its latency in ms, within the provider slot; a rate
-        limit pauses every caller's provider calls (on every replica with Valkey)."""
-        inputs = NO_INPUTS
-        problems = capability_problems(self._provider.capabilities(plan), plan, inputs)
-        if problems:  # refused before any call: no provider slot, nothing sent
+        limit pauses every caller's provider calls (on every replica with Valkey). The
+        plan's references are read from the store once the provider can take them, inside
+        the slot: only renders holding a slot hold reference bytes (each at most
+        MAX_REFERENCE_IMAGES x MAX_REFERENCE_IMAGE_BYTES), not the callers queued behind."""
+        problems = capability_problems(self._provider.capabilities(plan), plan, shape_inputs(plan))
+        if problems:  # refused before any call: no provider slot, nothing read or sent
             raise InvalidRequest(problems)
         async with self._coordination.provider_slot(lambda: report(ExecutionStage.EXECUTION_STAGE_QUEUED)):
+            inputs: RenderInputs = await read_inputs(plan, self._store, references)
             report(ExecutionStage.EXECUTION_STAGE_RENDERING)
             started = self._clock()
             try:
@@ -324,6 +351,7 @@ class Executor:
             ),
             reused=reused,
             plan=plan,
+            reference_images=recorded_references(meta, stored.key, self._store.storage_path),
         )
         if "total-tokens" in meta:
             result.provider.usage.CopyFrom(

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from imagegen.v1.image_plan_pb2 import ImageType
+from imagegen.v1.image_plan_pb2 import ImageType, ReferenceRole
 from imagegen.v1.planner_service_pb2 import PlanningMode
 
 # -- Image types --------------------------------------------------------------------------
@@ -215,6 +215,29 @@ EXTENSIONS: Mapping[str, str] = MappingProxyType({f.mime_type: f.extension for f
 # -- Provider capabilities ----------------------------------------------------------------
 
 MAX_REFERENCE_IMAGES = 8  # reference images one plan may name, whatever the provider
+# The largest stored image a plan may reference (or use as its mask): the executor reads
+# each one whole into memory to send it, so MAX_REFERENCE_IMAGES of them stay bounded.
+# Below OpenAI's 50 MB per input image (API reference, "Create image edit").
+MAX_REFERENCE_IMAGE_BYTES = 16 * 1024 * 1024
+
+# What a render takes from a reference image (ReferenceRole, without its prefix):
+# subject: keep who or what it shows; style: follow its look; edit: the image to change.
+REFERENCE_ROLES: tuple[str, ...] = ("subject", "style", "edit")
+
+
+def reference_role_value(role: str) -> int:
+    """"subject", "style" or "edit" (any case, REFERENCE_ROLE_ prefix allowed) -> the enum number."""
+    name = role.strip().lower().removeprefix("reference_role_")
+    if name not in REFERENCE_ROLES:
+        raise ValueError(f"role={role!r}: expected one of {', '.join(REFERENCE_ROLES)}")
+    return ReferenceRole.Value(f"REFERENCE_ROLE_{name.upper()}")
+
+
+def reference_role_name(value: int) -> str:
+    """The enum number -> "subject", "style" or "edit"; "" for UNSPECIFIED or an unknown number."""
+    if value not in ReferenceRole.values() or value == ReferenceRole.REFERENCE_ROLE_UNSPECIFIED:
+        return ""
+    return ReferenceRole.Name(value).removeprefix("REFERENCE_ROLE_").lower()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ caller learns every bad field from one INVALID_ARGUMENT.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from imagegen.catalogue import (
@@ -16,9 +16,11 @@ from imagegen.catalogue import (
     MAX_MAP_ENTRIES,
     MAX_METADATA_VALUE_CHARS,
     MAX_PROMPT_CHARS,
+    MAX_REFERENCE_IMAGES,
     MAX_REQUEST_ID_CHARS,
     MAX_SESSION_ID_CHARS,
     MAX_SIDE,
+    MAX_STORAGE_PATH_CHARS,
     MAX_STYLE_CHARS,
     METADATA_KEY_PATTERN,
     MIN_SIDE,
@@ -27,10 +29,12 @@ from imagegen.catalogue import (
 )
 from imagegen.errors import FieldViolation, InvalidRequest
 from imagegen.fingerprint import plan_fingerprint
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType, ReferenceImage, ReferenceRole
 
 # Enum numbers as sets, once: ImageType.values() builds a new list on every call.
 _IMAGE_TYPES = frozenset(ImageType.values())
+_REFERENCE_ROLES = frozenset(ReferenceRole.values()) - {ReferenceRole.REFERENCE_ROLE_UNSPECIFIED}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _SIZE = re.compile(r"([0-9]{2,4})x([0-9]{2,4})")
 _STYLE = re.compile(STYLE_PATTERN)
@@ -103,6 +107,52 @@ def _string_map(
     return violations
 
 
+def _reference(field: str, ref: ReferenceImage, session_id: str, *, mask: bool = False) -> list[FieldViolation]:
+    """The shape of one reference (or the mask): what can be checked without the store."""
+    violations = []
+    path = ref.storage_path
+    _, _, key = path.partition("/")
+    if not path:
+        violations.append(FieldViolation(f"{field}.storage_path", "is required"))
+    elif len(path) > MAX_STORAGE_PATH_CHARS:
+        violations.append(FieldViolation(f"{field}.storage_path", f"must be at most {MAX_STORAGE_PATH_CHARS} characters"))
+    elif (
+        path.startswith("/")
+        or any(segment in ("", ".", "..") for segment in key.split("/"))
+        or "\\" in path
+        or not path.isprintable()
+    ):
+        violations.append(FieldViolation(f"{field}.storage_path", 'must be "bucket/key" as in a result\'s storage_path'))
+    elif session_id and not key.startswith(f"{session_id}/"):
+        violations.append(FieldViolation(
+            f"{field}.storage_path", "must be an image of the plan's session (its key starts with the session_id)"
+        ))
+    if not _SHA256.fullmatch(ref.content_sha256):
+        violations.append(FieldViolation(f"{field}.content_sha256", "must be 64 lowercase hex digits (SHA-256)"))
+    if mask:
+        if ref.role != ReferenceRole.REFERENCE_ROLE_UNSPECIFIED:
+            violations.append(FieldViolation(f"{field}.role", "must be unspecified for a mask"))
+    elif ref.role == ReferenceRole.REFERENCE_ROLE_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.role", "must be specified: subject, style or edit"))
+    elif ref.role not in _REFERENCE_ROLES:
+        violations.append(FieldViolation(f"{field}.role", f"unknown reference role {ref.role}"))
+    return violations
+
+
+def reference_violations(
+    references: Sequence[ReferenceImage], session_id: str, field: str = "reference_images"
+) -> list[FieldViolation]:
+    """Shape problems of a list of references in session_id: how many (at most
+    MAX_REFERENCE_IMAGES), each one's storage_path, content_sha256 and role. Whether
+    each is stored, and holds those bytes, is the executor's to check."""
+    if len(references) > MAX_REFERENCE_IMAGES:
+        return [FieldViolation(field, f"must have at most {MAX_REFERENCE_IMAGES} entries")]
+    violations = []
+    for index, ref in enumerate(references):
+        violations += _reference(f"{field}[{index}]", ref, session_id)
+    return violations
+
+
 class PlanRequestFields(Protocol):
     """What a request to plan carries: a CreatePlanRequest, or the planner's PlanRequest."""
 
@@ -118,6 +168,8 @@ class PlanRequestFields(Protocol):
     def size(self) -> str: ...
     @property
     def context(self) -> Mapping[str, str]: ...
+    @property
+    def reference_images(self) -> Sequence[ReferenceImage]: ...
 
 
 def validate_plan_request(request: PlanRequestFields, styles: Collection[str]) -> None:
@@ -126,6 +178,7 @@ def validate_plan_request(request: PlanRequestFields, styles: Collection[str]) -
         *_prompt("prompt", request.prompt),
         *_session_id("session_id", request.session_id),
         *_string_map("context", request.context, _CONTEXT_KEY, MAX_CONTEXT_VALUE_CHARS),
+        *reference_violations(request.reference_images, request.session_id),
     ]
     if request.image_type not in _IMAGE_TYPES:
         violations.append(FieldViolation("image_type", f"unknown image type {request.image_type}"))
@@ -145,7 +198,12 @@ def plan_violations(plan: ImageGenerationPlan, path: str = "plan") -> list[Field
         *_size(f"{path}.size", plan.size),
         *_session_id(f"{path}.session_id", plan.session_id),
         *_string_map(f"{path}.metadata", plan.metadata, _METADATA_KEY, MAX_METADATA_VALUE_CHARS),
+        *reference_violations(plan.reference_images, plan.session_id, f"{path}.reference_images"),
     ]
+    if plan.HasField("mask"):
+        violations += _reference(f"{path}.mask", plan.mask, plan.session_id, mask=True)
+        if not plan.reference_images:
+            violations.append(FieldViolation(f"{path}.mask", "needs a reference image to apply to"))
     if plan.image_type == ImageType.IMAGE_TYPE_UNSPECIFIED:
         violations.append(FieldViolation(f"{path}.image_type", "must be specified"))
     elif plan.image_type not in _IMAGE_TYPES:

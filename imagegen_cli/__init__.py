@@ -1,10 +1,11 @@
 """The imagegen command: run both services, plan, execute, generate. Each prints JSON.
 
   imagegen up                       both services, embedded defaults, foreground
-  imagegen demo                     both services on free ports, one image, then stop
+  imagegen demo [PROMPT] [--reference [ROLE:]STORAGE_PATH ...]
+                                    both services on free ports, one image, then stop
   imagegen plan PROMPT --session-id S [--image-type T] [--style S] [--size WxH] [--context k=v ...] [--mode M]
   imagegen execute [FILE|-]         a plan as JSON, from a file or stdin
-  imagegen generate PROMPT --session-id S [...]
+  imagegen generate PROMPT --session-id S [...] [--reference [ROLE:]STORAGE_PATH ...]
   imagegen images --session-id S [--image-type T] [--page-size N] [--page-token T] [--all]
   imagegen delete STORAGE_PATH      one stored image
   imagegen delete-session --session-id S   all of a session's images and request records
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed
+from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, ImagegenClient, PlanningFailed, reference_path
 from clients.aio import AsyncImagegenClient
 from imagegen import catalogue
 from imagegen.errors import InvalidRequest
@@ -108,7 +109,9 @@ async def _demo(args: argparse.Namespace) -> None:
         async with AsyncImagegenClient(
             f"127.0.0.1:{running_planner.port}", f"127.0.0.1:{running_executor.port}"
         ) as client:
-            generation = await client.generate(args.prompt, session_id=args.session_id)
+            generation = await client.generate(
+                args.prompt, session_id=args.session_id, reference_images=args.reference
+            )
     finally:
         await running_planner.stop(None)
         await running_executor.stop(None)
@@ -141,11 +144,22 @@ def _client(args: argparse.Namespace) -> ImagegenClient:
     )
 
 
+def _reference(text: str) -> str:
+    """--reference's value, "[ROLE:]STORAGE_PATH", checked here so a bad role is a usage error."""
+    try:
+        reference_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _plan(args: argparse.Namespace) -> None:
     with _client(args) as client:
+        references = [client.executor.reference_image(path) for path in args.reference]
         plan = client.planner.create_plan(
             args.prompt, session_id=args.session_id, image_type=args.image_type,
             style=args.style, size=args.size, context=_context(args.context), mode=args.mode,
+            reference_images=references,
         )
     _print(plan_to_dict(plan))
 
@@ -163,7 +177,7 @@ def _generate(args: argparse.Namespace) -> None:
         generation = client.generate(
             args.prompt, session_id=args.session_id, image_type=args.image_type,
             style=args.style, size=args.size, context=_context(args.context), request_id=args.request_id,
-            mode=args.mode,
+            mode=args.mode, reference_images=args.reference,
         )
     _print(generation.payload)
 
@@ -204,6 +218,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start both services, generate one image, stop")
     demo.add_argument("prompt", nargs="?", default=DEMO_PROMPT)
     demo.add_argument("--session-id", default="demo")
+    demo.add_argument(
+        "--reference", action="append", default=[], type=_reference, metavar="[ROLE:]STORAGE_PATH",
+        help="an image an earlier demo stored in the session (its storage_path), for this one to keep",
+    )
 
     env = os.environ
 
@@ -232,6 +250,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--size", help="WIDTHxHEIGHT")
         sub.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
         sub.add_argument("--mode", choices=catalogue.PLANNING_MODES, help="which planner (default: the server's)")
+        sub.add_argument(
+            "--reference", action="append", default=[], type=_reference, metavar="[ROLE:]STORAGE_PATH",
+            help="a stored image of the session the plan is to use, e.g. a character's portrait (repeatable, "
+            f"in order; ROLE one of {', '.join(catalogue.REFERENCE_ROLES)}, default subject)",
+        )
         targets(sub)
 
     plan_options(commands.add_parser("plan", help="create a plan and print it"))

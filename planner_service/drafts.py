@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from imagegen.catalogue import (
@@ -23,7 +23,7 @@ from imagegen.catalogue import (
     image_type_name,
 )
 from imagegen.fingerprint import with_fingerprint
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType, ReferenceImage
 from imagegen.validation import plan_violations
 from planner_service.ports import DraftUnusable, PlanDraft, PlanRequest
 
@@ -115,9 +115,12 @@ def normalise_draft(draft: PlanDraft, request: PlanRequest) -> PlanDraft:
     )
 
 
-def plan_from_draft(draft: PlanDraft, session_id: str, styles: Collection[str]) -> ImageGenerationPlan:
-    """The fingerprinted plan, checked by the same rules as every plan; DraftUnusable
-    naming each bad field and the value the model gave, so a repair can fix it."""
+def plan_from_draft(
+    draft: PlanDraft, session_id: str, styles: Collection[str], references: Sequence[ReferenceImage] = ()
+) -> ImageGenerationPlan:
+    """The fingerprinted plan, with the request's references, checked by the same rules
+    as every plan; DraftUnusable naming each bad field and the value the model gave, so
+    a repair can fix it. The references were validated with the request."""
     problems = list(draft.problems)
     explained = {problem.split(":", 1)[0] for problem in problems}
     try:
@@ -139,6 +142,7 @@ def plan_from_draft(draft: PlanDraft, session_id: str, styles: Collection[str]) 
         size=draft.size,
         session_id=session_id,
         metadata=draft.metadata,
+        reference_images=references,
     )
     explained = {problem.split(":", 1)[0] for problem in problems}
     for violation in plan_violations(plan):

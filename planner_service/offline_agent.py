@@ -25,6 +25,7 @@ class OfflinePlanningAgent:
             style=request.style or None,
             size=request.size or None,
             context=dict(request.context),
+            references=request.reference_roles,
         )
         return PlanDraft(plan.enhanced_prompt, plan.image_type, plan.style, plan.size)
 

@@ -8,7 +8,7 @@ the caller; this module only has to be total and byte-for-byte reproducible.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -229,15 +229,33 @@ class OfflinePlan:
     size: str  # "WIDTHxHEIGHT"
 
 
+# What each reference role asks of the image model, for reference number {n}.
+_REFERENCE_PHRASES: Mapping[str, str] = MappingProxyType({
+    "subject": "Keep the face, build and gear of the subject in reference {n}.",
+    "style": "Follow the palette and brushwork of reference {n}.",
+    "edit": "Edit reference {n}, changing only what this prompt describes.",
+})
+
+
+def reference_text(roles: Sequence[str]) -> str:
+    """The fixed sentences that tell an image model how to use each reference image, in
+    order ("reference 1" is the first); roles are catalogue.REFERENCE_ROLES names."""
+    return " ".join(_REFERENCE_PHRASES[role].format(n=n) for n, role in enumerate(roles, 1))
+
+
 def plan_offline(prompt: str, *, image_type: str | None = None, style: str | None = None,
-                 size: str | None = None, context: Mapping[str, str] | None = None) -> OfflinePlan:
+                 size: str | None = None, context: Mapping[str, str] | None = None,
+                 references: Sequence[str] = ()) -> OfflinePlan:
     """Plan an image: the user's description first (image models weigh the start of a
-    prompt most, and the offline renderer captions it), then framing, context and style."""
+    prompt most, and the offline renderer captions it), then framing, how to use the
+    reference images (references: their roles, in order), context and style."""
     description = _normalise(prompt)
     kind = image_type or infer_image_type(description, context)
     look = style or catalogue.DEFAULT_STYLE
     spec = catalogue.IMAGE_TYPES[kind]
     head = spec.framing + "."
+    if references:  # at most MAX_REFERENCE_IMAGES short sentences: kept whole, like the framing
+        head = f"{head} {reference_text(references)}"
     tail = f"Style: {catalogue.STYLES[look].words}. {_TAIL_MAP if kind == 'map' else _TAIL_DEFAULT}"
     details = _context_text(context, kind)
 

@@ -54,6 +54,12 @@ PATHS = ("tools", "json")
 MAX_ANSWER_BYTES = 1024 * 1024
 # The most of a model's refusal kept (it reaches the logs, the repair and an error).
 MAX_REFUSAL_CHARS = 200
+# What the LLM is told each reference role is for (catalogue.REFERENCE_ROLES).
+REFERENCE_USES: Mapping[str, str] = {
+    "subject": "keep who it shows: the character's face, build and gear",
+    "style": "follow its look: palette, brushwork, lighting",
+    "edit": "the image to change; keep what the moment does not change",
+}
 
 class _RequestRejected(PlannerMisconfigured):
     """HTTP 400/422: the server refused the request's shape, e.g. a json_schema format."""
@@ -194,6 +200,11 @@ class OpenAIPlanningAgent:
             moment["size"] = request.size
         if request.context:
             moment["facts"] = dict(sorted(request.context.items()))
+        if request.reference_images:
+            moment["reference_images"] = [
+                {"reference": n, "role": role, "use": REFERENCE_USES[role]}
+                for n, role in enumerate(request.reference_roles, 1)
+            ]
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self._instructions},
             {"role": "user", "content": json.dumps(moment, ensure_ascii=False, sort_keys=True)},
@@ -304,5 +315,10 @@ def _instructions(styles: Mapping[str, Style], path: str, schema: Mapping[str, A
         f"- image_type, one of:\n{types}\n"
         f"- style, one of these presets:\n{presets}\n"
         f"- size: WIDTHxHEIGHT in pixels, each side 64 to 4096; usually {sizes}.\n"
+        "When the moment lists reference_images, the image model also receives those images, "
+        "numbered from 1: write a prompt that uses each one by its number and role, for example "
+        "\"keep the face and armour of the character in reference 1\" for a subject, "
+        "\"follow the palette and brushwork of reference 2\" for a style, \"edit reference 1\" for an "
+        "image to edit. Do not describe what a reference shows beyond the facts.\n"
         f"{answer}"
     )

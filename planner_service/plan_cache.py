@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from imagegen.fingerprint import canonical_digest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
@@ -21,19 +22,23 @@ def request_fingerprint(request: PlanRequest, path: str) -> str:
 
     session_id is left out, as it is from plan_id: it says where the image is
     filed, not what it shows, so two sessions asking for the same moment share
-    one plan (each gets its own session_id back).
+    one plan (each gets its own session_id back). Reference images count by
+    content and role, like session_id their storage paths do not.
     """
-    return canonical_digest(
-        {
-            "v": 1,
-            "path": path,
-            "prompt": request.prompt,
-            "image_type": request.image_type,
-            "style": request.style,
-            "size": request.size,
-            "context": dict(request.context),
-        }
-    )
+    decided: dict[str, Any] = {
+        "v": 1,
+        "path": path,
+        "prompt": request.prompt,
+        "image_type": request.image_type,
+        "style": request.style,
+        "size": request.size,
+        "context": dict(request.context),
+    }
+    if request.reference_images:  # by content, as in plan_id; absent, the key is as before
+        decided["reference_images"] = [
+            {"sha256": ref.content_sha256, "role": ref.role} for ref in request.reference_images
+        ]
+    return canonical_digest(decided)
 
 
 class PlanCache:

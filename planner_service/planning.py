@@ -103,7 +103,7 @@ class Planner:
         started = self._clock() if started is None else started
         draft = await self._offline.draft(request)
         try:
-            plan = plan_from_draft(draft, request.session_id, self._styles)
+            plan = plan_from_draft(draft, request.session_id, self._styles, request.reference_images)
         except DraftUnusable as unusable:  # a bug in the offline planner, not the caller's fault
             raise PlanOutputInvalid(f"the offline planner produced an invalid plan: {unusable}") from None
         return self._stamped(plan, PlanProvenance(planner=self._offline.name, fell_back=fell_back), started)
@@ -112,6 +112,10 @@ class Planner:
         # Identical requests share one LLM round trip and its plan (plan_once).
         plan = await self._plans.plan_once(request_fingerprint(request, "llm"), partial(self._plan_with_llm, request))
         plan.session_id = request.session_id  # not in the key, nor in plan_id
+        # The key has each reference's sha256 and role, not where it is stored: the caller's
+        # own storage paths (in its session) go into its copy, plan_id unchanged.
+        for ref, asked in zip(plan.reference_images, request.reference_images, strict=True):
+            ref.storage_path = asked.storage_path
         return plan
 
     async def _plan_with_llm(self, request: PlanRequest) -> ImageGenerationPlan:
@@ -138,7 +142,9 @@ class Planner:
         while True:
             try:
                 draft = await llm.draft(request, repair)
-                return plan_from_draft(normalise_draft(draft, request), request.session_id, self._styles)
+                return plan_from_draft(
+                    normalise_draft(draft, request), request.session_id, self._styles, request.reference_images
+                )
             except DraftUnusable as unusable:
                 problems = "; ".join(unusable.problems)
                 if repair is not None:

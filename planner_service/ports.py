@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
+from imagegen.catalogue import reference_role_name
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ReferenceImage
 from imagegen.v1.planner_service_pb2 import CreatePlanRequest
 
 
@@ -16,7 +17,9 @@ class PlanRequest:
 
     image_type is an imagegen.v1.ImageType number (0: the planner chooses); style and
     size are empty when the planner chooses; mode is a PlanningMode number (0: the
-    configured default). The planner validates every field (imagegen.validation).
+    configured default); reference_images are stored images the plan is to use, in
+    order (the prompt calls them "reference 1", ...). The planner validates every
+    field (imagegen.validation).
     """
 
     prompt: str
@@ -26,6 +29,12 @@ class PlanRequest:
     size: str = ""
     context: Mapping[str, str] = field(default_factory=dict)
     mode: int = 0
+    reference_images: tuple[ReferenceImage, ...] = ()
+
+    @property
+    def reference_roles(self) -> tuple[str, ...]:
+        """Each reference's role name ("subject", "style", "edit"), in order."""
+        return tuple(reference_role_name(ref.role) for ref in self.reference_images)
 
     @classmethod
     def from_proto(cls, request: CreatePlanRequest) -> PlanRequest:
@@ -37,6 +46,7 @@ class PlanRequest:
             size=request.size,
             context=dict(request.context),
             mode=request.mode,
+            reference_images=tuple(request.reference_images),
         )
 
 

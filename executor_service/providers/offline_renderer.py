@@ -1,7 +1,11 @@
 """Deterministic offline renderer: the embedded default image provider (no cloud).
 
 A picture of the plan's image type in its style's look (offline_pictures draws it), the
-prompt as a caption along the bottom and "type · style" in the top-left corner. Image
+prompt as a caption along the bottom and "type · style" in the top-left corner. Reference
+images show, deterministically: a style reference's six dominant colours become the
+palette; a subject reference's average colour becomes the subject's, and its silhouette
+(a thumbnail) stands framed in the top-right corner; an edit reference is the ground the
+picture is laid over, half transparent. Masks are not applied (masks=False). Image
 types, styles (palette and textures) and size limits are imagegen.catalogue's, read at
 call time; a style slug the catalogue does not know gets a look derived from its hash.
 Same arguments -> same PNG bytes; no I/O, no global state. Sizes are in pixels.
@@ -14,6 +18,7 @@ import colorsys
 import hashlib
 import io
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
@@ -23,6 +28,7 @@ from executor_service.capabilities import refuse_unless_capable
 from executor_service.providers.image_options import output_format, output_mime_type
 from executor_service.providers.offline_pictures import BLACK, WHITE, Look, Palette, blend, draw_picture
 from imagegen import catalogue
+from imagegen.errors import FieldViolation, InvalidRequest
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
 
@@ -141,26 +147,111 @@ def _seed(prompt: str, image_type: str, style: str, width: int, height: int) -> 
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
 
 
+# -- Reference images ----------------------------------------------------------------------------
+
+_REFERENCE_THUMB = 256  # a reference is looked at no larger than this (each side)
+
+
+def _decode_reference(data: bytes) -> Image.Image:
+    """An RGB thumbnail (at most _REFERENCE_THUMB a side) of a reference image's bytes;
+    ValueError when they are not an image of at most MAX_SIDE x MAX_SIDE pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > catalogue.MAX_SIDE * catalogue.MAX_SIDE:
+                raise ValueError(f"is {image.width}x{image.height} pixels, more than any image the executor stores")
+            image.draft("RGB", (_REFERENCE_THUMB, _REFERENCE_THUMB))  # JPEG: decode at a fraction of the size
+            thumb = image.convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"is not an image the renderer can read ({type(exc).__name__})") from None
+    thumb.thumbnail((_REFERENCE_THUMB, _REFERENCE_THUMB), Image.Resampling.BILINEAR)
+    return thumb
+
+
+def _dominant_palette(image: Image.Image) -> Palette:
+    """Six dominant colours (median cut), lightest first: sky, horizon, far, near, subject, accent
+    (the accent is the most saturated of the six)."""
+    quantized = image.quantize(colors=6, method=Image.Quantize.MEDIANCUT)
+    flat = quantized.getpalette() or []
+    used = sorted({index for _, index in quantized.getcolors(256) or []})
+    colours = [tuple(flat[3 * i:3 * i + 3]) for i in used] or [(128, 128, 128)]
+    while len(colours) < 6:
+        colours.append(colours[-1])
+    ranked = sorted(colours[:6], key=lambda c: -(0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]))
+    accent = max(ranked, key=lambda c: max(c) - min(c))
+    ranked.remove(accent)
+    return Palette(*ranked[:5], accent)  # type: ignore[arg-type]
+
+
+def _average(image: Image.Image) -> tuple[int, int, int]:
+    r, g, b = image.resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))  # type: ignore[misc]
+    return r, g, b
+
+
+def _with_references(look: Look, references: Sequence[tuple[str, Image.Image]]) -> Look:
+    """The look with a style reference's palette and a subject reference's colour."""
+    palette = look.palette
+    style = next((image for role, image in references if role == "style"), None)
+    if style is not None:
+        palette = _dominant_palette(style)
+    subject = next((image for role, image in references if role == "subject"), None)
+    if subject is not None:
+        palette = palette._replace(subject=_average(subject))
+    return Look(palette, look.textures)
+
+
+def _draw_subjects(canvas: Image.Image, subjects: Sequence[Image.Image], room: int, palette: Palette) -> None:
+    """Each subject reference as a framed inset along the top-right corner, within room pixels of height."""
+    width, _ = canvas.size
+    side = max(16, min(room // 3, width // 5))
+    margin = max(2, side // 12)
+    right = width - margin
+    for image in subjects:
+        inset = image.copy()
+        inset.thumbnail((side, side), Image.Resampling.BILINEAR)
+        left = right - inset.width
+        if left < width // 2:
+            break
+        ImageDraw.Draw(canvas).rectangle(
+            (left - margin, margin, right + margin - 1, margin * 2 + inset.height), fill=palette.accent
+        )
+        canvas.paste(inset, (left, margin + margin // 2))
+        right = left - 3 * margin
+
+
 def _render_image(
-    *, prompt: str, image_type: str, style: str, width: int, height: int, seed: int
+    *, prompt: str, image_type: str, style: str, width: int, height: int, seed: int,
+    references: Sequence[tuple[str, Image.Image]] = (),
 ) -> Image.Image:
-    """The RGB canvas: the picture drawn from seed above the caption band, and the corner label."""
+    """The RGB canvas: the picture drawn from seed above the caption band, and the corner label;
+    references ((role, thumbnail), in plan order) change it as the module says."""
     slug = style.strip().lower()
-    look = style_look(slug)
+    look = _with_references(style_look(slug), references)
     text = " ".join("".join(c if c.isprintable() else " " for c in prompt).split())
     caption = _layout_caption(text, width, height)  # first, so the picture gets the remaining height
     picture = draw_picture(image_type, look, width, height - caption.height, random.Random(seed), text)
+    edit = next((image for role, image in references if role == "edit"), None)
+    if edit is not None:
+        ground = edit.resize(picture.size, Image.Resampling.BILINEAR)
+        picture = Image.blend(ground, picture.convert("RGB"), 0.5)
     canvas = Image.new("RGB", (width, height), blend(look.palette.subject, BLACK, 0.45))
     canvas.paste(picture, (0, 0))
+    subjects = [image for role, image in references if role == "subject"]
+    if subjects and min(width, height) >= _MIN_DECORATED_SIDE:
+        _draw_subjects(canvas, subjects, height - caption.height, look.palette)
     _draw_caption(canvas, caption, look.palette)
     label = f"{image_type} · {slug}" if slug else image_type
     _draw_label(canvas, label, font_size=max(8, round(caption.font_size * 0.6)))
     return canvas
 
 
-def render_png(*, prompt: str, image_type: str, style: str, width: int, height: int) -> bytes:
+def render_png(
+    *, prompt: str, image_type: str, style: str, width: int, height: int,
+    references: Sequence[tuple[str, bytes]] = (),
+) -> bytes:
     """PNG bytes of a width x height picture of a catalogue image type (each side within the
-    catalogue's limits, else ValueError); the same bytes for the same arguments."""
+    catalogue's limits, else ValueError); the same bytes for the same arguments. references
+    are (role, image bytes) in plan order, roles of catalogue.REFERENCE_ROLES; ValueError
+    naming the index of one that is not a readable image."""
     if image_type not in catalogue.IMAGE_TYPES:
         expected = ", ".join(catalogue.IMAGE_TYPES)
         raise ValueError(f"unknown image_type {image_type!r}; expected one of {expected}")
@@ -168,16 +259,28 @@ def render_png(*, prompt: str, image_type: str, style: str, width: int, height: 
     if not all(isinstance(side, int) and low <= side <= high for side in (width, height)):
         raise ValueError(f"width and height must be ints in [{low}, {high}], got {width}x{height}")
     seed = _seed(prompt, image_type, style, width, height)
+    decoded = []
+    for index, (role, data) in enumerate(references):
+        try:
+            decoded.append((role, _decode_reference(data)))
+        except ValueError as exc:
+            raise ValueError(f"reference {index} {exc}") from None
     image = _render_image(
-        prompt=prompt, image_type=image_type, style=style, width=width, height=height, seed=seed
+        prompt=prompt, image_type=image_type, style=style, width=width, height=height, seed=seed,
+        references=decoded,
     )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=6)  # fixed options, no text chunks
     return buffer.getvalue()
 
 
-# What the offline renderer can do (imagegen.catalogue.ProviderCapabilities).
-CAPABILITIES = catalogue.ProviderCapabilities(output_formats=frozenset(catalogue.OUTPUT_FORMATS))
+# What the offline renderer can do (imagegen.catalogue.ProviderCapabilities): it draws from
+# every reference a plan may name; it applies no mask.
+CAPABILITIES = catalogue.ProviderCapabilities(
+    max_reference_images=catalogue.MAX_REFERENCE_IMAGES,
+    masks=False,
+    output_formats=frozenset(catalogue.OUTPUT_FORMATS),
+)
 
 
 class OfflineRenderer:
@@ -202,21 +305,30 @@ class OfflineRenderer:
         refuse_unless_capable(self, plan, inputs)
         width, height = parse_size(plan.size)
         image_format = output_format(plan, self._output_format)
-        data = await asyncio.to_thread(
-            _render,
-            image_format,
-            prompt=plan.enhanced_prompt,
-            image_type=catalogue.image_type_name(plan.image_type),
-            style=plan.style,
-            width=width,
-            height=height,
-        )
+        try:
+            data = await asyncio.to_thread(
+                _render,
+                image_format,
+                prompt=plan.enhanced_prompt,
+                image_type=catalogue.image_type_name(plan.image_type),
+                style=plan.style,
+                width=width,
+                height=height,
+                references=tuple((ref.role, ref.data) for ref in inputs.references),
+            )
+        except ValueError as exc:  # a reference it cannot read (the plan's size was checked above)
+            raise InvalidRequest([FieldViolation("plan.reference_images", str(exc))]) from None
         return RenderedImage(data, catalogue.MIME_TYPES[image_format], width, height, model=self.model)
 
 
-def _render(image_format: str, *, prompt: str, image_type: str, style: str, width: int, height: int) -> bytes:
+def _render(
+    image_format: str, *, prompt: str, image_type: str, style: str, width: int, height: int,
+    references: Sequence[tuple[str, bytes]] = (),
+) -> bytes:
     """render_png's picture in image_format ("png", "jpeg" or "webp"), with fixed encoder options."""
-    png = render_png(prompt=prompt, image_type=image_type, style=style, width=width, height=height)
+    png = render_png(
+        prompt=prompt, image_type=image_type, style=style, width=width, height=height, references=references
+    )
     if image_format == "png":
         return png
     out = io.BytesIO()

@@ -32,10 +32,10 @@ from typing import Any
 import openai
 
 from executor_service.capabilities import refuse_unless_capable
-from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs, Usage
+from executor_service.ports import NO_INPUTS, ReferenceInput, RenderedImage, RenderInputs, Usage
 from executor_service.providers import image_options as options
 from executor_service.providers.verify import DEFAULT_MAX_IMAGE_BYTES
-from imagegen.catalogue import MAX_PROMPT_CHARS, OUTPUT_FORMATS, ProviderCapabilities
+from imagegen.catalogue import EXTENSIONS, MAX_PROMPT_CHARS, MAX_REFERENCE_IMAGES, OUTPUT_FORMATS, ProviderCapabilities
 from imagegen.errors import (
     ContentRejected,
     ExecutionError,
@@ -71,8 +71,16 @@ _EXECUTION_ERRORS: dict[OpenAIFailureKind, type[ExecutionError]] = {
 }
 
 
-# What the GPT image models take through the images API (platform.openai.com/docs/api-reference/images).
-CAPABILITIES = ProviderCapabilities(output_formats=frozenset(OUTPUT_FORMATS))
+# What the GPT image models take through the images API (platform.openai.com/docs/api-reference/images):
+# images.edit takes up to 16 input images and a mask; a plan names at most MAX_REFERENCE_IMAGES.
+OPENAI_MAX_INPUT_IMAGES = 16
+CAPABILITIES = ProviderCapabilities(
+    max_reference_images=min(OPENAI_MAX_INPUT_IMAGES, MAX_REFERENCE_IMAGES),
+    masks=True,
+    output_formats=frozenset(OUTPUT_FORMATS),
+)
+# images.edit wants a mask as a PNG under 4 MB ("Create image edit", mask).
+MAX_MASK_BYTES = 4 * 1000 * 1000
 
 
 class OpenAIImageProvider:
@@ -143,19 +151,38 @@ class OpenAIImageProvider:
         output_format = options.output_format(plan, self._output_format)
         quality = options.plan_option(plan, options.QUALITY_KEY, self._quality, options.QUALITIES)
         moderation = options.plan_option(plan, options.MODERATION_KEY, self._moderation, options.MODERATION_LEVELS)
+        # Lets OpenAI tell one table's abuse from another's without learning who plays.
+        safety_identifier = hashlib.sha256(plan.session_id.encode()).hexdigest()[:32]
         # The raw answer: read here rather than by the SDK, whose JSON parse would hold the
         # base64 text three times over (the body, its text, the value) while it runs.
-        request = self._client.images.with_raw_response.generate(
-            model=self.model,
-            prompt=plan.enhanced_prompt,
-            n=1,
-            size=plan.size,  # type: ignore[arg-type]
-            quality=quality,  # type: ignore[arg-type]
-            output_format=output_format,  # type: ignore[arg-type]
-            moderation=moderation,  # type: ignore[arg-type]
-            # Lets OpenAI tell one table's abuse from another's without learning who plays.
-            safety_identifier=hashlib.sha256(plan.session_id.encode()).hexdigest()[:32],
-        )
+        if inputs.references:
+            # With reference images: the edit endpoint (multipart), every reference in the
+            # plan's order (the prompt calls them reference 1, 2, ...), the mask for the first.
+            extra: dict[str, Any] = {}
+            if inputs.mask is not None:
+                extra["mask"] = _mask_file(inputs.mask)
+            request = self._client.images.with_raw_response.edit(
+                model=self.model,
+                image=[_file(n, ref) for n, ref in enumerate(inputs.references, 1)],
+                prompt=plan.enhanced_prompt,
+                n=1,
+                size=plan.size,  # type: ignore[arg-type]
+                quality=quality,  # type: ignore[arg-type]
+                output_format=output_format,  # type: ignore[arg-type]
+                safety_identifier=safety_identifier,
+                **extra,
+            )
+        else:
+            request = self._client.images.with_raw_response.generate(
+                model=self.model,
+                prompt=plan.enhanced_prompt,
+                n=1,
+                size=plan.size,  # type: ignore[arg-type]
+                quality=quality,  # type: ignore[arg-type]
+                output_format=output_format,  # type: ignore[arg-type]
+                moderation=moderation,  # type: ignore[arg-type]
+                safety_identifier=safety_identifier,
+            )
         try:
             if self._call_timeout is None:
                 response = await request
@@ -190,6 +217,20 @@ class OpenAIImageProvider:
         failure = classify_openai_error(exc, f"the image provider ({self.model})", log)
         error_type = _EXECUTION_ERRORS[failure.kind]
         return error_type(failure.description, metadata=self._meta(), retry_after=failure.retry_after)
+
+
+def _file(number: int, ref: ReferenceInput) -> tuple[str, bytes, str]:
+    """A reference as the SDK's multipart file: (file name, bytes, media type)."""
+    return f"reference-{number}.{EXTENSIONS.get(ref.mime_type, 'png')}", ref.data, ref.mime_type
+
+
+def _mask_file(mask: ReferenceInput) -> tuple[str, bytes, str]:
+    """The mask as the edit endpoint takes it: a PNG under 4 MB; else InvalidRequest on plan.mask."""
+    if mask.mime_type != "image/png":
+        raise InvalidRequest([FieldViolation("plan.mask.storage_path", "must be a PNG image for this provider")])
+    if len(mask.data) >= MAX_MASK_BYTES:
+        raise InvalidRequest([FieldViolation("plan.mask.storage_path", f"must be under {MAX_MASK_BYTES} bytes for this provider")])
+    return "mask.png", mask.data, mask.mime_type
 
 
 def base64_length(size: int) -> int:

@@ -86,8 +86,10 @@ class ExecutorServiceServicer:
         nothing.
 
         Returns INVALID_ARGUMENT, with a BadRequest listing the bad fields, when
-        the plan breaks a rule documented on ImageGenerationPlan; nothing is
-        rendered or stored. Returns UNAVAILABLE when the image provider or the
+        the plan breaks a rule documented on ImageGenerationPlan, including a
+        reference image that is not stored in the plan's session or holds other
+        bytes than its content_sha256, or that no configured provider can
+        render; nothing is rendered or stored. Returns UNAVAILABLE when the image provider or the
         store cannot be reached, RESOURCE_EXHAUSTED (with RetryInfo) when the
         provider is rate limited or the plan's session has reached its render
         quota (then with a QuotaFailure naming the session and the limit;

@@ -6,7 +6,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -21,6 +21,13 @@ class ImageType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_TYPE_CREATURE: _ClassVar[ImageType]
     IMAGE_TYPE_LOCATION: _ClassVar[ImageType]
     IMAGE_TYPE_MAP: _ClassVar[ImageType]
+
+class ReferenceRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFERENCE_ROLE_UNSPECIFIED: _ClassVar[ReferenceRole]
+    REFERENCE_ROLE_SUBJECT: _ClassVar[ReferenceRole]
+    REFERENCE_ROLE_STYLE: _ClassVar[ReferenceRole]
+    REFERENCE_ROLE_EDIT: _ClassVar[ReferenceRole]
 IMAGE_TYPE_UNSPECIFIED: ImageType
 IMAGE_TYPE_SCENE: ImageType
 IMAGE_TYPE_CHARACTER: ImageType
@@ -29,6 +36,20 @@ IMAGE_TYPE_ITEM: ImageType
 IMAGE_TYPE_CREATURE: ImageType
 IMAGE_TYPE_LOCATION: ImageType
 IMAGE_TYPE_MAP: ImageType
+REFERENCE_ROLE_UNSPECIFIED: ReferenceRole
+REFERENCE_ROLE_SUBJECT: ReferenceRole
+REFERENCE_ROLE_STYLE: ReferenceRole
+REFERENCE_ROLE_EDIT: ReferenceRole
+
+class ReferenceImage(_message.Message):
+    __slots__ = ("storage_path", "content_sha256", "role")
+    STORAGE_PATH_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    storage_path: str
+    content_sha256: str
+    role: ReferenceRole
+    def __init__(self, storage_path: _Optional[str] = ..., content_sha256: _Optional[str] = ..., role: _Optional[_Union[ReferenceRole, str]] = ...) -> None: ...
 
 class PlanProvenance(_message.Message):
     __slots__ = ("planner", "model", "fell_back", "latency")
@@ -43,7 +64,7 @@ class PlanProvenance(_message.Message):
     def __init__(self, planner: _Optional[str] = ..., model: _Optional[str] = ..., fell_back: _Optional[bool] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ImageGenerationPlan(_message.Message):
-    __slots__ = ("plan_id", "enhanced_prompt", "image_type", "style", "size", "session_id", "metadata", "provenance")
+    __slots__ = ("plan_id", "enhanced_prompt", "image_type", "style", "size", "session_id", "metadata", "provenance", "reference_images", "mask")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +80,8 @@ class ImageGenerationPlan(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
     plan_id: str
     enhanced_prompt: str
     image_type: ImageType
@@ -67,7 +90,9 @@ class ImageGenerationPlan(_message.Message):
     session_id: str
     metadata: _containers.ScalarMap[str, str]
     provenance: PlanProvenance
-    def __init__(self, plan_id: _Optional[str] = ..., enhanced_prompt: _Optional[str] = ..., image_type: _Optional[_Union[ImageType, str]] = ..., style: _Optional[str] = ..., size: _Optional[str] = ..., session_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[PlanProvenance, _Mapping]] = ...) -> None: ...
+    reference_images: _containers.RepeatedCompositeFieldContainer[ReferenceImage]
+    mask: ReferenceImage
+    def __init__(self, plan_id: _Optional[str] = ..., enhanced_prompt: _Optional[str] = ..., image_type: _Optional[_Union[ImageType, str]] = ..., style: _Optional[str] = ..., size: _Optional[str] = ..., session_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[PlanProvenance, _Mapping]] = ..., reference_images: _Optional[_Iterable[_Union[ReferenceImage, _Mapping]]] = ..., mask: _Optional[_Union[ReferenceImage, _Mapping]] = ...) -> None: ...
 
 class ProviderInfo(_message.Message):
     __slots__ = ("name", "model", "latency", "revised_prompt", "usage", "estimated_cost_micros")
@@ -98,7 +123,7 @@ class ProviderUsage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., input_image_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class ImageGenerationResult(_message.Message):
-    __slots__ = ("image_url", "proxy_url", "storage_path", "mime_type", "byte_size", "width", "height", "content_sha256", "provider", "reused", "create_time", "plan")
+    __slots__ = ("image_url", "proxy_url", "storage_path", "mime_type", "byte_size", "width", "height", "content_sha256", "provider", "reused", "create_time", "plan", "reference_images")
     IMAGE_URL_FIELD_NUMBER: _ClassVar[int]
     PROXY_URL_FIELD_NUMBER: _ClassVar[int]
     STORAGE_PATH_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +136,7 @@ class ImageGenerationResult(_message.Message):
     REUSED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_IMAGES_FIELD_NUMBER: _ClassVar[int]
     image_url: str
     proxy_url: str
     storage_path: str
@@ -123,4 +149,5 @@ class ImageGenerationResult(_message.Message):
     reused: bool
     create_time: _timestamp_pb2.Timestamp
     plan: ImageGenerationPlan
-    def __init__(self, image_url: _Optional[str] = ..., proxy_url: _Optional[str] = ..., storage_path: _Optional[str] = ..., mime_type: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., content_sha256: _Optional[str] = ..., provider: _Optional[_Union[ProviderInfo, _Mapping]] = ..., reused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., plan: _Optional[_Union[ImageGenerationPlan, _Mapping]] = ...) -> None: ...
+    reference_images: _containers.RepeatedCompositeFieldContainer[ReferenceImage]
+    def __init__(self, image_url: _Optional[str] = ..., proxy_url: _Optional[str] = ..., storage_path: _Optional[str] = ..., mime_type: _Optional[str] = ..., byte_size: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., content_sha256: _Optional[str] = ..., provider: _Optional[_Union[ProviderInfo, _Mapping]] = ..., reused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., plan: _Optional[_Union[ImageGenerationPlan, _Mapping]] = ..., reference_images: _Optional[_Iterable[_Union[ReferenceImage, _Mapping]]] = ...) -> None: ...

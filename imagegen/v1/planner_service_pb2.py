@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from imagegen.v1 import image_plan_pb2 as imagegen_dot_v1_dot_image__plan__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!imagegen/v1/planner_service.proto\x12\x0bimagegen.v1\x1a\x1cimagegen/v1/image_plan.proto\"\x97\x02\n\x11\x43reatePlanRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12*\n\nimage_type\x18\x02 \x01(\x0e\x32\x16.imagegen.v1.ImageType\x12\r\n\x05style\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12<\n\x07\x63ontext\x18\x06 \x03(\x0b\x32+.imagegen.v1.CreatePlanRequest.ContextEntry\x12\'\n\x04mode\x18\x07 \x01(\x0e\x32\x19.imagegen.v1.PlanningMode\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x12\x43reatePlanResponse\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan*w\n\x0cPlanningMode\x12\x1d\n\x19PLANNING_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12PLANNING_MODE_AUTO\x10\x01\x12\x15\n\x11PLANNING_MODE_LLM\x10\x02\x12\x19\n\x15PLANNING_MODE_OFFLINE\x10\x03\x32_\n\x0ePlannerService\x12M\n\nCreatePlan\x12\x1e.imagegen.v1.CreatePlanRequest\x1a\x1f.imagegen.v1.CreatePlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!imagegen/v1/planner_service.proto\x12\x0bimagegen.v1\x1a\x1cimagegen/v1/image_plan.proto\"\xce\x02\n\x11\x43reatePlanRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12*\n\nimage_type\x18\x02 \x01(\x0e\x32\x16.imagegen.v1.ImageType\x12\r\n\x05style\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12<\n\x07\x63ontext\x18\x06 \x03(\x0b\x32+.imagegen.v1.CreatePlanRequest.ContextEntry\x12\'\n\x04mode\x18\x07 \x01(\x0e\x32\x19.imagegen.v1.PlanningMode\x12\x35\n\x10reference_images\x18\x08 \x03(\x0b\x32\x1b.imagegen.v1.ReferenceImage\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x12\x43reatePlanResponse\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan*w\n\x0cPlanningMode\x12\x1d\n\x19PLANNING_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12PLANNING_MODE_AUTO\x10\x01\x12\x15\n\x11PLANNING_MODE_LLM\x10\x02\x12\x19\n\x15PLANNING_MODE_OFFLINE\x10\x03\x32_\n\x0ePlannerService\x12M\n\nCreatePlan\x12\x1e.imagegen.v1.CreatePlanRequest\x1a\x1f.imagegen.v1.CreatePlanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEPLANREQUEST_CONTEXTENTRY']._loaded_options = None
   _globals['_CREATEPLANREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_PLANNINGMODE']._serialized_start=432
-  _globals['_PLANNINGMODE']._serialized_end=551
+  _globals['_PLANNINGMODE']._serialized_start=487
+  _globals['_PLANNINGMODE']._serialized_end=606
   _globals['_CREATEPLANREQUEST']._serialized_start=81
-  _globals['_CREATEPLANREQUEST']._serialized_end=360
-  _globals['_CREATEPLANREQUEST_CONTEXTENTRY']._serialized_start=314
-  _globals['_CREATEPLANREQUEST_CONTEXTENTRY']._serialized_end=360
-  _globals['_CREATEPLANRESPONSE']._serialized_start=362
-  _globals['_CREATEPLANRESPONSE']._serialized_end=430
-  _globals['_PLANNERSERVICE']._serialized_start=553
-  _globals['_PLANNERSERVICE']._serialized_end=648
+  _globals['_CREATEPLANREQUEST']._serialized_end=415
+  _globals['_CREATEPLANREQUEST_CONTEXTENTRY']._serialized_start=369
+  _globals['_CREATEPLANREQUEST_CONTEXTENTRY']._serialized_end=415
+  _globals['_CREATEPLANRESPONSE']._serialized_start=417
+  _globals['_CREATEPLANRESPONSE']._serialized_end=485
+  _globals['_PLANNERSERVICE']._serialized_start=608
+  _globals['_PLANNERSERVICE']._serialized_end=703
 # @@protoc_insertion_point(module_scope)

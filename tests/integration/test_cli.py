@@ -26,6 +26,16 @@ def test_demo_writes_a_png_through_both_services(tmp_path: Path) -> None:
     assert payload["image_type"] == "character" and payload["provider"] == "offline"
 
 
+def test_a_demo_can_keep_the_character_of_an_earlier_demos_image(tmp_path: Path) -> None:
+    first = cli.run(["demo", "Portrait of Thora, dwarf cleric"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    path = json.loads(first.stdout)["storage_path"]
+    second = cli.run(["demo", "Thora in a torchlit crypt", "--reference", path], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    payload = json.loads(second.stdout)
+    assert payload["reference_images"] == [path] and "subject in reference 1" in payload["prompt"]
+
+
 @pytest.fixture
 def running_up(tmp_path: Path) -> Iterator[tuple[str, str]]:
     with cli.imagegen_up(tmp_path) as addresses:
@@ -49,6 +59,31 @@ def test_up_then_plan_execute_and_generate(running_up: tuple[str, str], tmp_path
     assert generated.returncode == 0, generated.stderr
     payload = json.loads(generated.stdout)
     assert payload["reused"] is True and payload["storage_path"] == result["storage_path"]
+
+
+def test_generate_with_a_reference_keeps_the_stored_portrait(running_up: tuple[str, str], tmp_path: Path) -> None:
+    planner, executor = running_up
+    targets = ["--planner", planner, "--executor", executor]
+    portrait = cli.run(["generate", "Thora, dwarf cleric", "--session-id", "cli", "--image-type", "portrait",
+                        "--size", "256x256"] + targets, tmp_path)
+    assert portrait.returncode == 0, portrait.stderr
+    path = json.loads(portrait.stdout)["storage_path"]
+    planned = cli.run(["plan", "Thora guards the gate", "--session-id", "cli", "--reference", path,
+                       "--reference", f"style:{path}"] + targets, tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert [(r["storage_path"], r["role"]) for r in plan["reference_images"]] == [
+        (path, "REFERENCE_ROLE_SUBJECT"), (path, "REFERENCE_ROLE_STYLE"),
+    ]
+    assert "subject in reference 1" in plan["enhanced_prompt"] and "of reference 2" in plan["enhanced_prompt"]
+    scene = cli.run(["generate", "Thora guards the gate", "--session-id", "cli", "--size", "256x256",
+                     "--reference", path] + targets, tmp_path)
+    assert scene.returncode == 0, scene.stderr
+    payload = json.loads(scene.stdout)
+    assert payload["reference_images"] == [path] and payload["provider"] == "offline"
+    missing = cli.run(["generate", "Thora", "--session-id", "cli", "--reference", path.replace("portrait", "item")]
+                      + targets, tmp_path)
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "NOT_FOUND"
 
 
 def test_bad_input_prints_the_error_as_json(running_up: tuple[str, str], tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ more than once).
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
 import gzip
 import itertools
 import json
@@ -43,6 +45,7 @@ from urllib.parse import urlsplit
 
 CHAT_PATH = "/v1/chat/completions"
 IMAGES_PATH = "/v1/images/generations"
+EDITS_PATH = "/v1/images/edits"  # multipart/form-data: RecordedRequest.form and .files
 NO_SCRIPTED_REPLY = "fake OpenAI: no scripted reply"
 
 _DEFAULT_ERROR_TYPES = {
@@ -290,10 +293,46 @@ class RecordedRequest:
     body: Any  # parsed JSON, or None if the body was empty / not JSON
     raw_body: bytes
     received_at: float  # time.monotonic()
+    # A multipart/form-data body (the images edit endpoint), parsed: each text field's
+    # values, and each file part in the order sent.
+    form: dict = field(default_factory=dict)  # name -> [str, ...]
+    files: list = field(default_factory=list)  # [UploadedFile, ...]
 
     @property
     def endpoint(self) -> str:
         return self.path
+
+    def files_named(self, name: str) -> list["UploadedFile"]:
+        """The file parts sent under a form field name, in order ("image[]" or "image" for several)."""
+        return [f for f in self.files if f.name == name]
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    name: str  # the form field
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def _multipart(content_type: str, raw_body: bytes) -> tuple[dict, list]:
+    """(text fields, file parts) of a multipart/form-data body, parsed by the stdlib's email package."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw_body
+    )
+    form: dict = {}
+    files: list = []
+    if not message.is_multipart():
+        return form, files
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            files.append(UploadedFile(name, filename, part.get_content_type(), data))
+        else:
+            form.setdefault(name, []).append(data.decode("utf-8"))
+    return form, files
 
 
 # -------------------------------------------------------------------- server
@@ -364,6 +403,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         parts = urlsplit(self.path)
+        content_type = self.headers.get("Content-Type") or ""
+        form, files = (
+            _multipart(content_type, raw_body) if content_type.startswith("multipart/form-data") else ({}, [])
+        )
         req = RecordedRequest(
             method=self.command,
             path=parts.path,
@@ -372,6 +415,8 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             raw_body=raw_body,
             received_at=time.monotonic(),
+            form=form,
+            files=files,
         )
         spec = fake._record_and_next(req)
         try:
@@ -518,6 +563,10 @@ class FakeOpenAI:
     def script_images(self, *replies: ReplySpec) -> None:
         self.script(IMAGES_PATH, *replies)
 
+    def script_edits(self, *replies: ReplySpec) -> None:
+        """Replies for images.edit (multipart); answer with images_b64, as for generations."""
+        self.script(EDITS_PATH, *replies)
+
     def pending(self, path: Optional[str] = None) -> int:
         """Scripted replies not yet consumed (for one path, or all)."""
         with self._lock:
@@ -554,6 +603,10 @@ class FakeOpenAI:
     @property
     def image_requests(self) -> list[RecordedRequest]:
         return self.requests_to(IMAGES_PATH)
+
+    @property
+    def edit_requests(self) -> list[RecordedRequest]:
+        return self.requests_to(EDITS_PATH)
 
     def wait_for_requests(self, count: int, *, path: Optional[str] = None,
                           timeout: float = 10.0) -> list[RecordedRequest]:

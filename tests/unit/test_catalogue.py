@@ -121,6 +121,10 @@ def test_docs_catalogue_page_is_generated_from_the_catalogue() -> None:
         ("planner_service.proto", f"keys are 1 to {catalogue.MAX_MAP_KEY_CHARS} characters"),
         ("executor_service.proto", f"at most {catalogue.MAX_REQUEST_ID_CHARS} characters"),
         ("executor_service.proto", "1 second to 7 days"),
+        ("image_plan.proto", f"at most {catalogue.MAX_REFERENCE_IMAGES}."),
+        ("image_plan.proto", f"larger than {catalogue.MAX_REFERENCE_IMAGE_BYTES} bytes"),
+        ("image_plan.proto", f"at most {catalogue.MAX_STORAGE_PATH_CHARS} characters"),
+        ("planner_service.proto", f"at most {catalogue.MAX_REFERENCE_IMAGES}."),
     ],
 )
 def test_the_proto_comments_state_the_catalogue_limits(proto: str, phrase: str) -> None:

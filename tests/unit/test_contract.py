@@ -86,7 +86,9 @@ def test_every_image_deciding_field_changes_the_fingerprint(change: dict[str, ob
 def test_dict_uses_proto_field_names_and_enum_names() -> None:
     data = plan_to_dict(sample_plan())
     assert data["image_type"] == "IMAGE_TYPE_PORTRAIT"
-    assert set(data) == {"plan_id", "enhanced_prompt", "image_type", "style", "size", "session_id", "metadata"}
+    assert set(data) == {
+        "plan_id", "enhanced_prompt", "image_type", "style", "size", "session_id", "metadata", "reference_images"
+    }
     assert len(data["plan_id"]) == 32
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
 from opentelemetry.trace import TracerProvider
@@ -24,6 +25,7 @@ from executor_service.servicer import ExecutorServicer
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
+from imagegen_runtime.settings import ConfigError
 from imagegen_runtime.bootstrap import Served, run_service, start_service
 from imagegen_runtime.health import LIVENESS, DependencyWatch
 from imagegen_runtime.serving import RunningServer, ServiceBinding
@@ -76,12 +78,46 @@ def build_provider(settings: ExecutorSettings, metrics: ExecutorMetrics | None =
                 output_format=settings.output_format,
                 moderation=settings.openai_moderation,
             )
+        elif name == "azure":
+            provider = OpenAIImageProvider.connect_azure(
+                endpoint=settings.azure_openai_endpoint,
+                deployment=settings.azure_openai_deployment,
+                api_version=settings.azure_openai_api_version,
+                api_key=settings.azure_openai_api_key,
+                token_provider=None if settings.azure_openai_api_key else _entra_token_provider(),
+                timeout=settings.openai_timeout_seconds,
+                max_retries=settings.openai_max_retries,
+                max_image_bytes=settings.max_image_bytes,
+                model=settings.azure_openai_model,
+                quality=settings.openai_quality,
+                output_format=settings.output_format,
+                moderation=settings.openai_moderation,
+            )
         else:
             provider = OfflineRenderer(settings.output_format)
         providers.append(VerifiedProvider(provider, limits))
     if metrics is not None:
         providers = [metrics.observed(provider) for provider in providers]
     return providers[0] if len(providers) == 1 else ProviderChain(providers)
+
+
+# The scope of a Microsoft Entra ID token for Azure OpenAI (learn.microsoft.com, "Azure
+# OpenAI: Microsoft Entra ID authentication").
+AZURE_COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+def _entra_token_provider() -> Callable[[], Awaitable[str]]:
+    """Bearer tokens for Azure OpenAI from azure-identity's DefaultAzureCredential
+    (managed identity, workload identity, environment, Azure CLI...): the optional
+    `azure` extra. ConfigError when it is not installed."""
+    try:
+        from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+    except ImportError:
+        raise ConfigError(
+            "EXECUTOR_PROVIDER includes azure without EXECUTOR_AZURE_OPENAI_API_KEY: signing in with "
+            "Microsoft Entra ID needs azure-identity (pip install 'imagegen[executor,azure]')"
+        ) from None
+    return get_bearer_token_provider(DefaultAzureCredential(), AZURE_COGNITIVE_SCOPE)  # type: ignore[no-any-return]
 
 
 def build_coordination(

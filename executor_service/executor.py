@@ -51,7 +51,7 @@ from imagegen.validation import validate_execution
 
 # User metadata written beside every image, so a reused result is as complete
 # as a fresh one without reading the image back.
-_META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms")
+_META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms", "seed")
 
 # The only keys the executor ever writes; GetImage and SignImageUrl reach nothing else.
 _KEY = re.compile(
@@ -317,6 +317,9 @@ class Executor:
             plan=plan,
         )
         result.provider.latency.FromMilliseconds(int(meta.get("latency-ms", 0)))
+        seed = meta.get("seed", "")
+        if seed.isascii() and seed.isdigit():
+            result.provider.seed = int(seed)
         result.create_time.FromDatetime(stored.create_time.astimezone(dt.UTC))
         return result
 
@@ -338,8 +341,10 @@ def _metadata(plan: ImageGenerationPlan, provider: str, image: RenderedImage, la
         str(image.height),
         hashlib.sha256(image.data).hexdigest(),
         str(latency_ms),
+        "" if image.seed is None else str(image.seed),
     )
-    return dict(zip(_META_KEYS, values, strict=True))
+    # A key with no value is left out (stores differ on empty values): no seed was used.
+    return {key: value for key, value in zip(_META_KEYS, values, strict=True) if value}
 
 
 def _seconds(duration: dt.timedelta) -> str:

@@ -23,6 +23,8 @@ class RenderedImage:
     # The provider that rendered it, when a chain chose among several; empty
     # means the executor's provider itself.
     provider: str = ""
+    # The seed it was rendered with, for providers that take one (None: no seed used).
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from imagegen.catalogue import (
+    MAX_SEED,
+    SEED_KEY,
     CONTEXT_KEY_PATTERN,
     MAX_CONTEXT_VALUE_CHARS,
     MAX_MAP_ENTRIES,
@@ -141,6 +143,11 @@ def plan_violations(plan: ImageGenerationPlan, path: str = "plan") -> list[Field
         *_session_id(f"{path}.session_id", plan.session_id),
         *_string_map(f"{path}.metadata", plan.metadata, _METADATA_KEY, MAX_METADATA_VALUE_CHARS),
     ]
+    seed = plan.metadata.get(SEED_KEY)
+    if seed is not None and not (seed.isascii() and seed.isdigit() and int(seed) <= MAX_SEED):
+        violations.append(
+            FieldViolation(f"{path}.metadata[{SEED_KEY}]", f"must be a decimal integer from 0 to {MAX_SEED}")
+        )
     if plan.image_type == ImageType.IMAGE_TYPE_UNSPECIFIED:
         violations.append(FieldViolation(f"{path}.image_type", "must be specified"))
     elif plan.image_type not in _IMAGE_TYPES:

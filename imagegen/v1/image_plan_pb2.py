@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagegen/v1/image_plan.proto\x12\x0bimagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n\x0ePlanProvenance\x12\x0f\n\x07planner\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tfell_back\x18\x03 \x01(\x08\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc0\x02\n\x13ImageGenerationPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nhanced_prompt\x18\x02 \x01(\t\x12*\n\nimage_type\x18\x03 \x01(\x0e\x32\x16.imagegen.v1.ImageType\x12\r\n\x05style\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12@\n\x08metadata\x18\x07 \x03(\x0b\x32..imagegen.v1.ImageGenerationPlan.MetadataEntry\x12/\n\nprovenance\x18\x08 \x01(\x0b\x32\x1b.imagegen.v1.PlanProvenance\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"o\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0erevised_prompt\x18\x04 \x01(\t\"\xce\x02\n\x15ImageGenerationResult\x12\x11\n\timage_url\x18\x01 \x01(\t\x12\x11\n\tproxy_url\x18\x02 \x01(\t\x12\x14\n\x0cstorage_path\x18\x03 \x01(\t\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x11\n\tbyte_size\x18\x05 \x01(\x03\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x16\n\x0e\x63ontent_sha256\x18\x08 \x01(\t\x12+\n\x08provider\x18\t \x01(\x0b\x32\x19.imagegen.v1.ProviderInfo\x12\x0e\n\x06reused\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x04plan\x18\x0c \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan*\xcb\x01\n\tImageType\x12\x1a\n\x16IMAGE_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_TYPE_SCENE\x10\x01\x12\x18\n\x14IMAGE_TYPE_CHARACTER\x10\x02\x12\x17\n\x13IMAGE_TYPE_PORTRAIT\x10\x03\x12\x13\n\x0fIMAGE_TYPE_ITEM\x10\x04\x12\x17\n\x13IMAGE_TYPE_CREATURE\x10\x05\x12\x17\n\x13IMAGE_TYPE_LOCATION\x10\x06\x12\x12\n\x0eIMAGE_TYPE_MAP\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagegen/v1/image_plan.proto\x12\x0bimagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n\x0ePlanProvenance\x12\x0f\n\x07planner\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tfell_back\x18\x03 \x01(\x08\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc0\x02\n\x13ImageGenerationPlan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nhanced_prompt\x18\x02 \x01(\t\x12*\n\nimage_type\x18\x03 \x01(\x0e\x32\x16.imagegen.v1.ImageType\x12\r\n\x05style\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12@\n\x08metadata\x18\x07 \x03(\x0b\x32..imagegen.v1.ImageGenerationPlan.MetadataEntry\x12/\n\nprovenance\x18\x08 \x01(\x0b\x32\x1b.imagegen.v1.PlanProvenance\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x01\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0erevised_prompt\x18\x04 \x01(\t\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xce\x02\n\x15ImageGenerationResult\x12\x11\n\timage_url\x18\x01 \x01(\t\x12\x11\n\tproxy_url\x18\x02 \x01(\t\x12\x14\n\x0cstorage_path\x18\x03 \x01(\t\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x11\n\tbyte_size\x18\x05 \x01(\x03\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x16\n\x0e\x63ontent_sha256\x18\x08 \x01(\t\x12+\n\x08provider\x18\t \x01(\x0b\x32\x19.imagegen.v1.ProviderInfo\x12\x0e\n\x06reused\x18\n \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x04plan\x18\x0c \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan*\xcb\x01\n\tImageType\x12\x1a\n\x16IMAGE_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_TYPE_SCENE\x10\x01\x12\x18\n\x14IMAGE_TYPE_CHARACTER\x10\x02\x12\x17\n\x13IMAGE_TYPE_PORTRAIT\x10\x03\x12\x13\n\x0fIMAGE_TYPE_ITEM\x10\x04\x12\x17\n\x13IMAGE_TYPE_CREATURE\x10\x05\x12\x17\n\x13IMAGE_TYPE_LOCATION\x10\x06\x12\x12\n\x0eIMAGE_TYPE_MAP\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGEGENERATIONPLAN_METADATAENTRY']._loaded_options = None
   _globals['_IMAGEGENERATIONPLAN_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGETYPE']._serialized_start=997
-  _globals['_IMAGETYPE']._serialized_end=1200
+  _globals['_IMAGETYPE']._serialized_start=1026
+  _globals['_IMAGETYPE']._serialized_end=1229
   _globals['_PLANPROVENANCE']._serialized_start=110
   _globals['_PLANPROVENANCE']._serialized_end=221
   _globals['_IMAGEGENERATIONPLAN']._serialized_start=224
   _globals['_IMAGEGENERATIONPLAN']._serialized_end=544
   _globals['_IMAGEGENERATIONPLAN_METADATAENTRY']._serialized_start=497
   _globals['_IMAGEGENERATIONPLAN_METADATAENTRY']._serialized_end=544
-  _globals['_PROVIDERINFO']._serialized_start=546
-  _globals['_PROVIDERINFO']._serialized_end=657
-  _globals['_IMAGEGENERATIONRESULT']._serialized_start=660
-  _globals['_IMAGEGENERATIONRESULT']._serialized_end=994
+  _globals['_PROVIDERINFO']._serialized_start=547
+  _globals['_PROVIDERINFO']._serialized_end=686
+  _globals['_IMAGEGENERATIONRESULT']._serialized_start=689
+  _globals['_IMAGEGENERATIONRESULT']._serialized_end=1023
 # @@protoc_insertion_point(module_scope)

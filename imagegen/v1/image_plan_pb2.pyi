@@ -70,16 +70,18 @@ class ImageGenerationPlan(_message.Message):
     def __init__(self, plan_id: _Optional[str] = ..., enhanced_prompt: _Optional[str] = ..., image_type: _Optional[_Union[ImageType, str]] = ..., style: _Optional[str] = ..., size: _Optional[str] = ..., session_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[PlanProvenance, _Mapping]] = ...) -> None: ...
 
 class ProviderInfo(_message.Message):
-    __slots__ = ("name", "model", "latency", "revised_prompt")
+    __slots__ = ("name", "model", "latency", "revised_prompt", "seed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     REVISED_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     latency: _duration_pb2.Duration
     revised_prompt: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revised_prompt: _Optional[str] = ...) -> None: ...
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revised_prompt: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ImageGenerationResult(_message.Message):
     __slots__ = ("image_url", "proxy_url", "storage_path", "mime_type", "byte_size", "width", "height", "content_sha256", "provider", "reused", "create_time", "plan")

@@ -18,6 +18,7 @@ from executor_service.executor import Executor
 from executor_service.metrics import ExecutorMetrics
 from executor_service.ports import ExecutionCoordination, ImageProvider, ObjectStore
 from executor_service.providers.chain import ProviderChain
+from executor_service.providers.comfyui import ComfyUIProvider, Workflow
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
 from executor_service.providers.verify import ImageLimits, VerifiedProvider
@@ -92,6 +93,20 @@ def build_provider(settings: ExecutorSettings, metrics: ExecutorMetrics | None =
                 quality=settings.openai_quality,
                 output_format=settings.output_format,
                 moderation=settings.openai_moderation,
+            )
+        elif name == "comfyui":
+            try:
+                workflow = Workflow.load(settings.comfyui_workflow)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"EXECUTOR_COMFYUI_WORKFLOW: {exc}") from None
+            provider = ComfyUIProvider(
+                url=settings.comfyui_url,
+                workflow=workflow,
+                checkpoint=settings.comfyui_checkpoint,
+                negative_prompt=settings.comfyui_negative_prompt,
+                request_timeout=settings.comfyui_request_timeout_seconds,
+                render_timeout=settings.comfyui_timeout_seconds,
+                max_image_bytes=settings.max_image_bytes,
             )
         else:
             provider = OfflineRenderer(settings.output_format)

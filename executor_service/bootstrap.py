@@ -19,6 +19,7 @@ from executor_service.metrics import ExecutorMetrics
 from executor_service.ports import ExecutionCoordination, ImageProvider, ObjectStore
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.comfyui import ComfyUIProvider, Workflow
+from executor_service.providers.google_images import GoogleImageProvider
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
 from executor_service.providers.verify import ImageLimits, VerifiedProvider
@@ -108,8 +109,22 @@ def build_provider(settings: ExecutorSettings, metrics: ExecutorMetrics | None =
                 render_timeout=settings.comfyui_timeout_seconds,
                 max_image_bytes=settings.max_image_bytes,
             )
-        else:
+        elif name in ("gemini", "imagen"):
+            provider = GoogleImageProvider.connect(
+                kind=name,
+                model=settings.gemini_model if name == "gemini" else settings.imagen_model,
+                api_key=settings.google_api_key,
+                vertex_project=settings.google_vertex_project,
+                vertex_location=settings.google_vertex_location,
+                base_url=settings.google_base_url,
+                timeout=settings.google_timeout_seconds,
+                max_retries=settings.google_max_retries,
+                max_image_bytes=settings.max_image_bytes,
+            )
+        elif name == "offline":
             provider = OfflineRenderer(settings.output_format)
+        else:
+            raise ConfigError(f"EXECUTOR_PROVIDER: unknown provider {name!r}")
         providers.append(VerifiedProvider(provider, limits))
     if metrics is not None:
         providers = [metrics.observed(provider) for provider in providers]

@@ -69,6 +69,7 @@ class ExecutorSettings(ServerSettings):
     gemini_model: str = "gemini-2.5-flash-image"
     imagen_model: str = "imagen-4.0-generate-001"
     google_timeout_seconds: float = 180.0
+    google_max_retries: int = 2
     # Every provider renders this format unless a plan's metadata says otherwise,
     # so a fallback provider stores under the same key as the first.
     output_format: str = catalogue.DEFAULT_OUTPUT_FORMAT
@@ -152,6 +153,7 @@ class ExecutorSettings(ServerSettings):
             google_timeout_seconds=env_float(
                 env, "EXECUTOR_GOOGLE_TIMEOUT_SECONDS", cls.google_timeout_seconds, minimum=0.001
             ),
+            google_max_retries=env_int(env, "EXECUTOR_GOOGLE_MAX_RETRIES", cls.google_max_retries),
             max_image_bytes=env_int(env, "EXECUTOR_MAX_IMAGE_BYTES", cls.max_image_bytes),
             store=env_choice(env, "EXECUTOR_STORE", cls.store, STORES),
             local_store_dir=Path(env_str(env, "EXECUTOR_LOCAL_STORE_DIR", str(cls.local_store_dir))),
@@ -231,6 +233,11 @@ class ExecutorSettings(ServerSettings):
                 )
         if "comfyui" in self.providers and self.comfyui_workflow and not Path(self.comfyui_workflow).is_file():
             raise ConfigError(f"EXECUTOR_COMFYUI_WORKFLOW={self.comfyui_workflow!r}: no such file")
+        if "imagen" in self.providers and not self.google_vertex_project:
+            raise ConfigError(
+                "EXECUTOR_PROVIDER includes imagen: set EXECUTOR_GOOGLE_VERTEX_PROJECT (the google-genai SDK "
+                "sends Imagen's generate_images to Vertex AI only)"
+            )
         if ("gemini" in self.providers or "imagen" in self.providers) and not (
             self.google_api_key or self.google_vertex_project
         ):

@@ -11,19 +11,19 @@ from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from imagegen.catalogue import (
-    MAX_SEED,
-    SEED_KEY,
     CONTEXT_KEY_PATTERN,
     MAX_CONTEXT_VALUE_CHARS,
     MAX_MAP_ENTRIES,
     MAX_METADATA_VALUE_CHARS,
     MAX_PROMPT_CHARS,
     MAX_REQUEST_ID_CHARS,
+    MAX_SEED,
     MAX_SESSION_ID_CHARS,
     MAX_SIDE,
     MAX_STYLE_CHARS,
     METADATA_KEY_PATTERN,
     MIN_SIDE,
+    SEED_KEY,
     SESSION_ID,
     STYLE_PATTERN,
 )

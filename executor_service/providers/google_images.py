@@ -16,7 +16,8 @@ googleapis.com"), a private one or a proxy.
 Bounds: the SDK's HTTP client is replaced by one that ends each attempt after `timeout`
 seconds in all and reads no answer past the base64 size of max_image_bytes (plus
 room for the JSON around it); the SDK's own retries (tenacity: 408, 429, 5xx,
-connection errors) run max_retries times; the whole call ends after call_budget().
+connection errors; at most LONGEST_RETRY_WAIT apart) run max_retries times; the whole call
+ends after every attempt's timeout and those waits, and a second.
 
 Failures, as for every provider: 429 -> ProviderThrottled (with the Retry-After when
 sent); 401, 403, 404 (no such model), other 4xx and missing credentials ->
@@ -55,7 +56,6 @@ from imagegen.errors import (
 )
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
-from imagegen_runtime.openai_client import SDK_LONGEST_WAIT
 from imagegen_runtime.openai_errors import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ _REFUSALS = frozenset({
     "JAILBREAK", "MODEL_ARMOR", "RECITATION", "IMAGE_RECITATION",
 })
 _WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+# The longest wait the SDK's retries make between two attempts (its exponential backoff,
+# capped here rather than at its default minute).
+LONGEST_RETRY_WAIT = 20.0
 
 
 class AnswerTooLarge(Exception):
@@ -154,7 +157,7 @@ class GoogleImageProvider:
         http_options = types.HttpOptions(
             base_url=base_url or None,
             timeout=int(timeout * 1000),
-            retry_options=types.HttpRetryOptions(attempts=max_retries + 1),
+            retry_options=types.HttpRetryOptions(attempts=max_retries + 1, max_delay=LONGEST_RETRY_WAIT),
             httpx_async_client=_BoundedHttpClient(
                 attempt_timeout=timeout, max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES
             ),
@@ -167,7 +170,7 @@ class GoogleImageProvider:
         else:
             client = genai.Client(api_key=api_key, http_options=http_options)
         # Every attempt, the SDK's longest waits between them, and a second of grace.
-        budget = timeout * (max_retries + 1) + SDK_LONGEST_WAIT * max_retries + 1.0
+        budget = timeout * (max_retries + 1) + LONGEST_RETRY_WAIT * max_retries + 1.0
         return cls(client, kind=kind, model=model, call_timeout=budget)
 
     def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:

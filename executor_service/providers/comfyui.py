@@ -91,6 +91,7 @@ _REFERENCE = re.compile(r"reference_([1-9][0-9]?)")
 _SCALARS = frozenset({"prompt", "negative_prompt", "width", "height", "seed", "checkpoint"})
 _REJECTING_EXCEPTIONS = re.compile(r"nsfw|safety|content.?policy|content.?rejected", re.IGNORECASE)
 _CLEANUP_TIMEOUT = 5.0
+_PROMPT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
 
 
@@ -302,7 +303,8 @@ class ComfyUIProvider:
     async def _queue(self, workflow: dict[str, Any], client_id: str) -> str:
         answer = await self._json("POST", "/prompt", json={"prompt": workflow, "client_id": client_id})
         prompt_id = answer.get("prompt_id")
-        if not isinstance(prompt_id, str) or not prompt_id or len(prompt_id) > 128:
+        # It goes into a URL path (/history/{prompt_id}): a UUID or the like, nothing else.
+        if not isinstance(prompt_id, str) or not _PROMPT_ID.fullmatch(prompt_id):
             raise _Failed(self._unavailable("queued the prompt without a prompt id"))
         return prompt_id
 

@@ -209,7 +209,7 @@ class GoogleImageProvider:
         except (ValueError, TypeError, AttributeError, KeyError, IndexError):  # JSON, or of another shape
             raise self._unavailable("answered with something that is not an API answer") from None
         if mime_type != "image/png":
-            raise self._unavailable(f"returned {mime_type[:40]!r}, not image/png")
+            raise self._unavailable("returned an image of another media type than image/png")
         return RenderedImage(data, mime_type, width, height, self.model, revised, seed=seed)
 
     async def aclose(self) -> None:

@@ -124,3 +124,15 @@ def test_settings_name_the_missing_deployment() -> None:
 
     with pytest.raises(ConfigError, match="EXECUTOR_AZURE_OPENAI_DEPLOYMENT"):
         ExecutorSettings.from_env({"EXECUTOR_PROVIDER": "azure", "EXECUTOR_AZURE_OPENAI_ENDPOINT": "https://x.example"})
+
+
+def test_without_a_key_entra_sign_in_needs_the_azure_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from imagegen_runtime.settings import ConfigError
+
+    monkeypatch.setitem(sys.modules, "azure.identity.aio", None)  # as when azure-identity is not installed
+    settings = ExecutorSettings(providers=("azure",), azure_openai_endpoint="https://t.openai.azure.com",
+                                azure_openai_deployment=DEPLOYMENT)
+    with pytest.raises(ConfigError, match=r"imagegen\[executor,azure\]"):
+        build_provider(settings)

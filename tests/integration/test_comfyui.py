@@ -183,3 +183,9 @@ async def test_a_server_that_is_down_is_unavailable() -> None:
 def test_a_template_that_cannot_work_is_refused_at_start(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         Workflow.parse(text, "t.json")
+
+
+async def test_a_prompt_id_that_is_not_one_is_not_put_in_a_url(fake: fc.FakeComfyUI) -> None:
+    fake.script(fc.answers(200, {"prompt_id": "../../etc/passwd", "number": 1}))
+    with pytest.raises(ProviderUnavailable, match="without a prompt id"):
+        await comfyui(fake).render(make_plan())

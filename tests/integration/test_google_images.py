@@ -20,6 +20,7 @@ from executor_service.providers.google_images import IMAGEN, GoogleImageProvider
 from executor_service.providers.verify import ImageLimits, VerifiedProvider
 from imagegen.errors import (
     ContentRejected,
+    InvalidRequest,
     ProviderMisconfigured,
     ProviderNotCapable,
     ProviderThrottled,
@@ -162,3 +163,20 @@ async def test_plans_beyond_the_model_are_refused_without_a_request(fake: fg.Fak
     with pytest.raises(ProviderNotCapable, match="at most 3"):
         await gemini(fake).render(make_plan(), RenderInputs(references=(reference,) * 4))
     assert fake.requests == []
+
+
+async def test_a_chain_passes_a_size_gemini_does_not_render_to_the_next_provider(
+    fake: fg.FakeGoogle, fake_openai: fo.FakeOpenAI
+) -> None:
+    image = png((1536, 1024))
+    fake_openai.script_images(fo.images_b64(image))
+    chain = gemini(fake, providers=("gemini", "openai"), openai_base_url=fake_openai.base_url,
+                   openai_api_key="sk-test", openai_max_retries=0)
+    rendered = await chain.render(make_plan(size="1536x1024"))
+    assert rendered.provider == "openai" and rendered.data == image
+    assert fake.requests == []  # Gemini was never asked
+    with pytest.raises(InvalidRequest) as caught:  # no provider of a Gemini-only chain renders it
+        await gemini(fake, providers=("gemini", "imagen"), google_vertex_project="p").render(
+            make_plan(size="1536x1024")
+        )
+    assert [v.field for v in caught.value.violations] == ["plan.size"]  # type: ignore[attr-defined]

@@ -127,13 +127,17 @@ class GoogleImageProvider:
         kind: str,
         model: str,
         call_timeout: float | None = None,
+        http_client: httpx2.AsyncClient | None = None,
     ) -> None:
+        """http_client: the one client's HTTP client, to close with it (the SDK leaves a
+        client it was given open)."""
         if kind not in (GEMINI, IMAGEN):
             raise ValueError(f"unknown Google image provider {kind!r}")
         self.name = kind
         self.model = model
         self._client = client
         self._call_timeout = call_timeout
+        self._http_client = http_client
         self._capabilities = catalogue.provider_capabilities(kind, model)
 
     @classmethod
@@ -154,13 +158,14 @@ class GoogleImageProvider:
         """A provider with its own SDK client: Vertex AI when vertex_project is set (with
         credentials, else Application Default Credentials, looked up at the first
         render), else the Gemini API with api_key. No request is made here."""
+        http_client = _BoundedHttpClient(
+            attempt_timeout=timeout, max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES
+        )
         http_options = types.HttpOptions(
             base_url=base_url or None,
             timeout=int(timeout * 1000),
             retry_options=types.HttpRetryOptions(attempts=max_retries + 1, max_delay=LONGEST_RETRY_WAIT),
-            httpx_async_client=_BoundedHttpClient(
-                attempt_timeout=timeout, max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES
-            ),
+            httpx_async_client=http_client,
         )
         if vertex_project:
             client = genai.Client(
@@ -171,7 +176,7 @@ class GoogleImageProvider:
             client = genai.Client(api_key=api_key, http_options=http_options)
         # Every attempt, the SDK's longest waits between them, and a second of grace.
         budget = timeout * (max_retries + 1) + LONGEST_RETRY_WAIT * max_retries + 1.0
-        return cls(client, kind=kind, model=model, call_timeout=budget)
+        return cls(client, kind=kind, model=model, call_timeout=budget, http_client=http_client)
 
     def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
         return self._capabilities
@@ -213,7 +218,11 @@ class GoogleImageProvider:
         return RenderedImage(data, mime_type, width, height, self.model, revised, seed=seed)
 
     async def aclose(self) -> None:
-        await self._client.aio.aclose()
+        try:
+            await self._client.aio.aclose()
+        finally:
+            if self._http_client is not None:
+                await self._http_client.aclose()
 
     async def _gemini(
         self, plan: ImageGenerationPlan, inputs: RenderInputs, seed: int | None

@@ -180,3 +180,12 @@ async def test_a_chain_passes_a_size_gemini_does_not_render_to_the_next_provider
             make_plan(size="1536x1024")
         )
     assert [v.field for v in caught.value.violations] == ["plan.size"]  # type: ignore[attr-defined]
+
+
+async def test_closing_the_provider_closes_its_http_client(fake: fg.FakeGoogle) -> None:
+    provider = GoogleImageProvider.connect(kind="gemini", model=GEMINI_MODEL, api_key=KEY, base_url=fake.url)
+    await provider.aclose()
+    fake.script(GEMINI, fg.gemini_image(png()))
+    with pytest.raises(RuntimeError, match="client has been closed"):  # httpx2's word for it
+        await provider.render(make_plan())
+    assert fake.requests == []

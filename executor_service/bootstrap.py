@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
 from opentelemetry.trace import TracerProvider
@@ -20,6 +21,8 @@ from executor_service.executor import Executor
 from executor_service.metrics import ExecutorMetrics
 from executor_service.ports import ExecutionCoordination, ImageProvider, ObjectStore
 from executor_service.providers.chain import ProviderChain
+from executor_service.providers.comfyui import ComfyUIProvider, Workflow
+from executor_service.providers.google_images import GoogleImageProvider
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.providers.openai_images import OpenAIImageProvider
 from executor_service.providers.verify import ImageLimits, VerifiedProvider
@@ -27,6 +30,7 @@ from executor_service.servicer import ExecutorServicer
 from executor_service.stores.local_store import LocalObjectStore
 from executor_service.stores.minio_store import MinioObjectStore
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
+from imagegen_runtime.settings import ConfigError
 from imagegen_runtime.bootstrap import Served, run_service, start_service
 from imagegen_runtime.health import LIVENESS, DependencyWatch
 from imagegen_runtime.serving import RunningServer, ServiceBinding
@@ -79,12 +83,74 @@ def build_provider(settings: ExecutorSettings, metrics: ExecutorMetrics | None =
                 output_format=settings.output_format,
                 moderation=settings.openai_moderation,
             )
-        else:
+        elif name == "azure":
+            provider = OpenAIImageProvider.connect_azure(
+                endpoint=settings.azure_openai_endpoint,
+                deployment=settings.azure_openai_deployment,
+                api_version=settings.azure_openai_api_version,
+                api_key=settings.azure_openai_api_key,
+                token_provider=None if settings.azure_openai_api_key else _entra_token_provider(),
+                timeout=settings.openai_timeout_seconds,
+                max_retries=settings.openai_max_retries,
+                max_image_bytes=settings.max_image_bytes,
+                model=settings.azure_openai_model,
+                quality=settings.openai_quality,
+                output_format=settings.output_format,
+                moderation=settings.openai_moderation,
+            )
+        elif name == "comfyui":
+            try:
+                workflow = Workflow.load(settings.comfyui_workflow)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"EXECUTOR_COMFYUI_WORKFLOW: {exc}") from None
+            provider = ComfyUIProvider(
+                url=settings.comfyui_url,
+                workflow=workflow,
+                checkpoint=settings.comfyui_checkpoint,
+                negative_prompt=settings.comfyui_negative_prompt,
+                request_timeout=settings.comfyui_request_timeout_seconds,
+                render_timeout=settings.comfyui_timeout_seconds,
+                max_image_bytes=settings.max_image_bytes,
+            )
+        elif name in ("gemini", "imagen"):
+            provider = GoogleImageProvider.connect(
+                kind=name,
+                model=settings.gemini_model if name == "gemini" else settings.imagen_model,
+                api_key=settings.google_api_key,
+                vertex_project=settings.google_vertex_project,
+                vertex_location=settings.google_vertex_location,
+                base_url=settings.google_base_url,
+                timeout=settings.google_timeout_seconds,
+                max_retries=settings.google_max_retries,
+                max_image_bytes=settings.max_image_bytes,
+            )
+        elif name == "offline":
             provider = OfflineRenderer(settings.output_format)
+        else:
+            raise ConfigError(f"EXECUTOR_PROVIDER: unknown provider {name!r}")
         providers.append(VerifiedProvider(provider, limits))
     if metrics is not None:
         providers = [metrics.observed(provider) for provider in providers]
     return providers[0] if len(providers) == 1 else ProviderChain(providers)
+
+
+# The scope of a Microsoft Entra ID token for Azure OpenAI (learn.microsoft.com, "Azure
+# OpenAI: Microsoft Entra ID authentication").
+AZURE_COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+def _entra_token_provider() -> Callable[[], Awaitable[str]]:
+    """Bearer tokens for Azure OpenAI from azure-identity's DefaultAzureCredential
+    (managed identity, workload identity, environment, Azure CLI...): the optional
+    `azure` extra. ConfigError when it is not installed."""
+    try:
+        from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+    except ImportError:
+        raise ConfigError(
+            "EXECUTOR_PROVIDER includes azure without EXECUTOR_AZURE_OPENAI_API_KEY: signing in with "
+            "Microsoft Entra ID needs azure-identity (pip install 'imagegen[executor,azure]')"
+        ) from None
+    return get_bearer_token_provider(DefaultAzureCredential(), AZURE_COGNITIVE_SCOPE)  # type: ignore[no-any-return]
 
 
 def build_coordination(

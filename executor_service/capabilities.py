@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from executor_service.ports import ImageProvider, RenderInputs
-from imagegen.catalogue import MAX_PROMPT_CHARS, OUTPUT_FORMATS, ProviderCapabilities
+from imagegen.catalogue import MAX_PROMPT_CHARS, OUTPUT_FORMATS, SEED_KEY, ProviderCapabilities
 from imagegen.errors import FieldViolation, ProviderNotCapable
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
@@ -41,7 +41,26 @@ def capability_problems(
             f"plan.metadata[{OUTPUT_FORMAT_KEY}]",
             f"the provider writes {', '.join(sorted(capabilities.output_formats))}, not {fmt}",
         ))
+    if capabilities.sizes is not None and plan.size not in capabilities.sizes:
+        problems.append(FieldViolation(
+            "plan.size", f"the provider renders only {', '.join(sorted(capabilities.sizes))}"
+        ))
+    elif capabilities.size_step > 1 and _off_step(plan.size, capabilities.size_step):
+        problems.append(FieldViolation(
+            "plan.size", f"the provider renders sides in multiples of {capabilities.size_step} pixels only"
+        ))
     return problems
+
+
+def _off_step(size: str, step: int) -> bool:
+    width, _, height = size.partition("x")
+    return not (width.isdigit() and height.isdigit()) or int(width) % step != 0 or int(height) % step != 0
+
+
+def plan_seed(plan: ImageGenerationPlan) -> int | None:
+    """The plan's seed (metadata SEED_KEY, checked by validation), or None without one."""
+    raw = plan.metadata.get(SEED_KEY)
+    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
 
 
 def refuse_unless_capable(provider: ImageProvider, plan: ImageGenerationPlan, inputs: RenderInputs) -> None:
@@ -66,6 +85,9 @@ def combined(capabilities: Sequence[ProviderCapabilities]) -> ProviderCapabiliti
         previews=any(c.previews for c in capabilities),
         output_formats=frozenset().union(*(c.output_formats for c in capabilities)),
         max_prompt_chars=max(c.max_prompt_chars or MAX_PROMPT_CHARS for c in capabilities),
+        sizes=None if any(c.sizes is None for c in capabilities)
+        else frozenset().union(*(c.sizes or () for c in capabilities)),
+        size_step=min(c.size_step for c in capabilities),
     )
 
 

@@ -18,7 +18,7 @@ from imagegen_runtime.server_settings import ServerSettings
 from imagegen_runtime.settings import ConfigError, env_bool, env_choice, env_float, env_int, env_str, env_url
 from imagegen_runtime.telemetry.settings import TelemetrySettings
 
-PROVIDERS = ("offline", "openai")
+PROVIDERS = ("offline", "openai", "azure", "comfyui", "gemini", "imagen")
 STORES = ("local", "minio")
 MIN_URL_EXPIRY_SECONDS = int(catalogue.MIN_URL_EXPIRY.total_seconds())
 MAX_URL_EXPIRY_SECONDS = int(catalogue.MAX_URL_EXPIRY.total_seconds())
@@ -46,6 +46,34 @@ class ExecutorSettings(ServerSettings):
     openai_quality: str = "auto"
     openai_moderation: str = "auto"
     openai_timeout_seconds: float = 180.0
+    # Azure OpenAI (provider "azure"; docs/providers.md): the resource's endpoint, the
+    # deployment and API version; the key, or none to sign in with Microsoft Entra ID
+    # (azure-identity's DefaultAzureCredential). Timeout and retries are the OpenAI ones.
+    azure_openai_endpoint: str = ""
+    azure_openai_deployment: str = ""
+    azure_openai_api_version: str = "2025-04-01-preview"
+    azure_openai_api_key: str = field(default="", repr=False)
+    azure_openai_model: str = image_options.DEFAULT_MODEL  # the model the deployment runs
+    # ComfyUI (provider "comfyui"): the server, a workflow template (empty: the shipped
+    # SDXL one), the checkpoint the shipped one loads, the negative prompt when a plan
+    # has none, one HTTP request's timeout and a whole render's.
+    comfyui_url: str = "http://127.0.0.1:8188"
+    comfyui_workflow: str = ""
+    comfyui_checkpoint: str = "sd_xl_base_1.0.safetensors"
+    comfyui_negative_prompt: str = "blurry, low quality, watermark, text"
+    comfyui_request_timeout_seconds: float = 30.0
+    comfyui_timeout_seconds: float = 600.0
+    # Google (providers "gemini" and "imagen"): the Gemini API with a key, or Vertex AI
+    # with a project and location (Application Default Credentials); an optional base URL
+    # (a regional or private endpoint, a proxy).
+    google_api_key: str = field(default="", repr=False)
+    google_vertex_project: str = ""
+    google_vertex_location: str = "us-central1"
+    google_base_url: str = ""
+    gemini_model: str = "gemini-2.5-flash-image"
+    imagen_model: str = "imagen-4.0-generate-001"
+    google_timeout_seconds: float = 180.0
+    google_max_retries: int = 2
     # Every provider renders this format unless a plan's metadata says otherwise,
     # so a fallback provider stores under the same key as the first.
     output_format: str = catalogue.DEFAULT_OUTPUT_FORMAT
@@ -110,6 +138,32 @@ class ExecutorSettings(ServerSettings):
                 env, "EXECUTOR_OPENAI_TIMEOUT_SECONDS", cls.openai_timeout_seconds, minimum=0.001
             ),
             openai_max_retries=env_int(env, "EXECUTOR_OPENAI_MAX_RETRIES", cls.openai_max_retries),
+            azure_openai_endpoint=env_url(env, "EXECUTOR_AZURE_OPENAI_ENDPOINT"),
+            azure_openai_deployment=env_str(env, "EXECUTOR_AZURE_OPENAI_DEPLOYMENT", ""),
+            azure_openai_api_version=env_str(env, "EXECUTOR_AZURE_OPENAI_API_VERSION", cls.azure_openai_api_version),
+            azure_openai_api_key=env_str(env, "EXECUTOR_AZURE_OPENAI_API_KEY", env_str(env, "AZURE_OPENAI_API_KEY", "")),
+            azure_openai_model=env_str(env, "EXECUTOR_AZURE_OPENAI_MODEL", cls.azure_openai_model),
+            comfyui_url=env_url(env, "EXECUTOR_COMFYUI_URL") or cls.comfyui_url,
+            comfyui_workflow=env_str(env, "EXECUTOR_COMFYUI_WORKFLOW", ""),
+            comfyui_checkpoint=env_str(env, "EXECUTOR_COMFYUI_CHECKPOINT", cls.comfyui_checkpoint),
+            comfyui_negative_prompt=env_str(env, "EXECUTOR_COMFYUI_NEGATIVE_PROMPT", cls.comfyui_negative_prompt),
+            comfyui_request_timeout_seconds=env_float(
+                env, "EXECUTOR_COMFYUI_REQUEST_TIMEOUT_SECONDS", cls.comfyui_request_timeout_seconds, minimum=0.001
+            ),
+            comfyui_timeout_seconds=env_float(
+                env, "EXECUTOR_COMFYUI_TIMEOUT_SECONDS", cls.comfyui_timeout_seconds, minimum=0.001
+            ),
+            # GOOGLE_API_KEY as well, as the google-genai SDK reads it.
+            google_api_key=env_str(env, "EXECUTOR_GOOGLE_API_KEY", env_str(env, "GOOGLE_API_KEY", "")),
+            google_vertex_project=env_str(env, "EXECUTOR_GOOGLE_VERTEX_PROJECT", ""),
+            google_vertex_location=env_str(env, "EXECUTOR_GOOGLE_VERTEX_LOCATION", cls.google_vertex_location),
+            google_base_url=env_url(env, "EXECUTOR_GOOGLE_BASE_URL"),
+            gemini_model=env_str(env, "EXECUTOR_GEMINI_MODEL", cls.gemini_model),
+            imagen_model=env_str(env, "EXECUTOR_IMAGEN_MODEL", cls.imagen_model),
+            google_timeout_seconds=env_float(
+                env, "EXECUTOR_GOOGLE_TIMEOUT_SECONDS", cls.google_timeout_seconds, minimum=0.001
+            ),
+            google_max_retries=env_int(env, "EXECUTOR_GOOGLE_MAX_RETRIES", cls.google_max_retries),
             max_image_bytes=env_int(env, "EXECUTOR_MAX_IMAGE_BYTES", cls.max_image_bytes),
             store=env_choice(env, "EXECUTOR_STORE", cls.store, STORES),
             local_store_dir=Path(env_str(env, "EXECUTOR_LOCAL_STORE_DIR", str(cls.local_store_dir))),
@@ -185,6 +239,31 @@ class ExecutorSettings(ServerSettings):
                     "EXECUTOR_PROVIDER includes openai: set EXECUTOR_OPENAI_API_KEY (or OPENAI_API_KEY) "
                     "or EXECUTOR_OPENAI_BASE_URL"
                 )
+        if "azure" in self.providers:
+            for name, value in (
+                ("EXECUTOR_AZURE_OPENAI_ENDPOINT", self.azure_openai_endpoint),
+                ("EXECUTOR_AZURE_OPENAI_DEPLOYMENT", self.azure_openai_deployment),
+            ):
+                if not value:
+                    raise ConfigError(f"EXECUTOR_PROVIDER includes azure: set {name}")
+            if self.azure_openai_model in image_options.RETIRED_MODELS:
+                raise ConfigError(
+                    f"EXECUTOR_AZURE_OPENAI_MODEL={self.azure_openai_model!r}: retired; use {image_options.DEFAULT_MODEL}"
+                )
+        if "comfyui" in self.providers and self.comfyui_workflow and not Path(self.comfyui_workflow).is_file():
+            raise ConfigError(f"EXECUTOR_COMFYUI_WORKFLOW={self.comfyui_workflow!r}: no such file")
+        if "imagen" in self.providers and not self.google_vertex_project:
+            raise ConfigError(
+                "EXECUTOR_PROVIDER includes imagen: set EXECUTOR_GOOGLE_VERTEX_PROJECT (the google-genai SDK "
+                "sends Imagen's generate_images to Vertex AI only)"
+            )
+        if ("gemini" in self.providers or "imagen" in self.providers) and not (
+            self.google_api_key or self.google_vertex_project
+        ):
+            raise ConfigError(
+                "EXECUTOR_PROVIDER includes gemini or imagen: set EXECUTOR_GOOGLE_API_KEY (or GOOGLE_API_KEY) "
+                "or EXECUTOR_GOOGLE_VERTEX_PROJECT"
+            )
         if self.store == "minio":
             for name, value in (
                 ("EXECUTOR_MINIO_ENDPOINT", self.minio_endpoint),

@@ -54,7 +54,7 @@ from imagegen.validation import validate_execution
 
 # User metadata written beside every image, so a reused result is as complete
 # as a fresh one without reading the image back.
-_META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms", "cost-micros")
+_META_KEYS = ("plan-id", "provider", "model", "width", "height", "sha256", "latency-ms", "cost-micros", "seed")
 # Beside them when the provider reported its usage.
 _USAGE_KEYS = ("input-tokens", "input-image-tokens", "output-tokens", "total-tokens")
 
@@ -358,6 +358,9 @@ class Executor:
                 ProviderUsage(**{k.replace("-", "_"): _count(meta.get(k)) for k in _USAGE_KEYS})
             )
         result.provider.latency.FromMilliseconds(_count(meta.get("latency-ms")))
+        seed = meta.get("seed", "")
+        if seed.isascii() and seed.isdigit():
+            result.provider.seed = int(seed)
         result.create_time.FromDatetime(stored.create_time.astimezone(dt.UTC))
         return result
 
@@ -392,8 +395,10 @@ def _metadata(
         hashlib.sha256(image.data).hexdigest(),
         str(latency_ms),
         str(cost_micros),
+        "" if image.seed is None else str(image.seed),
     )
-    metadata = dict(zip(_META_KEYS, values, strict=True))
+    # A key with no value is left out (stores differ on empty values): no seed was used.
+    metadata = {key: value for key, value in zip(_META_KEYS, values, strict=True) if value}
     if image.usage is not None:
         metadata.update(zip(_USAGE_KEYS, map(str, _usage_values(image.usage)), strict=True))
     return metadata

@@ -36,6 +36,8 @@ class RenderedImage:
     provider: str = ""
     # What the provider reported using; None when it reports nothing.
     usage: Usage | None = None
+    # The seed it was rendered with, for providers that take one (None: no seed used).
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -259,6 +259,80 @@ class ProviderCapabilities:
     previews: bool = False
     output_formats: frozenset[str] = frozenset({"png"})
     max_prompt_chars: int | None = None
+    # sizes: the only WIDTHxHEIGHT it renders (None: any the provider's own rules allow);
+    # size_step: both sides must be multiples of it (a latent-space model's 8).
+    sizes: frozenset[str] | None = None
+    size_step: int = 1
+
+
+# A plan's seed: plan metadata "seed", a decimal integer from 0 to MAX_SEED (the widest
+# every seeded provider takes: Imagen and Gemini read it as a signed 32-bit integer).
+SEED_KEY = "seed"
+MAX_SEED = 2**31 - 1
+# Gemini image models and Imagen render these sizes only (their aspect ratios at about
+# one megapixel; ai.google.dev/gemini-api/docs/image-generation, .../docs/imagen).
+GEMINI_SIZES = frozenset({
+    "1024x1024", "832x1248", "1248x832", "864x1184", "1184x864",
+    "896x1152", "1152x896", "768x1344", "1344x768", "1536x672",
+})
+IMAGEN_SIZES = frozenset({"1024x1024", "896x1280", "1280x896", "768x1408", "1408x768"})
+# The Imagen aspect ratio of each size (GenerateImagesConfig.aspect_ratio).
+IMAGEN_ASPECT_RATIOS: Mapping[str, str] = MappingProxyType({
+    "1024x1024": "1:1", "896x1280": "3:4", "1280x896": "4:3", "768x1408": "9:16", "1408x768": "16:9",
+})
+GEMINI_ASPECT_RATIOS: Mapping[str, str] = MappingProxyType({
+    "1024x1024": "1:1", "832x1248": "2:3", "1248x832": "3:2", "864x1184": "3:4", "1184x864": "4:3",
+    "896x1152": "4:5", "1152x896": "5:4", "768x1344": "9:16", "1344x768": "16:9", "1536x672": "21:9",
+})
+
+
+@dataclass(frozen=True)
+class ProviderModel:
+    """One row of PROVIDER_MODELS: what provider renders with the models whose names
+    start with model_prefix ("" matches any), and a word on where that comes from."""
+
+    provider: str
+    model_prefix: str
+    capabilities: ProviderCapabilities
+    notes: str
+
+
+_ALL_FORMATS = frozenset({"png", "jpeg", "webp"})
+# Every image provider and model family, first match wins (provider_capabilities).
+PROVIDER_MODELS: tuple[ProviderModel, ...] = (
+    ProviderModel("offline", "", ProviderCapabilities(
+        max_reference_images=MAX_REFERENCE_IMAGES, output_formats=_ALL_FORMATS),
+                  "the built-in Pillow renderer; any size; draws from every reference, applies no mask"),
+    # The images API's edit endpoint takes up to 16 input images and a PNG mask
+    # (platform.openai.com/docs/api-reference/images/createEdit); a plan names fewer.
+    ProviderModel("openai", "gpt-image-", ProviderCapabilities(
+        max_reference_images=min(16, MAX_REFERENCE_IMAGES), masks=True, output_formats=_ALL_FORMATS),
+                  "GPT image models; sizes by model family (docs/executor.md); references through images.edit"),
+    ProviderModel("openai", "", ProviderCapabilities(output_formats=_ALL_FORMATS),
+                  "other OpenAI image models: text to image"),
+    ProviderModel("azure", "gpt-image-", ProviderCapabilities(
+        max_reference_images=min(16, MAX_REFERENCE_IMAGES), masks=True, output_formats=_ALL_FORMATS),
+                  "GPT image models on an Azure OpenAI deployment; as openai"),
+    ProviderModel("azure", "", ProviderCapabilities(output_formats=_ALL_FORMATS),
+                  "other models on an Azure OpenAI deployment: text to image"),
+    ProviderModel("comfyui", "", ProviderCapabilities(
+        max_reference_images=MAX_REFERENCE_IMAGES, seeds=True, previews=True, size_step=8),
+                  "at most the workflow's `{{reference_N}}` slots; sides in multiples of 8 (latents)"),
+    ProviderModel("gemini", "gemini-", ProviderCapabilities(
+        max_reference_images=3, seeds=True, sizes=GEMINI_SIZES),
+                  "Gemini image models (generate_content); references as image parts"),
+    ProviderModel("imagen", "imagen-", ProviderCapabilities(seeds=True, sizes=IMAGEN_SIZES),
+                  "Imagen (generate_images); text to image"),
+)
+
+
+def provider_capabilities(provider: str, model: str) -> ProviderCapabilities:
+    """The capabilities PROVIDER_MODELS declares for provider's model; a model of no
+    listed family gets the provider's most cautious row (text to image, PNG)."""
+    for row in PROVIDER_MODELS:
+        if row.provider == provider and model.startswith(row.model_prefix):
+            return row.capabilities
+    return ProviderCapabilities()
 
 
 # -- Planning modes -----------------------------------------------------------------------

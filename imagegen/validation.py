@@ -18,12 +18,14 @@ from imagegen.catalogue import (
     MAX_PROMPT_CHARS,
     MAX_REFERENCE_IMAGES,
     MAX_REQUEST_ID_CHARS,
+    MAX_SEED,
     MAX_SESSION_ID_CHARS,
     MAX_SIDE,
     MAX_STORAGE_PATH_CHARS,
     MAX_STYLE_CHARS,
     METADATA_KEY_PATTERN,
     MIN_SIDE,
+    SEED_KEY,
     SESSION_ID,
     STYLE_PATTERN,
 )
@@ -204,6 +206,11 @@ def plan_violations(plan: ImageGenerationPlan, path: str = "plan") -> list[Field
         violations += _reference(f"{path}.mask", plan.mask, plan.session_id, mask=True)
         if not plan.reference_images:
             violations.append(FieldViolation(f"{path}.mask", "needs a reference image to apply to"))
+    seed = plan.metadata.get(SEED_KEY)
+    if seed is not None and not (seed.isascii() and seed.isdigit() and int(seed) <= MAX_SEED):
+        violations.append(
+            FieldViolation(f"{path}.metadata[{SEED_KEY}]", f"must be a decimal integer from 0 to {MAX_SEED}")
+        )
     if plan.image_type == ImageType.IMAGE_TYPE_UNSPECIFIED:
         violations.append(FieldViolation(f"{path}.image_type", "must be specified"))
     elif plan.image_type not in _IMAGE_TYPES:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx2
@@ -46,6 +46,36 @@ def connect(
         timeout=timeout,
         max_retries=max_retries,
         http_client=_BoundedHttpClient(attempt_timeout=timeout, max_response_bytes=max_response_bytes),
+    )
+
+
+def connect_azure(
+    *,
+    endpoint: str,
+    deployment: str,
+    api_version: str,
+    api_key: str,
+    token_provider: Callable[[], Awaitable[str]] | None = None,
+    timeout: float,
+    max_retries: int,
+    max_response_bytes: int,
+) -> openai.AsyncAzureOpenAI:
+    """The same bounded client for an Azure OpenAI resource: endpoint
+    ("https://NAME.openai.azure.com", or a regional or private one), the deployment
+    every call goes to (/openai/deployments/{deployment}/...?api-version=api_version),
+    and either api_key (the api-key header) or token_provider (a Microsoft Entra ID
+    bearer token, asked for before each request; the SDK's azure_ad_token_provider)."""
+    credentials: dict[str, Any] = (
+        {"azure_ad_token_provider": token_provider} if token_provider is not None else {"api_key": api_key}
+    )
+    return openai.AsyncAzureOpenAI(
+        azure_endpoint=endpoint,
+        azure_deployment=deployment,
+        api_version=api_version,
+        timeout=timeout,
+        max_retries=max_retries,
+        http_client=_BoundedHttpClient(attempt_timeout=timeout, max_response_bytes=max_response_bytes),
+        **credentials,
     )
 
 

@@ -71,6 +71,36 @@ def render() -> str:
         lines.append(f"| `{output.name}` | `{output.mime_type}` | `.{output.extension}` |")
     lines += [
         "",
+        "## Provider capabilities",
+        "",
+        "What each image provider renders, per model family (a model name starting with the prefix;",
+        "the first row that matches). A plan asking for more is refused by that provider before any",
+        "call, and a chain moves on to the next (docs/providers.md). A seed is plan metadata",
+        f"`{catalogue.SEED_KEY}`, a decimal integer from 0 to {catalogue.MAX_SEED}.",
+        "",
+        "| provider | model prefix | reference images | masks | seeds | previews | formats | sizes | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    for row in catalogue.PROVIDER_MODELS:
+        caps = row.capabilities
+        if caps.sizes is not None:
+            sizes = ", ".join(f"`{size}`" for size in sorted(caps.sizes, key=lambda s: [int(n) for n in s.split("x")]))
+        elif caps.size_step > 1:
+            sizes = f"sides in multiples of {caps.size_step}"
+        else:
+            sizes = "any"
+        formats = ", ".join(f"`{name}`" for name in catalogue.OUTPUT_FORMATS if name in caps.output_formats)
+        prefix = f"`{row.model_prefix}`" if row.model_prefix else "(any)"
+        lines.append(
+            f"| `{row.provider}` | {prefix} | {caps.max_reference_images} | {yes(caps.masks)} | "
+            f"{yes(caps.seeds)} | {yes(caps.previews)} | {formats} | {sizes} | {row.notes} |"
+        )
+    lines += [
+        "",
         "## Planning modes",
         "",
         f"`{'`, `'.join(catalogue.PLANNING_MODES)}`; the default is `{catalogue.DEFAULT_PLANNING_MODE}`",

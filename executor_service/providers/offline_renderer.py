@@ -274,13 +274,6 @@ def render_png(
     return buffer.getvalue()
 
 
-# What the offline renderer can do (imagegen.catalogue.ProviderCapabilities): it draws from
-# every reference a plan may name; it applies no mask.
-CAPABILITIES = catalogue.ProviderCapabilities(
-    max_reference_images=catalogue.MAX_REFERENCE_IMAGES,
-    masks=False,
-    output_formats=frozenset(catalogue.OUTPUT_FORMATS),
-)
 
 
 class OfflineRenderer:
@@ -296,7 +289,7 @@ class OfflineRenderer:
         self._output_format = output_format
 
     def capabilities(self, plan: ImageGenerationPlan) -> catalogue.ProviderCapabilities:
-        return CAPABILITIES
+        return catalogue.provider_capabilities(self.name, self.model)
 
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return output_mime_type(plan, self._output_format)

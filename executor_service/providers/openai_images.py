@@ -1,5 +1,7 @@
 """OpenAI Images through the official openai SDK (images.generate, base64 output),
-against OpenAI or any OpenAI-compatible images endpoint.
+against OpenAI, any OpenAI-compatible images endpoint, or an Azure OpenAI deployment
+(connect_azure: the SDK's AsyncAzureOpenAI client, the same requests and answers at
+/openai/deployments/{deployment}/images/generations?api-version=...).
 
 Each plan is checked before any request: its size against the model family
 (image_options.size_problem) and its rendering options (metadata "quality",
@@ -27,6 +29,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
@@ -35,7 +38,7 @@ from executor_service.capabilities import refuse_unless_capable
 from executor_service.ports import NO_INPUTS, ReferenceInput, RenderedImage, RenderInputs, Usage
 from executor_service.providers import image_options as options
 from executor_service.providers.verify import DEFAULT_MAX_IMAGE_BYTES
-from imagegen.catalogue import EXTENSIONS, MAX_PROMPT_CHARS, MAX_REFERENCE_IMAGES, OUTPUT_FORMATS, ProviderCapabilities
+from imagegen.catalogue import EXTENSIONS, MAX_PROMPT_CHARS, ProviderCapabilities, provider_capabilities
 from imagegen.errors import (
     ContentRejected,
     ExecutionError,
@@ -71,20 +74,11 @@ _EXECUTION_ERRORS: dict[OpenAIFailureKind, type[ExecutionError]] = {
 }
 
 
-# What the GPT image models take through the images API (platform.openai.com/docs/api-reference/images):
-# images.edit takes up to 16 input images and a mask; a plan names at most MAX_REFERENCE_IMAGES.
-OPENAI_MAX_INPUT_IMAGES = 16
-CAPABILITIES = ProviderCapabilities(
-    max_reference_images=min(OPENAI_MAX_INPUT_IMAGES, MAX_REFERENCE_IMAGES),
-    masks=True,
-    output_formats=frozenset(OUTPUT_FORMATS),
-)
 # images.edit wants a mask as a PNG under 4 MB ("Create image edit", mask).
 MAX_MASK_BYTES = 4 * 1000 * 1000
 
 
 class OpenAIImageProvider:
-    name = "openai"
 
     def __init__(
         self,
@@ -96,9 +90,12 @@ class OpenAIImageProvider:
         moderation: str = "auto",
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         call_timeout: float | None = None,
+        name: str = "openai",
     ) -> None:
         """call_timeout bounds a whole render's request, retries included (None: no
-        bound beyond the client's own)."""
+        bound beyond the client's own); name is the provider's in results and errors
+        ("azure" for an Azure OpenAI deployment)."""
+        self.name = name
         if model in options.RETIRED_MODELS:
             raise ValueError(f"{model} is retired; use a current GPT image model such as {options.DEFAULT_MODEL}")
         self.model = model
@@ -136,8 +133,42 @@ class OpenAIImageProvider:
             call_timeout = openai_client.call_budget(timeout, max_retries)
         return cls(client, max_image_bytes=max_image_bytes, call_timeout=call_timeout, **settings)  # type: ignore[arg-type]
 
+    @classmethod
+    def connect_azure(
+        cls,
+        *,
+        endpoint: str,
+        deployment: str,
+        api_version: str,
+        api_key: str = "",
+        token_provider: Callable[[], Awaitable[str]] | None = None,
+        timeout: float = 180.0,
+        max_retries: int = 2,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        call_timeout: float | None = None,
+        **settings: str,
+    ) -> OpenAIImageProvider:
+        """A provider named "azure" rendering through an Azure OpenAI deployment
+        (openai_client.connect_azure: api_key, or token_provider for Microsoft Entra ID).
+        settings["model"] is the model the deployment runs (its size rules apply)."""
+        client = openai_client.connect_azure(
+            endpoint=endpoint,
+            deployment=deployment,
+            api_version=api_version,
+            api_key=api_key,
+            token_provider=token_provider,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES,
+        )
+        if call_timeout is None:
+            call_timeout = openai_client.call_budget(timeout, max_retries)
+        return cls(
+            client, max_image_bytes=max_image_bytes, call_timeout=call_timeout, name="azure", **settings  # type: ignore[arg-type]
+        )
+
     def capabilities(self, plan: ImageGenerationPlan) -> ProviderCapabilities:
-        return CAPABILITIES
+        return provider_capabilities(self.name, self.model)
 
     def mime_type(self, plan: ImageGenerationPlan) -> str:
         return options.output_mime_type(plan, self._output_format)

@@ -95,20 +95,22 @@ class ImageGenerationPlan(_message.Message):
     def __init__(self, plan_id: _Optional[str] = ..., enhanced_prompt: _Optional[str] = ..., image_type: _Optional[_Union[ImageType, str]] = ..., style: _Optional[str] = ..., size: _Optional[str] = ..., session_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Union[PlanProvenance, _Mapping]] = ..., reference_images: _Optional[_Iterable[_Union[ReferenceImage, _Mapping]]] = ..., mask: _Optional[_Union[ReferenceImage, _Mapping]] = ...) -> None: ...
 
 class ProviderInfo(_message.Message):
-    __slots__ = ("name", "model", "latency", "revised_prompt", "usage", "estimated_cost_micros")
+    __slots__ = ("name", "model", "latency", "revised_prompt", "usage", "estimated_cost_micros", "seed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     REVISED_PROMPT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     latency: _duration_pb2.Duration
     revised_prompt: str
     usage: ProviderUsage
     estimated_cost_micros: int
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revised_prompt: _Optional[str] = ..., usage: _Optional[_Union[ProviderUsage, _Mapping]] = ..., estimated_cost_micros: _Optional[int] = ...) -> None: ...
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revised_prompt: _Optional[str] = ..., usage: _Optional[_Union[ProviderUsage, _Mapping]] = ..., estimated_cost_micros: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ProviderUsage(_message.Message):
     __slots__ = ("input_tokens", "input_image_tokens", "output_tokens", "total_tokens")

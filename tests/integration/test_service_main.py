@@ -43,3 +43,13 @@ def test_a_bad_setting_stops_the_service_with_one_line_naming_it(module: str, va
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"{module.removesuffix('_service')}: ") and variable in lines[0]
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_comfyui_workflow_that_cannot_work_stops_the_executor_naming_it(tmp_path: Path) -> None:
+    workflow = tmp_path / "flow.json"
+    workflow.write_text('{"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{prompt}}", "n": "{{steps}}"}}}')
+    done = run_service("executor_service", EXECUTOR_PROVIDER="comfyui", EXECUTOR_COMFYUI_WORKFLOW=str(workflow))
+    assert done.returncode != 0
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("executor: ") and "EXECUTOR_COMFYUI_WORKFLOW" in line and "steps" in line
+    assert "Traceback" not in done.stderr

@@ -32,6 +32,7 @@ import email.policy
 import gzip
 import itertools
 import json
+import select
 import socket
 import struct
 import threading
@@ -105,7 +106,13 @@ class Drip:
     chunk: int = 1
 
 
-ReplySpec = Union[Reply, Delay, Disconnect, Drip, Callable[["RecordedRequest"], Any]]
+@dataclass(frozen=True)
+class Hang:
+    """Never reply: hold the request until the client hangs up (then
+    ``FakeOpenAI.hung_up`` is set) or the server stops."""
+
+
+ReplySpec = Union[Reply, Delay, Disconnect, Drip, Hang, Callable[["RecordedRequest"], Any]]
 
 _ids = itertools.count(1)
 
@@ -237,6 +244,17 @@ def error(
 def delay(seconds: float, then: ReplySpec) -> Delay:
     """Wait ``seconds`` then send ``then``; the wait ends early when the server stops."""
     return Delay(seconds, then)
+
+
+def hang() -> Hang:
+    """No reply at all, until the client gives up: ``FakeOpenAI.hung_up`` tells when it did."""
+    return Hang()
+
+
+def azure_images_path(deployment: str) -> str:
+    """Where Azure OpenAI serves a deployment's image generations (the query carries
+    ``api-version``): script it with ``fake.script(azure_images_path("d"), ...)``."""
+    return f"/openai/deployments/{deployment}/images/generations"
 
 
 def disconnect() -> Disconnect:
@@ -426,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, spec: ReplySpec, req: RecordedRequest, fake: "FakeOpenAI"):
         while True:
-            if callable(spec) and not isinstance(spec, (Reply, Delay, Disconnect, Drip)):
+            if callable(spec) and not isinstance(spec, (Reply, Delay, Disconnect, Drip, Hang)):
                 spec = spec(req)
                 continue
             if isinstance(spec, Delay):
@@ -436,6 +454,20 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = spec.then
                 continue
             break
+        if isinstance(spec, Hang):
+            self.close_connection = True
+            while not fake._stopping.is_set():
+                readable, _, _ = select.select([self.connection], [], [], 0.05)
+                if readable:
+                    try:
+                        if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                            break
+                    except OSError:
+                        break
+            else:
+                return
+            fake.hung_up.set()
+            return
         fake._answered(req)  # before a byte goes out: the client cannot be done with it earlier
         if isinstance(spec, Disconnect):
             self.close_connection = True
@@ -490,6 +522,8 @@ class FakeOpenAI:
         self.in_flight = 0
         self.most_in_flight = 0
         self._unanswered: set[int] = set()
+        # Set when a client hung up on a request scripted to hang().
+        self.hung_up = threading.Event()
         self._queues: dict[str, deque] = {CHAT_PATH: deque(), IMAGES_PATH: deque()}
         self._lock = threading.Condition()
         self._stopping = threading.Event()

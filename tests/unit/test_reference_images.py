@@ -10,11 +10,11 @@ import io
 import pytest
 from PIL import Image
 
-from executor_service.providers.offline_renderer import CAPABILITIES as OFFLINE
+from executor_service.executor import _metadata
+from executor_service.ports import RenderedImage, Usage
 from executor_service.providers.offline_renderer import render_png
-from executor_service.providers.openai_images import CAPABILITIES as OPENAI
 from executor_service.references import recorded_references, reference_metadata
-from imagegen.catalogue import MAX_REFERENCE_IMAGES, STYLES, reference_role_name, reference_role_value
+from imagegen.catalogue import MAX_REFERENCE_IMAGES, provider_capabilities, STYLES, reference_role_name, reference_role_value
 from imagegen.errors import InvalidRequest
 from imagegen.fingerprint import plan_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType, ReferenceImage, ReferenceRole
@@ -137,9 +137,14 @@ def test_the_metadata_records_the_references_within_s3s_user_metadata_limit() ->
     mask = ReferenceImage(storage_path=f"images/{session}/location/{'f' * 32}.png", content_sha256=sha("m"))
     plan = make_plan(session_id=session, reference_images=refs, mask=mask)
     metadata = reference_metadata(plan)
-    # Beside the executor's own entries (plan-id, provider, model, size, sha256, latency:
-    # about 250 bytes) the whole must stay under S3's 2 KiB of user metadata.
-    assert sum(len(k) + len(v) for k, v in metadata.items()) + 300 < 2048
+    # With everything else the executor writes beside an image at its longest (a 64-character
+    # model, a seed, usage and cost), the whole stays within S3's 2 KiB of user metadata.
+    rendered = RenderedImage(
+        b"x", "image/webp", 4096, 4096, model="m" * 64, provider="comfyui", seed=2**31 - 1,
+        usage=Usage(input_tokens=10**12, input_image_tokens=10**12, output_tokens=10**12, total_tokens=10**12),
+    )
+    everything = {**_metadata(plan, "comfyui", rendered, 10**9, 10**12), **metadata}
+    assert sum(len(k.encode()) + len(v.encode()) for k, v in everything.items()) <= 2048
     key = f"{session}/scene/{'e' * 32}.png"
     assert recorded_references(metadata, key, lambda k: f"images/{k}") == refs
     assert recorded_references({}, key, lambda k: f"images/{k}") == []
@@ -149,6 +154,7 @@ def test_the_metadata_records_the_references_within_s3s_user_metadata_limit() ->
 
 
 def test_providers_declare_what_they_take() -> None:
+    OFFLINE, OPENAI = provider_capabilities("offline", "offline-renderer-1"), provider_capabilities("openai", "gpt-image-1")
     assert OFFLINE.max_reference_images == MAX_REFERENCE_IMAGES and not OFFLINE.masks
     assert OPENAI.max_reference_images == MAX_REFERENCE_IMAGES and OPENAI.masks
 

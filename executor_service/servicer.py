@@ -61,7 +61,9 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
         reader = await self._executor.open_image(request.storage_path, IMAGE_READ_BYTES)
         try:
             first: executor_service_pb2.GetImageResponse | None = executor_service_pb2.GetImageResponse(
-                mime_type=reader.stored.content_type, total_size=reader.stored.size
+                mime_type=reader.stored.content_type,
+                total_size=reader.stored.size,
+                content_sha256=reader.stored.metadata.get("sha256", ""),
             )
             chunks = aiter(reader.chunks)
             while True:

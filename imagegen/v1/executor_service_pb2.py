@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from imagegen.v1 import image_plan_pb2 as imagegen_dot_v1_dot_image__plan__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagegen/v1/executor_service.proto\x12\x0bimagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cimagegen/v1/image_plan.proto\"X\n\x12\x45xecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"I\n\x13\x45xecutePlanResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"^\n\x18StreamExecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x19StreamExecutePlanResponse\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionStage\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"\'\n\x0fGetImageRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\"M\n\x10GetImageResponse\x12\x12\n\nchunk_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"Z\n\x13SignImageUrlRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\x14SignImageUrlResponse\x12\x11\n\timage_url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc6\x01\n\x0e\x45xecutionStage\x12\x1f\n\x1b\x45XECUTION_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STAGE_ACCEPTED\x10\x01\x12\x1d\n\x19\x45XECUTION_STAGE_RENDERING\x10\x02\x12\x1b\n\x17\x45XECUTION_STAGE_STORING\x10\x03\x12\x1d\n\x19\x45XECUTION_STAGE_COMPLETED\x10\x04\x12\x1a\n\x16\x45XECUTION_STAGE_QUEUED\x10\x05\x32\xe9\x02\n\x0f\x45xecutorService\x12P\n\x0b\x45xecutePlan\x12\x1f.imagegen.v1.ExecutePlanRequest\x1a .imagegen.v1.ExecutePlanResponse\x12\x64\n\x11StreamExecutePlan\x12%.imagegen.v1.StreamExecutePlanRequest\x1a&.imagegen.v1.StreamExecutePlanResponse0\x01\x12I\n\x08GetImage\x12\x1c.imagegen.v1.GetImageRequest\x1a\x1d.imagegen.v1.GetImageResponse0\x01\x12S\n\x0cSignImageUrl\x12 .imagegen.v1.SignImageUrlRequest\x1a!.imagegen.v1.SignImageUrlResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagegen/v1/executor_service.proto\x12\x0bimagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cimagegen/v1/image_plan.proto\"X\n\x12\x45xecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"I\n\x13\x45xecutePlanResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"^\n\x18StreamExecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x19StreamExecutePlanResponse\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionStage\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"\'\n\x0fGetImageRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\"e\n\x10GetImageResponse\x12\x12\n\nchunk_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\"Z\n\x13SignImageUrlRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\x14SignImageUrlResponse\x12\x11\n\timage_url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc6\x01\n\x0e\x45xecutionStage\x12\x1f\n\x1b\x45XECUTION_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STAGE_ACCEPTED\x10\x01\x12\x1d\n\x19\x45XECUTION_STAGE_RENDERING\x10\x02\x12\x1b\n\x17\x45XECUTION_STAGE_STORING\x10\x03\x12\x1d\n\x19\x45XECUTION_STAGE_COMPLETED\x10\x04\x12\x1a\n\x16\x45XECUTION_STAGE_QUEUED\x10\x05\x32\xe9\x02\n\x0f\x45xecutorService\x12P\n\x0b\x45xecutePlan\x12\x1f.imagegen.v1.ExecutePlanRequest\x1a .imagegen.v1.ExecutePlanResponse\x12\x64\n\x11StreamExecutePlan\x12%.imagegen.v1.StreamExecutePlanRequest\x1a&.imagegen.v1.StreamExecutePlanResponse0\x01\x12I\n\x08GetImage\x12\x1c.imagegen.v1.GetImageRequest\x1a\x1d.imagegen.v1.GetImageResponse0\x01\x12S\n\x0cSignImageUrl\x12 .imagegen.v1.SignImageUrlRequest\x1a!.imagegen.v1.SignImageUrlResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagegen.v1.executor_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECUTIONSTAGE']._serialized_start=837
-  _globals['_EXECUTIONSTAGE']._serialized_end=1035
+  _globals['_EXECUTIONSTAGE']._serialized_start=861
+  _globals['_EXECUTIONSTAGE']._serialized_end=1059
   _globals['_EXECUTEPLANREQUEST']._serialized_start=146
   _globals['_EXECUTEPLANREQUEST']._serialized_end=234
   _globals['_EXECUTEPLANRESPONSE']._serialized_start=236
@@ -47,11 +47,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETIMAGEREQUEST']._serialized_start=532
   _globals['_GETIMAGEREQUEST']._serialized_end=571
   _globals['_GETIMAGERESPONSE']._serialized_start=573
-  _globals['_GETIMAGERESPONSE']._serialized_end=650
-  _globals['_SIGNIMAGEURLREQUEST']._serialized_start=652
-  _globals['_SIGNIMAGEURLREQUEST']._serialized_end=742
-  _globals['_SIGNIMAGEURLRESPONSE']._serialized_start=744
-  _globals['_SIGNIMAGEURLRESPONSE']._serialized_end=834
-  _globals['_EXECUTORSERVICE']._serialized_start=1038
-  _globals['_EXECUTORSERVICE']._serialized_end=1399
+  _globals['_GETIMAGERESPONSE']._serialized_end=674
+  _globals['_SIGNIMAGEURLREQUEST']._serialized_start=676
+  _globals['_SIGNIMAGEURLREQUEST']._serialized_end=766
+  _globals['_SIGNIMAGEURLRESPONSE']._serialized_start=768
+  _globals['_SIGNIMAGEURLRESPONSE']._serialized_end=858
+  _globals['_EXECUTORSERVICE']._serialized_start=1062
+  _globals['_EXECUTORSERVICE']._serialized_end=1423
 # @@protoc_insertion_point(module_scope)

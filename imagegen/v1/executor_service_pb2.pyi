@@ -63,14 +63,16 @@ class GetImageRequest(_message.Message):
     def __init__(self, storage_path: _Optional[str] = ...) -> None: ...
 
 class GetImageResponse(_message.Message):
-    __slots__ = ("chunk_data", "mime_type", "total_size")
+    __slots__ = ("chunk_data", "mime_type", "total_size", "content_sha256")
     CHUNK_DATA_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     chunk_data: bytes
     mime_type: str
     total_size: int
-    def __init__(self, chunk_data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+    content_sha256: str
+    def __init__(self, chunk_data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., total_size: _Optional[int] = ..., content_sha256: _Optional[str] = ...) -> None: ...
 
 class SignImageUrlRequest(_message.Message):
     __slots__ = ("storage_path", "expires_in")

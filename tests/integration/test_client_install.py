@@ -31,10 +31,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Modules only the services need: none may be importable with the base install.
+# Modules only the services (or the web edge's extra, imagegen[web]) need: none may be
+# importable with the base install.
 SERVICE_ONLY_MODULES = (
     "openai", "minio", "PIL", "prometheus_client", "opentelemetry.sdk", "opentelemetry",
-    "pythonjsonlogger", "grpc_health", "grpc_reflection",
+    "pythonjsonlogger", "grpc_health", "grpc_reflection", "starlette", "uvicorn",
 )  # fmt: skip
 
 

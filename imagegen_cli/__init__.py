@@ -187,6 +187,60 @@ async def _demo(args: argparse.Namespace) -> None:
         await running_executor.stop(None)
 
 
+CHECK_PROMPT_CHARS = 48  # how much of each enhanced prompt check-types shows
+
+
+async def _check_types(args: argparse.Namespace) -> int:
+    """Plan the prompt as every image type of the catalogue (and with --execute, execute
+    each plan); print one row per type. --offline: both services in this process."""
+    if not args.offline:
+        async with _async_client(args) as client:
+            rows = await _check_rows(client, args)
+    else:
+        planner = replace(PlannerSettings.from_env(), address="127.0.0.1:0", security=ServerSecurity())
+        executor = replace(ExecutorSettings.from_env(), address="127.0.0.1:0", security=ServerSecurity())
+        configure_logging("WARNING", planner.telemetry.log_format)  # the table is the output
+        running_planner, running_executor = await _start_both(planner, executor)
+        try:
+            async with AsyncImagegenClient(
+                f"127.0.0.1:{running_planner.port}", f"127.0.0.1:{running_executor.port}"
+            ) as client:
+                rows = await _check_rows(client, args)
+        finally:
+            await running_planner.stop(None)
+            await running_executor.stop(None)
+    columns = ["type", "size", "style", "prompt", "plan_id"] + (["stored at"] if args.execute else [])
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    for row in [columns, ["-" * width for width in widths], *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), flush=True)
+    return 1 if any(row[-1].startswith("failed:") for row in rows) else 0
+
+
+async def _check_rows(client: AsyncImagegenClient, args: argparse.Namespace) -> list[list[str]]:
+    rows = []
+    for name in catalogue.IMAGE_TYPE_NAMES:
+        try:
+            plan = await client.planner.create_plan(
+                args.prompt, session_id=args.session_id, image_type=name, style=args.style, mode=args.mode
+            )
+        except PlanningFailed as error:
+            rows.append([name, "", "", "", *([""] if args.execute else []), f"failed: {error.code.name} {error.reason}"])
+            continue
+        prompt = plan.enhanced_prompt.replace("\n", " ")
+        if len(prompt) > CHECK_PROMPT_CHARS:
+            prompt = prompt[: CHECK_PROMPT_CHARS - 1] + "…"
+        row = [name, plan.size, plan.style, prompt, plan.plan_id]
+        if args.execute:
+            try:
+                result = await client.executor.execute_plan(plan)
+            except ExecutionFailed as error:
+                row.append(f"failed: {error.code.name} {error.reason}")
+            else:
+                row.append(result.storage_path + (" (reused)" if result.reused else ""))
+        rows.append(row)
+    return rows
+
+
 PLANNER_TOKEN_VARIABLE = "IMAGEGEN_PLANNER_TOKEN"
 EXECUTOR_TOKEN_VARIABLE = "IMAGEGEN_EXECUTOR_TOKEN"
 
@@ -204,6 +258,15 @@ def _channel_options(args: argparse.Namespace, token_variable: str) -> ChannelOp
 
 def _client(args: argparse.Namespace) -> ImagegenClient:
     return ImagegenClient(
+        args.planner,
+        args.executor,
+        planner_options=_channel_options(args, PLANNER_TOKEN_VARIABLE),
+        executor_options=_channel_options(args, EXECUTOR_TOKEN_VARIABLE),
+    )
+
+
+def _async_client(args: argparse.Namespace) -> AsyncImagegenClient:
+    return AsyncImagegenClient(
         args.planner,
         args.executor,
         planner_options=_channel_options(args, PLANNER_TOKEN_VARIABLE),
@@ -291,12 +354,22 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="plan, then execute; print the payload")
     plan_options(generate)
     generate.add_argument("--request-id")
+
+    check = commands.add_parser("check-types", help="plan a prompt as every image type; print a table")
+    check.add_argument("prompt")
+    check.add_argument("--session-id", default="check-types")
+    check.add_argument("--style", choices=sorted(catalogue.STYLES), help="default: the planner chooses")
+    check.add_argument("--mode", choices=catalogue.PLANNING_MODES, help="which planner (default: the server's)")
+    check.add_argument("--execute", action="store_true", help="also execute each plan; show where it is stored")
+    check.add_argument("--offline", action="store_true",
+                       help="no running service needed: both run in this process (embedded defaults)")
+    targets(check)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("up", "demo") and SERVICES_MISSING is not None:
+    if (args.command in ("up", "demo") or getattr(args, "offline", False)) and SERVICES_MISSING is not None:
         print(f"imagegen {args.command} runs both services, whose dependencies are not installed "
               f"(no module {SERVICES_MISSING.name!r}): install {SERVICES_EXTRAS}", file=sys.stderr)
         return 2
@@ -305,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_up(args))
         elif args.command == "demo":
             asyncio.run(_demo(args))
+        elif args.command == "check-types":
+            return asyncio.run(_check_types(args))
         else:
             {"plan": _plan, "execute": _execute, "generate": _generate}[args.command](args)
     except (PlanningFailed, ExecutionFailed, ImagegenCallError) as error:

@@ -1,4 +1,4 @@
-"""`make demo` as the README runs it: the proxy_url it prints opens, over HTTP, while it serves."""
+"""`make demo` and `imagegen up` as the README runs them: the proxy_urls they print open, over HTTP."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.cli import IMAGEGEN, run
 from tests.support.s3_server import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,3 +51,30 @@ def test_make_demo_serves_the_proxy_url_it_prints(tmp_path: Path) -> None:
         assert process.stderr is not None
         stderr = process.stderr.read()
     assert f"serving {payload['proxy_url']} until Ctrl-C" in stderr
+
+
+def test_imagegen_up_serves_the_proxy_urls_and_gallery_where_the_public_base_url_points(tmp_path: Path) -> None:
+    port, planner_port, executor_port = free_ports(3)
+    env = {**os.environ, "EXECUTOR_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/images",
+           "EXECUTOR_LOCAL_STORE_DIR": str(tmp_path / "store")}  # fmt: skip
+    up = subprocess.Popen(
+        [*IMAGEGEN, "up", "--planner-address", f"127.0.0.1:{planner_port}", "--executor-address", f"127.0.0.1:{executor_port}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert up.stderr is not None
+        while "image route on" not in (line := up.stderr.readline()):  # printed once it listens
+            assert line, "imagegen up ended"
+        assert f"http://127.0.0.1:{port}/images/{{key}}" in line
+        generated = run(["generate", "A rusty longsword", "--session-id", "up-1", "--planner", f"127.0.0.1:{planner_port}",
+                         "--executor", f"127.0.0.1:{executor_port}"], cwd=tmp_path)  # fmt: skip
+        assert generated.returncode == 0, generated.stderr
+        payload = json.loads(generated.stdout)
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            image = http.get(payload["proxy_url"])
+            page = http.get(f"http://127.0.0.1:{port}/sessions/up-1")
+        assert image.status_code == 200 and hashlib.sha256(image.content).hexdigest() == payload["content_sha256"]
+        assert page.status_code == 200 and "gallery.js" in page.text
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0

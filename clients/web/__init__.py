@@ -45,11 +45,12 @@ def create_app(
     static = StaticFiles(directory=str(resources.files("clients.web").joinpath("static")))
     app = Starlette(
         routes=[
-            Route(image_prefix.rstrip("/") + "/{key:path}", image_route.serve, methods=["GET", "HEAD"]),
             Route("/sessions/{session_id}", gallery.page, methods=["GET"]),
             Route("/sessions/{session_id}/images", gallery.images, methods=["GET"]),
             Route("/sessions/{session_id}/generations", gallery.generate, methods=["POST"]),
             Mount("/static", static, name="static"),
+            # Last: with an empty prefix (a base URL with no path) it takes every other path.
+            Route(image_prefix.rstrip("/") + "/{key:path}", image_route.serve, methods=["GET", "HEAD"]),
         ]
     )
     app.state.gallery = gallery

@@ -170,7 +170,7 @@ async def test_the_base_install_command_generates_and_asks_for_the_extras_to_run
     for command in ("up", "demo"):
         code, stdout, stderr = await _imagegen(light_python, command, cwd=tmp_path)
         assert code == 2 and stdout == "", stderr
-        assert "install imagegen[planner,executor]" in stderr and "Traceback" not in stderr, stderr
+        assert "install imagegen[planner,executor,web]" in stderr and "Traceback" not in stderr, stderr
 
 
 # ---- each image's extra runs its service ----------------------------------------------

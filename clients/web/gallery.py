@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from clients._common import legacy_payload
 from clients.aio import AsyncImagegenClient
 from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
-from imagegen.catalogue import MAX_PROMPT_CHARS, SESSION_ID
+from imagegen.catalogue import IMAGE_TYPE_NAMES, MAX_PROMPT_CHARS, SESSION_ID
 from imagegen.json_mapping import plan_to_dict
 from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationResult
@@ -105,7 +105,7 @@ class Gallery:
     async def page(self, request: Request) -> Response:
         if not SESSION_ID.fullmatch(request.path_params["session_id"]):
             return Response("no such session", status_code=404, media_type="text/plain")
-        return HTMLResponse(_static("gallery.html"), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(_page(), headers={"Cache-Control": "no-cache"})
 
     async def images(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -181,5 +181,8 @@ async def _bounded_body(request: Request) -> bytes | None:
     return bytes(body)
 
 
-def _static(name: str) -> str:
-    return resources.files("clients.web").joinpath("static", name).read_text("utf-8")
+def _page() -> str:
+    """gallery.html with the catalogue's image types as the form's choices."""
+    options = "".join(f"<option>{name}</option>" for name in IMAGE_TYPE_NAMES)
+    html = resources.files("clients.web").joinpath("static", "gallery.html").read_text("utf-8")
+    return html.replace("<!-- image-type-options: filled from the catalogue by clients.web.gallery -->", options)

@@ -2,7 +2,8 @@
 Playwright): open a session page, submit a prompt, watch the stages, then the image
 loaded from its proxy_url, which the image route serves from the real executor.
 
-A screenshot of each run is kept in var/test-artifacts/ (ignored by git)."""
+Screenshots of each run are kept in var/test-artifacts/ (ignored by git): gallery-stages.png
+after the first image, gallery.png of the listing."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from clients.web import create_app
 from clients.web.server import WebServer
 from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
+from imagegen import catalogue
 from planner_service.bootstrap import create_server as create_planner_server
 from planner_service.config import PlannerSettings
 from tests.support.s3_server import free_ports
@@ -71,6 +73,8 @@ async def test_a_prompt_shows_its_stages_then_its_image_from_proxy_url(site: Sit
     await page.goto(f"{site.url}/sessions/table-1")
     assert await page.text_content("#session-id") == "table-1"
     assert await page.is_visible("#empty")
+    choices = await page.eval_on_selector_all("#image-type option", "options => options.map(o => o.value)")
+    assert choices == ["", *catalogue.IMAGE_TYPE_NAMES]
 
     await page.fill("#prompt", "A rusty longsword on a tavern table")
     await page.select_option("#image-type", "item")
@@ -93,6 +97,8 @@ async def test_a_prompt_shows_its_stages_then_its_image_from_proxy_url(site: Sit
     assert await page.text_content("#gallery dd.provider") == "offline · offline-renderer-1"
     assert await page.text_content("#gallery dd.cost") == "—"  # no cost reported yet
     assert await page.text_content("#gallery .prompt") == "A rusty longsword on a tavern table"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "gallery-stages.png"), full_page=True)  # the stages, then the image
 
     await page.fill("#prompt", "The party ambushes goblins on a rope bridge")
     await page.select_option("#image-type", "scene")
@@ -106,7 +112,6 @@ async def test_a_prompt_shows_its_stages_then_its_image_from_proxy_url(site: Sit
     assert await page.eval_on_selector_all("#gallery dd.type", "cells => cells.map(c => c.textContent)") == ["scene", "item"]
     assert not await page.is_visible("#empty")
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = await page.screenshot(path=str(ARTIFACTS / "gallery.png"), full_page=True)
     assert screenshot[:4] == b"\x89PNG"
 

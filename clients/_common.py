@@ -272,8 +272,9 @@ def get_image_request(storage_path: str) -> GetImageRequest:
 
 class ImageStreamBase:
     """What ImageStream and AsyncImageStream share: the GetImage call, and its first
-    message, which open_image reads so that mime_type and total_size are known up front
-    (None, or grpc.aio.EOF, when the stream ended at once)."""
+    message, which open_image reads so that mime_type, total_size and content_sha256 (the
+    image's SHA-256 in hex, "" when the store has none) are known up front (None, or
+    grpc.aio.EOF, when the stream ended at once)."""
 
     def __init__(self, call: Any, first: GetImageResponse | None) -> None:
         if not isinstance(first, GetImageResponse):

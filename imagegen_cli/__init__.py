@@ -1,8 +1,12 @@
 """The imagegen command: run both services, plan, execute, generate. Each prints JSON.
 
-  imagegen up                       both services, embedded defaults, foreground
-  imagegen demo [PROMPT] [--reference [ROLE:]STORAGE_PATH ...]
-                                    both services on free ports, one image, then stop
+  imagegen up                       both services, embedded defaults, foreground, and the web
+                                    edge (image route, gallery) where EXECUTOR_PUBLIC_BASE_URL points
+  imagegen demo [PROMPT] [--reference [ROLE:]STORAGE_PATH ...] [--serve]
+                                    both services on free ports, one image, then stop (--serve: keep
+                                    serving its proxy_url until Ctrl-C)
+  imagegen check-types PROMPT [--execute] [--offline]
+                                    plan PROMPT as every image type and print a table
   imagegen plan PROMPT --session-id S [--image-type T] [--style S] [--size WxH] [--context k=v ...] [--mode M]
   imagegen execute [FILE|-]         a plan as JSON, from a file or stdin
   imagegen generate PROMPT --session-id S [...] [--reference [ROLE:]STORAGE_PATH ...]
@@ -19,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,8 +43,10 @@ from imagegen_runtime.settings import ConfigError
 # up and demo run both services in this process, and the services' dependencies are
 # extras: a light install (`pip install imagegen`: the clients and the contract) has
 # plan, execute and generate only. A module of this project missing is a bug, not that.
-SERVICES_EXTRAS = "imagegen[planner,executor]"
+SERVICES_EXTRAS = "imagegen[planner,executor,web]"
 try:
+    from clients.web import create_app
+    from clients.web.server import WebServer, web_address
     from executor_service.bootstrap import create_server as create_executor_server
     from executor_service.config import ExecutorSettings
     from imagegen_runtime.security import ServerSecurity
@@ -48,7 +55,9 @@ try:
     from planner_service.bootstrap import create_server as create_planner_server
     from planner_service.config import PlannerSettings
 except ModuleNotFoundError as missing:
-    if (missing.name or "").partition(".")[0] in ("imagegen", "imagegen_runtime", "planner_service", "executor_service"):
+    if (missing.name or "").partition(".")[0] in (
+        "imagegen", "imagegen_runtime", "planner_service", "executor_service", "clients"
+    ):
         raise
     SERVICES_MISSING: ModuleNotFoundError | None = missing
 else:
@@ -58,7 +67,7 @@ DEMO_PROMPT = "A dwarf cleric raising a glowing warhammer in a torchlit crypt"
 
 
 def _print(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(json.dumps(data, indent=2, ensure_ascii=False), flush=True)
 
 
 def _context(pairs: Sequence[str]) -> dict[str, str]:
@@ -93,10 +102,68 @@ async def _up(args: argparse.Namespace) -> None:
     print(f"planner listening on {_host(planner.address)}:{running_planner.port}", flush=True)
     print(f"executor listening on {_host(executor.address)}:{running_executor.port}", flush=True)
     print(f"images are stored under {executor.local_store_dir.resolve()}", flush=True)
-    await serve_until_signalled(
-        (running_planner, planner.shutdown_grace_seconds),
-        (running_executor, executor.shutdown_grace_seconds),
+    async with _web_edge(args, planner, executor, running_planner, running_executor):
+        await serve_until_signalled(
+            (running_planner, planner.shutdown_grace_seconds),
+            (running_executor, executor.shutdown_grace_seconds),
+        )
+
+
+@contextlib.asynccontextmanager
+async def _no_web() -> AsyncIterator[None]:
+    yield None
+
+
+LOOPBACK_WEB_ADDRESS = ("127.0.0.1", 8000)
+_BINDABLE_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::")
+
+
+def _web_bind(public_base_url: str, override: str | None) -> tuple[str, int, str]:
+    """(host, port, image path prefix) for the web edge: where EXECUTOR_PUBLIC_BASE_URL says
+    when it names this machine, else 127.0.0.1:8000; --web-address overrides host:port."""
+    host, port, prefix = web_address(public_base_url)
+    if host not in _BINDABLE_HOSTS:
+        host, port = LOOPBACK_WEB_ADDRESS
+    if override:
+        host, _, port_text = override.rpartition(":")
+        host, port = host or "127.0.0.1", int(port_text)
+    return host, port, prefix
+
+
+def _local(address: str, port: int) -> str:
+    host = _host(address)
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def _web_edge(
+    args: argparse.Namespace, planner: PlannerSettings, executor: ExecutorSettings,
+    running_planner: RunningServer, running_executor: RunningServer,
+) -> AsyncIterator[WebServer | None]:
+    """The image route and the gallery (clients.web) over both services, for as long as
+    they run, so every proxy_url printed opens; not with TLS (a backend mounts the app
+    itself there, with its own channel options)."""
+    if planner.security.tls_cert_file or executor.security.tls_cert_file:
+        print("the image route is not served: the services use TLS (mount clients.web in the backend)",
+              file=sys.stderr, flush=True)
+        yield None
+        return
+    host, port, prefix = _web_bind(executor.public_base_url, getattr(args, "web_address", None))
+    client = AsyncImagegenClient(
+        _local(planner.address, running_planner.port), _local(executor.address, running_executor.port),
+        planner_options=ChannelOptions(token=planner.security.auth_token or None),
+        executor_options=ChannelOptions(token=executor.security.auth_token or None),
     )
+    try:
+        web = await WebServer(create_app(client, bucket=executor.bucket, image_prefix=prefix or "/"), host, port).start()
+        try:
+            print(f"image route on {web.url}{prefix}/{{key}}, session gallery on {web.url}/sessions/{{session_id}}",
+                  file=sys.stderr, flush=True)
+            yield web
+        finally:
+            await web.stop()
+    finally:
+        await client.close()
 
 
 async def _demo(args: argparse.Namespace) -> None:
@@ -106,18 +173,78 @@ async def _demo(args: argparse.Namespace) -> None:
     configure_logging(planner.log_level, planner.telemetry.log_format)  # LOG_LEVEL, LOG_FORMAT: to stderr
     running_planner, running_executor = await _start_both(planner, executor)
     try:
-        async with AsyncImagegenClient(
-            f"127.0.0.1:{running_planner.port}", f"127.0.0.1:{running_executor.port}"
-        ) as client:
-            generation = await client.generate(
-                args.prompt, session_id=args.session_id, reference_images=args.reference
-            )
+        # Only a demo that stays serves its proxy_url: a one-shot one would stop before it opens.
+        web = _web_edge(args, planner, executor, running_planner, running_executor) if args.serve else _no_web()
+        async with web:
+            async with AsyncImagegenClient(
+                f"127.0.0.1:{running_planner.port}", f"127.0.0.1:{running_executor.port}"
+            ) as client:
+                generation = await client.generate(
+                    args.prompt, session_id=args.session_id, reference_images=args.reference
+                )
+            _print(generation.payload)
+            path = Path(unquote(urlparse(generation.result.image_url).path))
+            print(f"\nimage written to {path}", file=sys.stderr, flush=True)
+            if args.serve:
+                print(f"serving {generation.result.proxy_url} until Ctrl-C", file=sys.stderr, flush=True)
+                await serve_until_signalled()
     finally:
         await running_planner.stop(None)
         await running_executor.stop(None)
-    _print(generation.payload)
-    path = Path(unquote(urlparse(generation.result.image_url).path))
-    print(f"\nimage written to {path}", file=sys.stderr)
+
+
+CHECK_PROMPT_CHARS = 48  # how much of each enhanced prompt check-types shows
+
+
+async def _check_types(args: argparse.Namespace) -> int:
+    """Plan the prompt as every image type of the catalogue (and with --execute, execute
+    each plan); print one row per type. --offline: both services in this process."""
+    if not args.offline:
+        async with _async_client(args) as client:
+            rows = await _check_rows(client, args)
+    else:
+        planner = replace(PlannerSettings.from_env(), address="127.0.0.1:0", security=ServerSecurity())
+        executor = replace(ExecutorSettings.from_env(), address="127.0.0.1:0", security=ServerSecurity())
+        configure_logging("WARNING", planner.telemetry.log_format)  # the table is the output
+        running_planner, running_executor = await _start_both(planner, executor)
+        try:
+            async with AsyncImagegenClient(
+                f"127.0.0.1:{running_planner.port}", f"127.0.0.1:{running_executor.port}"
+            ) as client:
+                rows = await _check_rows(client, args)
+        finally:
+            await running_planner.stop(None)
+            await running_executor.stop(None)
+    columns = ["type", "size", "style", "prompt", "plan_id"] + (["stored at"] if args.execute else [])
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    for row in [columns, ["-" * width for width in widths], *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), flush=True)
+    return 1 if any(row[-1].startswith("failed:") for row in rows) else 0
+
+
+async def _check_rows(client: AsyncImagegenClient, args: argparse.Namespace) -> list[list[str]]:
+    rows = []
+    for name in catalogue.IMAGE_TYPE_NAMES:
+        try:
+            plan = await client.planner.create_plan(
+                args.prompt, session_id=args.session_id, image_type=name, style=args.style, mode=args.mode
+            )
+        except PlanningFailed as error:
+            rows.append([name, "", "", "", *([""] if args.execute else []), f"failed: {error.code.name} {error.reason}"])
+            continue
+        prompt = plan.enhanced_prompt.replace("\n", " ")
+        if len(prompt) > CHECK_PROMPT_CHARS:
+            prompt = prompt[: CHECK_PROMPT_CHARS - 1] + "…"
+        row = [name, plan.size, plan.style, prompt, plan.plan_id]
+        if args.execute:
+            try:
+                result = await client.executor.execute_plan(plan)
+            except ExecutionFailed as error:
+                row.append(f"failed: {error.code.name} {error.reason}")
+            else:
+                row.append(result.storage_path + (" (reused)" if result.reused else ""))
+        rows.append(row)
+    return rows
 
 
 PLANNER_TOKEN_VARIABLE = "IMAGEGEN_PLANNER_TOKEN"
@@ -151,6 +278,15 @@ def _reference(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _async_client(args: argparse.Namespace) -> AsyncImagegenClient:
+    return AsyncImagegenClient(
+        args.planner,
+        args.executor,
+        planner_options=_channel_options(args, PLANNER_TOKEN_VARIABLE),
+        executor_options=_channel_options(args, EXECUTOR_TOKEN_VARIABLE),
+    )
 
 
 def _plan(args: argparse.Namespace) -> None:
@@ -214,6 +350,8 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run both services in the foreground (embedded defaults)")
     up.add_argument("--planner-address", help="overrides PLANNER_ADDRESS")
     up.add_argument("--executor-address", help="overrides EXECUTOR_ADDRESS")
+    web_help = "host:port of the image route and gallery (default: where EXECUTOR_PUBLIC_BASE_URL points)"
+    up.add_argument("--web-address", help=web_help)
 
     demo = commands.add_parser("demo", help="start both services, generate one image, stop")
     demo.add_argument("prompt", nargs="?", default=DEMO_PROMPT)
@@ -222,6 +360,8 @@ def _parser() -> argparse.ArgumentParser:
         "--reference", action="append", default=[], type=_reference, metavar="[ROLE:]STORAGE_PATH",
         help="an image an earlier demo stored in the session (its storage_path), for this one to keep",
     )
+    demo.add_argument("--serve", action="store_true", help="keep serving the image's proxy_url until Ctrl-C")
+    demo.add_argument("--web-address", help=web_help)
 
     env = os.environ
 
@@ -279,12 +419,22 @@ def _parser() -> argparse.ArgumentParser:
     delete_session = commands.add_parser("delete-session", help="delete all of a session's images and request records")
     delete_session.add_argument("--session-id", required=True)
     targets(delete_session)
+
+    check = commands.add_parser("check-types", help="plan a prompt as every image type; print a table")
+    check.add_argument("prompt")
+    check.add_argument("--session-id", default="check-types")
+    check.add_argument("--style", choices=sorted(catalogue.STYLES), help="default: the planner chooses")
+    check.add_argument("--mode", choices=catalogue.PLANNING_MODES, help="which planner (default: the server's)")
+    check.add_argument("--execute", action="store_true", help="also execute each plan; show where it is stored")
+    check.add_argument("--offline", action="store_true",
+                       help="no running service needed: both run in this process (embedded defaults)")
+    targets(check)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("up", "demo") and SERVICES_MISSING is not None:
+    if (args.command in ("up", "demo") or getattr(args, "offline", False)) and SERVICES_MISSING is not None:
         print(f"imagegen {args.command} runs both services, whose dependencies are not installed "
               f"(no module {SERVICES_MISSING.name!r}): install {SERVICES_EXTRAS}", file=sys.stderr)
         return 2
@@ -293,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_up(args))
         elif args.command == "demo":
             asyncio.run(_demo(args))
+        elif args.command == "check-types":
+            return asyncio.run(_check_types(args))
         else:
             commands = {
                 "plan": _plan, "execute": _execute, "generate": _generate,

@@ -119,7 +119,8 @@ class ExecutorServiceServicer:
 
     def GetImage(self, request, context):
         """Streams a stored image's bytes in chunks, for the game backend's image
-        route. Returns INVALID_ARGUMENT for a malformed storage_path and
+        route; the first message also says the image's media type, size and
+        SHA-256. Returns INVALID_ARGUMENT for a malformed storage_path and
         NOT_FOUND when nothing is stored there (including any path outside the
         bucket); UNAVAILABLE when the store cannot be reached.
         """

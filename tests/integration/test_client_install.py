@@ -31,10 +31,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Modules only the services need: none may be importable with the base install.
+# Modules only the services (or the web edge's extra, imagegen[web]) need: none may be
+# importable with the base install.
 SERVICE_ONLY_MODULES = (
     "openai", "minio", "PIL", "prometheus_client", "opentelemetry.sdk", "opentelemetry",
-    "pythonjsonlogger", "grpc_health", "grpc_reflection",
+    "pythonjsonlogger", "grpc_health", "grpc_reflection", "starlette", "uvicorn",
 )  # fmt: skip
 
 
@@ -169,7 +170,7 @@ async def test_the_base_install_command_generates_and_asks_for_the_extras_to_run
     for command in ("up", "demo"):
         code, stdout, stderr = await _imagegen(light_python, command, cwd=tmp_path)
         assert code == 2 and stdout == "", stderr
-        assert "install imagegen[planner,executor]" in stderr and "Traceback" not in stderr, stderr
+        assert "install imagegen[planner,executor,web]" in stderr and "Traceback" not in stderr, stderr
 
 
 # ---- each image's extra runs its service ----------------------------------------------

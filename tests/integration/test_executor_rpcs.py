@@ -125,7 +125,8 @@ async def test_get_image_streams_a_large_image_exactly_in_chunks(minio_store: Mi
     assert [len(m.chunk_data) for m in messages] == [IMAGE_READ_BYTES] * (5 * MiB // IMAGE_READ_BYTES) + [123]
     assert IMAGE_READ_BYTES <= IMAGE_CHUNK_BYTES
     assert (messages[0].mime_type, messages[0].total_size) == ("image/png", len(data))
-    assert all(not m.mime_type and not m.total_size for m in messages[1:])
+    assert messages[0].content_sha256 == result.content_sha256  # known before the bytes: an image route's ETag
+    assert all(not m.mime_type and not m.total_size and not m.content_sha256 for m in messages[1:])
 
 
 async def test_get_image_of_an_empty_image_still_says_what_it_is(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ def imagegen_up(cwd: Path, env: Mapping[str, str] | None = None) -> Iterator[tup
     both servers listen; then SIGTERM, which must end it with status 0."""
     env = {**os.environ, "EXECUTOR_LOCAL_STORE_DIR": str(cwd / "store"), **(env or {})}
     process = subprocess.Popen(
-        IMAGEGEN + ["up", "--planner-address", "127.0.0.1:0", "--executor-address", "127.0.0.1:0"],
+        IMAGEGEN + ["up", "--planner-address", "127.0.0.1:0", "--executor-address", "127.0.0.1:0",
+                    "--web-address", "127.0.0.1:0"],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stdout is not None

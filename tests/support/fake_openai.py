@@ -11,7 +11,8 @@ so it works the same whether the test itself runs an asyncio loop or not.
         assert fake.requests[0].body["model"] == "..."
 
 Each endpoint has a FIFO queue of scripted replies.  A reply is one of the
-helpers below (``chat_tool_call``, ``chat_content``, ``images_b64``,
+helpers below (``chat_tool_call``, ``chat_content``, ``responses_function_call``,
+``responses_text`` (POST /v1/responses), ``images_b64``,
 ``error``, ``delay``, ``disconnect``, ``raw``) or a callable taking the
 ``RecordedRequest`` and returning one of those.  Misbehaviours of a hostile or
 broken upstream: ``drip`` (the body a few bytes at a time), ``redirect``,
@@ -47,6 +48,7 @@ from urllib.parse import urlsplit
 CHAT_PATH = "/v1/chat/completions"
 IMAGES_PATH = "/v1/images/generations"
 EDITS_PATH = "/v1/images/edits"  # multipart/form-data: RecordedRequest.form and .files
+RESPONSES_PATH = "/v1/responses"
 NO_SCRIPTED_REPLY = "fake OpenAI: no scripted reply"
 
 _DEFAULT_ERROR_TYPES = {
@@ -179,6 +181,53 @@ def chat_content(text: str, *, finish_reason: str = "stop", model: str = "gpt-te
     return chat_completion(
         {"role": "assistant", "content": text, "refusal": None},
         finish_reason=finish_reason,
+        model=model,
+    )
+
+
+def response_object(output: list, *, model: str = "gpt-test") -> Reply:
+    """A Responses API ``response`` object (POST /v1/responses) with ``output`` items."""
+    return Reply(
+        200,
+        {
+            "id": f"resp_fake{next(_ids)}",
+            "object": "response",
+            "created_at": _now(),
+            "status": "completed",
+            "model": model,
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "metadata": {},
+            "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}},
+        },
+    )
+
+
+def responses_function_call(
+    name: str, arguments: Union[dict, str], *, call_id: Optional[str] = None, model: str = "gpt-test"
+) -> Reply:
+    """A Responses API answer whose output is one ``function_call`` item."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    number = next(_ids)
+    return response_object(
+        [{"type": "function_call", "id": f"fc_fake{number}", "call_id": call_id or f"call_fake{number}",
+          "name": name, "arguments": args, "status": "completed"}],
+        model=model,
+    )
+
+
+def responses_text(text: str, *, model: str = "gpt-test") -> Reply:
+    """A Responses API answer whose output is one assistant message of ``text``."""
+    return response_object(
+        [{"type": "message", "id": f"msg_fake{next(_ids)}", "role": "assistant", "status": "completed",
+          "content": [{"type": "output_text", "text": text, "annotations": []}]}],
         model=model,
     )
 
@@ -524,7 +573,7 @@ class FakeOpenAI:
         self._unanswered: set[int] = set()
         # Set when a client hung up on a request scripted to hang().
         self.hung_up = threading.Event()
-        self._queues: dict[str, deque] = {CHAT_PATH: deque(), IMAGES_PATH: deque()}
+        self._queues: dict[str, deque] = {CHAT_PATH: deque(), IMAGES_PATH: deque(), RESPONSES_PATH: deque()}
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._server: Optional[_Server] = None
@@ -600,6 +649,9 @@ class FakeOpenAI:
     def script_edits(self, *replies: ReplySpec) -> None:
         """Replies for images.edit (multipart); answer with images_b64, as for generations."""
         self.script(EDITS_PATH, *replies)
+
+    def script_responses(self, *replies: ReplySpec) -> None:
+        self.script(RESPONSES_PATH, *replies)
 
     def pending(self, path: Optional[str] = None) -> int:
         """Scripted replies not yet consumed (for one path, or all)."""

@@ -1,0 +1,188 @@
+"""The session gallery: /sessions/{session_id}, a page of the session's images, newest
+first, and a form that plans and executes a prompt and shows its stages live.
+
+The page (static/gallery.html, .css, .js: no build step) reads two JSON endpoints:
+
+  GET  /sessions/{session_id}/images       {"images": [card, ...]}, newest first
+  POST /sessions/{session_id}/generations  {"prompt", "image_type"?, "style"?} ->
+       application/x-ndjson, one event a line, as it happens:
+       {"stage": "PLANNING"}, {"stage": "PLANNED", "plan": {...}},
+       {"stage": "ACCEPTED"}, {"stage": "QUEUED"}, {"stage": "RENDERING"}, {"stage": "STORING"}
+       (from StreamExecutePlan), then {"stage": "COMPLETED", "image": card}
+       or {"stage": "FAILED", "failed": "planning" | "execution", "error": {...}, "plan": {...}?}
+
+A card is {prompt, enhanced_prompt, image_type, style, provider, model, cost, proxy_url,
+plan_id, created_at, reused}; cost is null until the executor reports one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+
+from clients._common import legacy_payload
+from clients.aio import AsyncImagegenClient
+from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
+from imagegen.catalogue import IMAGE_TYPE_NAMES, MAX_PROMPT_CHARS, SESSION_ID
+from imagegen.json_mapping import plan_to_dict
+from imagegen.v1.executor_service_pb2 import ExecutionStage
+from imagegen.v1.image_plan_pb2 import ImageGenerationResult
+
+# What a generation request's body may be: a prompt at the limit in 4-byte UTF-8, and room.
+MAX_BODY_BYTES = 4 * MAX_PROMPT_CHARS + 1024
+# What SeenImages keeps: the latest images of the latest sessions.
+MAX_SESSIONS_SEEN = 256
+MAX_IMAGES_PER_SESSION = 100
+
+
+class SeenImages:
+    """The images this app has generated, per session: what the gallery can list until the
+    executor's ListImages is there. Bounded: the newest MAX_IMAGES_PER_SESSION of the
+    MAX_SESSIONS_SEEN sessions last used; lost on restart."""
+
+    def __init__(self) -> None:
+        self._sessions: OrderedDict[str, OrderedDict[str, dict[str, Any]]] = OrderedDict()
+
+    def add(self, session_id: str, card: dict[str, Any]) -> None:
+        images = self._sessions.pop(session_id, None) or OrderedDict()
+        images.pop(card["proxy_url"], None)
+        images[card["proxy_url"]] = card
+        while len(images) > MAX_IMAGES_PER_SESSION:
+            images.popitem(last=False)
+        self._sessions[session_id] = images
+        while len(self._sessions) > MAX_SESSIONS_SEEN:
+            self._sessions.popitem(last=False)
+
+    def newest_first(self, session_id: str) -> list[dict[str, Any]]:
+        return list(reversed(self._sessions.get(session_id, {}).values()))
+
+
+async def list_session_images(
+    client: AsyncImagegenClient, session_id: str, seen: SeenImages
+) -> list[dict[str, Any]]:
+    """The session's image cards, newest first.
+
+    TODO(ListImages): switch to the executor's listing when it lands, which knows every
+    image of the session, not only those this app made:
+        response = await client.executor.list_images(session_id=session_id)
+        return [card(result) for result in response.images]
+    and drop SeenImages. Until then: what this app has generated since it started."""
+    del client  # used once ListImages is there
+    return seen.newest_first(session_id)
+
+
+def card(result: ImageGenerationResult, original_prompt: str = "") -> dict[str, Any]:
+    """What the page shows of one image."""
+    payload = legacy_payload(result, original_prompt)
+    return {
+        "prompt": original_prompt or payload["prompt"],
+        "enhanced_prompt": payload["prompt"],
+        "image_type": payload["image_type"],
+        "style": payload["style"],
+        "provider": payload["provider"],
+        "model": payload["model"],
+        "cost": None,
+        "proxy_url": payload["proxy_url"],
+        "plan_id": payload["plan_id"],
+        "created_at": payload["created_at"],
+        "reused": payload["reused"],
+    }
+
+
+class Gallery:
+    """The page and its two endpoints, over the app's client."""
+
+    def __init__(self, client: AsyncImagegenClient) -> None:
+        self._client = client
+        self.seen = SeenImages()
+
+    async def page(self, request: Request) -> Response:
+        if not SESSION_ID.fullmatch(request.path_params["session_id"]):
+            return Response("no such session", status_code=404, media_type="text/plain")
+        return HTMLResponse(_page(), headers={"Cache-Control": "no-cache"})
+
+    async def images(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if not SESSION_ID.fullmatch(session_id):
+            return JSONResponse({"error": "no such session"}, status_code=404)
+        images = await list_session_images(self._client, session_id, self.seen)
+        return JSONResponse({"images": images}, headers={"Cache-Control": "no-store"})
+
+    async def generate(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if not SESSION_ID.fullmatch(session_id):
+            return JSONResponse({"error": "no such session"}, status_code=404)
+        body = await _bounded_body(request)
+        if body is None:
+            return JSONResponse({"error": f"the request body is over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        try:
+            form = json.loads(body)
+        except ValueError:
+            form = None
+        if not isinstance(form, dict) or not isinstance(form.get("prompt"), str):
+            return JSONResponse({"error": 'expected a JSON object with a "prompt" string'}, status_code=400)
+        options = {name: form[name] for name in ("image_type", "style") if isinstance(form.get(name), str) and form[name]}
+        return StreamingResponse(
+            _ndjson(self._events(session_id, form["prompt"], options)),
+            media_type="application/x-ndjson",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def _events(self, session_id: str, prompt: str, options: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+        yield {"stage": "PLANNING"}
+        try:
+            plan = await self._client.planner.create_plan(prompt, session_id=session_id, **options)
+        except (PlanningFailed, ValueError) as error:  # ValueError: an image type the catalogue lacks
+            yield {"stage": "FAILED", "failed": "planning", "error": _error(error)}
+            return
+        yield {"stage": "PLANNED", "plan": plan_to_dict(plan)}
+        try:
+            async for event in self._client.executor.stream_execute_plan(plan):
+                stage = ExecutionStage.Name(event.stage).removeprefix("EXECUTION_STAGE_")
+                if event.stage != ExecutionStage.EXECUTION_STAGE_COMPLETED:
+                    yield {"stage": stage}
+                    continue
+                shown = card(event.result, prompt)
+                self.seen.add(session_id, shown)
+                yield {"stage": stage, "image": shown}
+        except ExecutionFailed as error:
+            # The plan stays on screen: what was asked for, to retry or to show.
+            yield {"stage": "FAILED", "failed": "execution", "error": _error(error),
+                   "plan": plan_to_dict(error.plan or plan)}  # fmt: skip
+
+
+def _error(error: Exception) -> dict[str, Any]:
+    if isinstance(error, ImagegenCallError):
+        return {"code": error.code.name, "reason": error.reason, "message": error.message[:512],
+                "retryable": error.retryable,
+                "field_violations": [{"field": v.field, "description": v.description} for v in error.violations]}  # fmt: skip
+    return {"code": "INVALID_ARGUMENT", "reason": "INVALID_REQUEST", "message": str(error)[:512],
+            "retryable": False, "field_violations": []}  # fmt: skip
+
+
+async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield (json.dumps(event, ensure_ascii=False) + "\n").encode()
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The body, or None once it passes MAX_BODY_BYTES (whatever Content-Length said)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
+def _page() -> str:
+    """gallery.html with the catalogue's image types as the form's choices."""
+    options = "".join(f"<option>{name}</option>" for name in IMAGE_TYPE_NAMES)
+    html = resources.files("clients.web").joinpath("static", "gallery.html").read_text("utf-8")
+    return html.replace("<!-- image-type-options: filled from the catalogue by clients.web.gallery -->", options)

@@ -1,0 +1,128 @@
+"""The session gallery in a real headless Chromium (Debian's chromium, driven by
+Playwright): open a session page, submit a prompt, watch the stages, then the image
+loaded from its proxy_url, which the image route serves from the real executor.
+
+Screenshots of each run are kept in var/test-artifacts/ (ignored by git): gallery-stages.png
+after the first image, gallery.png of the listing."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from clients import AsyncImagegenClient
+from clients.web import create_app
+from clients.web.server import WebServer
+from executor_service.bootstrap import create_server as create_executor_server
+from executor_service.config import ExecutorSettings
+from imagegen import catalogue
+from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
+from tests.support.s3_server import free_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+
+
+@dataclass
+class Site:
+    url: str
+    store: Path
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    """Both services and the web app, the executor's proxy_url pointing at the app."""
+    (port,) = free_ports(1)
+    planner = await create_planner_server(PlannerSettings(address="127.0.0.1:0"))
+    executor = await create_executor_server(ExecutorSettings(
+        address="127.0.0.1:0", local_store_dir=tmp_path / "store", public_base_url=f"http://127.0.0.1:{port}/images"
+    ))  # fmt: skip
+    client = AsyncImagegenClient(f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
+    web = await WebServer(create_app(client), "127.0.0.1", port).start()
+    try:
+        yield Site(web.url, tmp_path / "store")
+    finally:
+        await web.stop()
+        await client.close()
+        await planner.stop(None)
+        await executor.stop(None)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make setup` installs it (apt-get install chromium)"
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def test_a_prompt_shows_its_stages_then_its_image_from_proxy_url(site: Site, browser: Browser) -> None:
+    page = await browser.new_page(viewport={"width": 1100, "height": 820})
+    await page.goto(f"{site.url}/sessions/table-1")
+    assert await page.text_content("#session-id") == "table-1"
+    assert await page.is_visible("#empty")
+    choices = await page.eval_on_selector_all("#image-type option", "options => options.map(o => o.value)")
+    assert choices == ["", *catalogue.IMAGE_TYPE_NAMES]
+
+    await page.fill("#prompt", "A rusty longsword on a tavern table")
+    await page.select_option("#image-type", "item")
+    await page.click("#submit")
+    await page.wait_for_selector('#stages li[data-stage="COMPLETED"]', timeout=30_000)
+    stages = await page.eval_on_selector_all("#stages li", "items => items.map(i => i.dataset.stage)")
+    assert stages == ["PLANNING", "PLANNED", "ACCEPTED", "RENDERING", "STORING", "COMPLETED"]
+
+    await page.wait_for_function(
+        "() => { const img = document.querySelector('#gallery figure img');"
+        " return img && img.complete && img.naturalWidth > 0; }", timeout=30_000,
+    )  # fmt: skip
+    src = await page.get_attribute("#gallery figure img", "src")
+    async with httpx.AsyncClient(trust_env=False) as http:
+        listed = (await http.get(f"{site.url}/sessions/table-1/images")).json()["images"]
+    assert [image["proxy_url"] for image in listed] == [src]
+    assert src.startswith(f"{site.url}/images/table-1/item/") and src.endswith(".png")
+    assert (site.store / src.removeprefix(f"{site.url}/images/")).is_file()
+    assert await page.text_content("#gallery dd.type") == "item"
+    assert await page.text_content("#gallery dd.provider") == "offline · offline-renderer-1"
+    assert await page.text_content("#gallery dd.cost") == "—"  # no cost reported yet
+    assert await page.text_content("#gallery .prompt") == "A rusty longsword on a tavern table"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "gallery-stages.png"), full_page=True)  # the stages, then the image
+
+    await page.fill("#prompt", "The party ambushes goblins on a rope bridge")
+    await page.select_option("#image-type", "scene")
+    await page.click("#submit")
+    await page.wait_for_selector('#stages li[data-stage="COMPLETED"]', timeout=30_000)
+    await page.reload()  # the listing, newest first
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('#gallery figure img')].filter(i => i.complete && i.naturalWidth > 0).length == 2",
+        timeout=30_000,
+    )  # fmt: skip
+    assert await page.eval_on_selector_all("#gallery dd.type", "cells => cells.map(c => c.textContent)") == ["scene", "item"]
+    assert not await page.is_visible("#empty")
+
+    screenshot = await page.screenshot(path=str(ARTIFACTS / "gallery.png"), full_page=True)
+    assert screenshot[:4] == b"\x89PNG"
+
+
+async def test_a_planning_failure_shows_as_a_failed_stage_with_the_reason(site: Site, browser: Browser) -> None:
+    page = await browser.new_page()
+    await page.goto(f"{site.url}/sessions/table-2")
+    await page.fill("#prompt", "   ")
+    await page.click("#submit")
+    await page.wait_for_selector('#stages li[data-stage="FAILED"]', timeout=30_000)
+    stages = await page.eval_on_selector_all("#stages li", "items => items.map(i => i.dataset.stage)")
+    assert stages == ["PLANNING", "FAILED"]
+    assert "planning failed: INVALID_ARGUMENT INVALID_REQUEST" in await page.text_content("#failure")
+    assert await page.is_visible("#empty")

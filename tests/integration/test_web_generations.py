@@ -1,0 +1,107 @@
+"""The gallery's JSON endpoints over real services, through HTTP: the generation stream's
+events (a success, a planning failure, an execution failure that surfaces the plan), the
+listing, and what a request may not be."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clients import AsyncImagegenClient
+from clients.web import create_app
+from clients.web.gallery import MAX_BODY_BYTES, MAX_IMAGES_PER_SESSION, MAX_SESSIONS_SEEN, SeenImages
+from clients.web.server import WebServer
+from executor_service.bootstrap import create_server as create_executor_server
+from executor_service.config import ExecutorSettings
+from planner_service.bootstrap import create_server as create_planner_server
+from planner_service.config import PlannerSettings
+from tests.support.fake_openai import FakeOpenAI, error, images_b64, make_png
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def http(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over a planner and an executor rendering with OpenAI Images (the loopback server)."""
+    planner = await create_planner_server(PlannerSettings(address="127.0.0.1:0"))
+    executor = await create_executor_server(ExecutorSettings(
+        address="127.0.0.1:0", local_store_dir=tmp_path / "store", public_base_url="http://game.test/images",
+        providers=("openai",), openai_base_url=fake_openai.base_url, openai_api_key="test", openai_max_retries=0,
+    ))  # fmt: skip
+    client = AsyncImagegenClient(f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
+    web = await WebServer(create_app(client), "127.0.0.1", 0).start()
+    try:
+        async with httpx.AsyncClient(base_url=web.url, trust_env=False, timeout=30) as http:
+            yield http
+    finally:
+        await web.stop()
+        await client.close()
+        await planner.stop(None)
+        await executor.stop(None)
+
+
+async def _events(http: httpx.AsyncClient, session: str, body: dict) -> list[dict]:
+    async with http.stream("POST", f"/sessions/{session}/generations", json=body) as response:
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
+        return [json.loads(line) async for line in response.aiter_lines() if line]
+
+
+async def test_a_generation_streams_its_stages_and_the_listing_shows_it(
+    http: httpx.AsyncClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script_images(images_b64(make_png(1024, 1024)))
+    events = await _events(http, "t1", {"prompt": "A rusty longsword", "image_type": "item", "style": "heroic"})
+    assert [e["stage"] for e in events] == ["PLANNING", "PLANNED", "ACCEPTED", "RENDERING", "STORING", "COMPLETED"]
+    image = events[-1]["image"]
+    assert (image["image_type"], image["style"], image["provider"], image["prompt"]) == (
+        "item", "heroic", "openai", "A rusty longsword")
+    assert image["plan_id"] == events[1]["plan"]["plan_id"] and image["cost"] is None
+    assert image["proxy_url"].startswith("http://game.test/images/t1/item/")
+    listed = (await http.get("/sessions/t1/images")).json()["images"]
+    assert listed == [image] and (await http.get("/sessions/t2/images")).json()["images"] == []
+
+
+async def test_an_execution_failure_surfaces_the_plan(http: httpx.AsyncClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script_images(error(400, "blocked by moderation", code="moderation_blocked"))
+    events = await _events(http, "t1", {"prompt": "A rusty longsword", "image_type": "item"})
+    assert events[0]["stage"] == "PLANNING" and events[-1]["stage"] == "FAILED"
+    failed = events[-1]
+    assert failed["failed"] == "execution" and failed["error"]["reason"] == "CONTENT_REJECTED"
+    assert failed["plan"]["plan_id"] == events[1]["plan"]["plan_id"]  # what was asked, to show or retry
+    assert (await http.get("/sessions/t1/images")).json()["images"] == []
+
+
+async def test_a_planning_failure_ends_before_anything_is_executed(
+    http: httpx.AsyncClient, fake_openai: FakeOpenAI
+) -> None:
+    events = await _events(http, "t1", {"prompt": "A sword", "style": "no-such-style"})
+    assert [e["stage"] for e in events] == ["PLANNING", "FAILED"]
+    assert events[-1]["failed"] == "planning" and events[-1]["error"]["field_violations"][0]["field"] == "style"
+    assert "plan" not in events[-1] and fake_openai.image_requests == []
+
+
+async def test_what_a_generation_request_may_not_be(http: httpx.AsyncClient) -> None:
+    assert (await http.post("/sessions/t1/generations", content=b"[1]")).status_code == 400
+    assert (await http.post("/sessions/t1/generations", json={"prompt": 3})).status_code == 400
+    big = json.dumps({"prompt": "x" * (MAX_BODY_BYTES + 1)})
+    assert (await http.post("/sessions/t1/generations", content=big)).status_code == 413
+    assert (await http.post("/sessions/..%2Fx/generations", json={"prompt": "x"})).status_code == 404
+    assert (await http.get("/sessions/-bad")).status_code == 404
+    page = await http.get("/sessions/t1")
+    assert page.status_code == 200 and "/static/gallery.js" in page.text
+    assert (await http.get("/static/gallery.js")).status_code == 200
+
+
+def test_what_the_gallery_remembers_is_bounded() -> None:
+    seen = SeenImages()
+    for session in range(MAX_SESSIONS_SEEN + 5):
+        seen.add(f"s{session}", {"proxy_url": f"u{session}"})
+    assert seen.newest_first("s0") == [] and seen.newest_first(f"s{MAX_SESSIONS_SEEN + 4}") != []
+    for n in range(MAX_IMAGES_PER_SESSION + 5):
+        seen.add("busy", {"proxy_url": f"u{n}"})
+    images = seen.newest_first("busy")
+    assert len(images) == MAX_IMAGES_PER_SESSION and images[0]["proxy_url"] == f"u{MAX_IMAGES_PER_SESSION + 4}"

@@ -1,6 +1,6 @@
 """What the game backend imports to plan and execute images."""
 
-from clients._common import Generation, SignedImageUrl, StoredImage, legacy_payload
+from clients._common import ExecutionPage, Generation, SignedImageUrl, StartedGeneration, StoredImage, legacy_payload
 from clients.aio import AsyncExecutorClient, AsyncImagegenClient, AsyncImageStream, AsyncPlannerClient
 from clients.channels import ChannelOptions, RetryPolicy, aio_channel, sync_channel
 from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
@@ -13,6 +13,7 @@ __all__ = [
     "AsyncPlannerClient",
     "ChannelOptions",
     "ExecutionFailed",
+    "ExecutionPage",
     "ExecutorClient",
     "Generation",
     "ImagegenCallError",
@@ -22,6 +23,7 @@ __all__ = [
     "PlanningFailed",
     "RetryPolicy",
     "SignedImageUrl",
+    "StartedGeneration",
     "StoredImage",
     "aio_channel",
     "legacy_payload",

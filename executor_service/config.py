@@ -23,6 +23,7 @@ MAX_URL_EXPIRY_SECONDS = int(catalogue.MAX_URL_EXPIRY.total_seconds())
 # GetImage's image bytes held between the store and gRPC, all calls together.
 DEFAULT_IMAGE_BUFFER_BYTES = 32 * 1024 * 1024
 DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS = 30.0
+MAX_EXECUTION_WORKERS = 1024
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
@@ -78,6 +79,10 @@ class ExecutorSettings(ServerSettings):
     provider_concurrency: int = 0  # provider calls at once; 0: no cap
     lease_seconds: float = 15.0  # a render lease's life unrenewed: how long a dead replica holds up its plan
     request_ttl_seconds: int = 86_400  # how long a request_id is remembered
+    # Executions (docs/executions.md): how long a record is kept after its last change,
+    # and how many executions this replica runs at once.
+    execution_ttl_seconds: int = 86_400
+    execution_workers: int = 32
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -130,6 +135,8 @@ class ExecutorSettings(ServerSettings):
             provider_concurrency=env_int(env, "EXECUTOR_PROVIDER_CONCURRENCY", cls.provider_concurrency),
             lease_seconds=env_float(env, "EXECUTOR_LEASE_SECONDS", cls.lease_seconds, minimum=1.0),
             request_ttl_seconds=env_int(env, "EXECUTOR_REQUEST_TTL_SECONDS", cls.request_ttl_seconds),
+            execution_ttl_seconds=env_int(env, "EXECUTOR_EXECUTION_TTL_SECONDS", cls.execution_ttl_seconds),
+            execution_workers=env_int(env, "EXECUTOR_EXECUTION_WORKERS", cls.execution_workers),
         )
         settings.check()
         return settings
@@ -156,6 +163,12 @@ class ExecutorSettings(ServerSettings):
             )
         if self.request_ttl_seconds < 1:
             raise ConfigError(f"EXECUTOR_REQUEST_TTL_SECONDS={self.request_ttl_seconds}: must be at least 1")
+        if self.execution_ttl_seconds < 1:
+            raise ConfigError(f"EXECUTOR_EXECUTION_TTL_SECONDS={self.execution_ttl_seconds}: must be at least 1")
+        if not 1 <= self.execution_workers <= MAX_EXECUTION_WORKERS:
+            raise ConfigError(
+                f"EXECUTOR_EXECUTION_WORKERS={self.execution_workers}: must be 1 to {MAX_EXECUTION_WORKERS}"
+            )
         if "openai" in self.providers:
             if self.openai_model in image_options.RETIRED_MODELS:
                 raise ConfigError(

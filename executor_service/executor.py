@@ -28,6 +28,8 @@ from executor_service.ports import (
     ImageProvider,
     NoExecutionObserver,
     ObjectReader,
+    OnPreview,
+    RenderInputs,
     ObjectStore,
     RenderedImage,
     SignedUrl,
@@ -102,21 +104,30 @@ class _Flight:
         self.waiters = 0
         self.stage: ExecutionStage.ValueType | None = None
         self.listeners: list[OnStage] = []
+        self.preview_listeners: list[OnPreview] = []
 
     def report(self, stage: ExecutionStage.ValueType) -> None:
         self.stage = stage
         for listener in list(self.listeners):
             listener(stage)
 
-    def join(self, on_stage: OnStage | None) -> None:
+    def preview(self, data: bytes, mime_type: str) -> None:
+        for listener in list(self.preview_listeners):
+            listener(data, mime_type)
+
+    def join(self, on_stage: OnStage | None, on_preview: OnPreview | None = None) -> None:
         self.waiters += 1
+        if on_preview is not None:
+            self.preview_listeners.append(on_preview)
         if on_stage is not None:
             self.listeners.append(on_stage)
             if self.stage is not None:
                 on_stage(self.stage)
 
-    def leave(self, on_stage: OnStage | None) -> int:
+    def leave(self, on_stage: OnStage | None, on_preview: OnPreview | None = None) -> int:
         self.waiters -= 1
+        if on_preview is not None:
+            self.preview_listeners.remove(on_preview)
         if on_stage is not None:
             self.listeners.remove(on_stage)
         return self.waiters
@@ -142,16 +153,31 @@ class Executor:
         self._coordination: ExecutionCoordination = coordination or InProcessCoordination()
 
     async def execute(
-        self, plan: ImageGenerationPlan | None, *, request_id: str = "", on_stage: OnStage | None = None
+        self,
+        plan: ImageGenerationPlan | None,
+        *,
+        request_id: str = "",
+        on_stage: OnStage | None = None,
+        on_preview: OnPreview | None = None,
     ) -> ImageGenerationResult:
         """Render and store plan (None: absent, refused), or return what is stored for it.
 
         request_id (optional, at most MAX_REQUEST_ID_CHARS) makes a retry return the
         first call's result; on_stage hears RENDERING and STORING when this call (or
-        the shared render it joins) gets there. Raises InvalidRequest, the execution
-        errors of imagegen.errors, each carrying the plan."""
-        accepted = _accepted_plan(plan, request_id)
-        return await self._run(request_id, accepted, on_stage)
+        the shared render it joins) gets there; on_preview hears each partial image the
+        provider reports (bytes, media type; as the provider sent it, not downsized).
+        Raises InvalidRequest, the execution errors of imagegen.errors, each carrying the plan."""
+        accepted = accepted_plan(plan, request_id)
+        return await self._run(request_id, accepted, on_stage, on_preview)
+
+    async def stored_result(self, plan: ImageGenerationPlan) -> ImageGenerationResult | None:
+        """The result for an accepted plan's image when it is already stored (reused), else None."""
+        key = object_key(plan, self._provider.mime_type(plan))
+        existing = await self._store.stat(key)
+        if existing is None:
+            return None
+        self._observer.reused("stored")
+        return await self._result(plan, existing, reused=True)
 
     async def execute_stream(
         self, plan: ImageGenerationPlan | None, *, request_id: str = ""
@@ -159,7 +185,7 @@ class Executor:
         """(stage, result) events: ACCEPTED, then RENDERING and STORING when this
         call renders, then COMPLETED with the result. Errors are raised, as by
         execute(); closing the iterator early leaves the execution like a cancel."""
-        accepted = _accepted_plan(plan, request_id)
+        accepted = accepted_plan(plan, request_id)
         yield ExecutionStage.EXECUTION_STAGE_ACCEPTED, None
         stages: asyncio.Queue[ExecutionStage.ValueType | None] = asyncio.Queue()
         run = asyncio.ensure_future(self._run(request_id, accepted, stages.put_nowait))
@@ -199,7 +225,11 @@ class Executor:
             await close()
 
     async def _run(
-        self, request_id: str, plan: ImageGenerationPlan, on_stage: OnStage | None
+        self,
+        request_id: str,
+        plan: ImageGenerationPlan,
+        on_stage: OnStage | None,
+        on_preview: OnPreview | None = None,
     ) -> ImageGenerationResult:
         try:
             if request_id:
@@ -208,7 +238,7 @@ class Executor:
                     self._observer.reused("request_id")
                     return earlier
             try:
-                result = await self._execute_once(plan, on_stage)
+                result = await self._execute_once(plan, on_stage, on_preview)
             except BaseException:
                 if request_id:
                     await asyncio.shield(self._coordination.release_request(request_id))
@@ -220,18 +250,22 @@ class Executor:
             error.plan = error.plan or plan
             raise
 
-    async def _execute_once(self, plan: ImageGenerationPlan, on_stage: OnStage | None) -> ImageGenerationResult:
+    async def _execute_once(
+        self, plan: ImageGenerationPlan, on_stage: OnStage | None, on_preview: OnPreview | None = None
+    ) -> ImageGenerationResult:
         mime_type = self._provider.mime_type(plan)
         key = object_key(plan, mime_type)
         flight = self._in_flight.get(key)
         joined = flight is not None
         if flight is None:
             flight = self._in_flight[key] = _Flight()
-            task = flight.task = asyncio.ensure_future(self._stored_or_render(plan, key, mime_type, flight.report))
+            task = flight.task = asyncio.ensure_future(
+                self._stored_or_render(plan, key, mime_type, flight.report, flight.preview)
+            )
             task.add_done_callback(lambda _: self._land(key, task))
         task = flight.task
         assert task is not None
-        flight.join(on_stage)
+        flight.join(on_stage, on_preview)
         try:
             # Shielded: one caller going away must not cancel the others' render.
             result = await asyncio.shield(task)
@@ -239,7 +273,7 @@ class Executor:
                 self._observer.reused("in_flight")
             return result
         finally:
-            if flight.leave(on_stage) == 0 and not task.done():
+            if flight.leave(on_stage, on_preview) == 0 and not task.done():
                 # The last caller is gone: stop the render (nothing gets stored),
                 # and let the next caller of this plan start afresh.
                 task.cancel()
@@ -251,7 +285,7 @@ class Executor:
             del self._in_flight[key]
 
     async def _stored_or_render(
-        self, plan: ImageGenerationPlan, key: str, mime_type: str, report: OnStage
+        self, plan: ImageGenerationPlan, key: str, mime_type: str, report: OnStage, preview: OnPreview
     ) -> ImageGenerationResult:
         existing = await self._store.stat(key)
         if existing is not None:
@@ -263,7 +297,7 @@ class Executor:
             if existing is not None:
                 self._observer.reused("stored")
                 return await self._result(plan, existing, reused=True)
-            image, latency_ms = await self._render(plan, report)
+            image, latency_ms = await self._render(plan, report, preview)
             if image.mime_type != mime_type:
                 raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
             report(ExecutionStage.EXECUTION_STAGE_STORING)
@@ -279,10 +313,14 @@ class Executor:
         self._observer.stored(stored.size)
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
-    async def _render(self, plan: ImageGenerationPlan, report: OnStage) -> tuple[RenderedImage, int]:
+    async def _render(
+        self, plan: ImageGenerationPlan, report: OnStage, preview: OnPreview
+    ) -> tuple[RenderedImage, int]:
         """The provider's image and its latency in ms, within the provider slot; a rate
         limit pauses every caller's provider calls (on every replica with Valkey)."""
         inputs = NO_INPUTS
+        if self._provider.capabilities(plan).previews:
+            inputs = RenderInputs(references=inputs.references, mask=inputs.mask, on_preview=preview)
         problems = capability_problems(self._provider.capabilities(plan), plan, inputs)
         if problems:  # refused before any call: no provider slot, nothing sent
             raise InvalidRequest(problems)
@@ -321,7 +359,9 @@ class Executor:
         return result
 
 
-def _accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGenerationPlan:
+def accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGenerationPlan:
+    """plan as the executor executes it (fingerprinted, provenance cleared); InvalidRequest
+    when it or request_id breaks a rule."""
     validate_execution(plan, request_id)
     assert plan is not None
     accepted = with_fingerprint(plan)

@@ -290,6 +290,16 @@ MIN_URL_EXPIRY = dt.timedelta(seconds=1)
 MAX_URL_EXPIRY = dt.timedelta(days=7)
 DEFAULT_URL_EXPIRY = dt.timedelta(hours=1)
 
+# Executions (StartExecution and friends): "executions/{id}", id 32 lowercase hex digits;
+# ListExecutions pages; previews are downsized to fit these before they go on the wire.
+EXECUTION_ID_PATTERN = r"[0-9a-f]{32}"
+EXECUTION_NAME = re.compile(rf"executions/({EXECUTION_ID_PATTERN})")
+DEFAULT_EXECUTIONS_PAGE_SIZE = 50
+MAX_EXECUTIONS_PAGE_SIZE = 1000
+MAX_PAGE_TOKEN_CHARS = 512
+MAX_PREVIEW_SIDE = 256  # pixels, the long side
+MAX_PREVIEW_BYTES = 64 * 1024
+
 # The longest wait a peer's Retry-After (or retry-after-ms) is taken at: a longer one,
 # an infinite one or a number too large for a float becomes this (the error's RetryInfo).
 MAX_RETRY_AFTER = dt.timedelta(hours=1)

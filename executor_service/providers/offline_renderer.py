@@ -177,7 +177,9 @@ def render_png(*, prompt: str, image_type: str, style: str, width: int, height: 
 
 
 # What the offline renderer can do (imagegen.catalogue.ProviderCapabilities).
-CAPABILITIES = catalogue.ProviderCapabilities(output_formats=frozenset(catalogue.OUTPUT_FORMATS))
+CAPABILITIES = catalogue.ProviderCapabilities(output_formats=frozenset(catalogue.OUTPUT_FORMATS), previews=True)
+# The one preview it reports: the same picture drawn this many times smaller, before the full render.
+PREVIEW_SCALE = 8
 
 
 class OfflineRenderer:
@@ -202,6 +204,16 @@ class OfflineRenderer:
         refuse_unless_capable(self, plan, inputs)
         width, height = parse_size(plan.size)
         image_format = output_format(plan, self._output_format)
+        if inputs.on_preview is not None:
+            preview = await asyncio.to_thread(
+                render_png,
+                prompt=plan.enhanced_prompt,
+                image_type=catalogue.image_type_name(plan.image_type),
+                style=plan.style,
+                width=max(1, width // PREVIEW_SCALE),
+                height=max(1, height // PREVIEW_SCALE),
+            )
+            inputs.on_preview(preview, catalogue.MIME_TYPES["png"])
         data = await asyncio.to_thread(
             _render,
             image_format,

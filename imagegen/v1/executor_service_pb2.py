@@ -24,34 +24,65 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from imagegen.v1 import image_plan_pb2 as imagegen_dot_v1_dot_image__plan__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagegen/v1/executor_service.proto\x12\x0bimagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cimagegen/v1/image_plan.proto\"X\n\x12\x45xecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"I\n\x13\x45xecutePlanResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"^\n\x18StreamExecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x19StreamExecutePlanResponse\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionStage\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"\'\n\x0fGetImageRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\"M\n\x10GetImageResponse\x12\x12\n\nchunk_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"Z\n\x13SignImageUrlRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\x14SignImageUrlResponse\x12\x11\n\timage_url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc6\x01\n\x0e\x45xecutionStage\x12\x1f\n\x1b\x45XECUTION_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STAGE_ACCEPTED\x10\x01\x12\x1d\n\x19\x45XECUTION_STAGE_RENDERING\x10\x02\x12\x1b\n\x17\x45XECUTION_STAGE_STORING\x10\x03\x12\x1d\n\x19\x45XECUTION_STAGE_COMPLETED\x10\x04\x12\x1a\n\x16\x45XECUTION_STAGE_QUEUED\x10\x05\x32\xe9\x02\n\x0f\x45xecutorService\x12P\n\x0b\x45xecutePlan\x12\x1f.imagegen.v1.ExecutePlanRequest\x1a .imagegen.v1.ExecutePlanResponse\x12\x64\n\x11StreamExecutePlan\x12%.imagegen.v1.StreamExecutePlanRequest\x1a&.imagegen.v1.StreamExecutePlanResponse0\x01\x12I\n\x08GetImage\x12\x1c.imagegen.v1.GetImageRequest\x1a\x1d.imagegen.v1.GetImageResponse0\x01\x12S\n\x0cSignImageUrl\x12 .imagegen.v1.SignImageUrlRequest\x1a!.imagegen.v1.SignImageUrlResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagegen/v1/executor_service.proto\x12\x0bimagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cimagegen/v1/image_plan.proto\"X\n\x12\x45xecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"I\n\x13\x45xecutePlanResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"^\n\x18StreamExecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x19StreamExecutePlanResponse\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionStage\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"\'\n\x0fGetImageRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\"M\n\x10GetImageResponse\x12\x12\n\nchunk_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"Z\n\x13SignImageUrlRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\x14SignImageUrlResponse\x12\x11\n\timage_url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x03\n\tExecution\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionState\x12*\n\x05stage\x18\x03 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionStage\x12.\n\x04plan\x18\x04 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x32\n\x06result\x18\x05 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0equeue_position\x18\t \x01(\x05\x12\x12\n\nsession_id\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\t\"X\n\x10\x45xecutionPreview\x12\x12\n\nimage_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"[\n\x15StartExecutionRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"C\n\x16StartExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\"#\n\x13GetExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x14GetExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\"R\n\x15ListExecutionsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x16ListExecutionsResponse\x12*\n\nexecutions\x18\x01 \x03(\x0b\x32\x16.imagegen.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15WatchExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"s\n\x16WatchExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\x12.\n\x07preview\x18\x02 \x01(\x0b\x32\x1d.imagegen.v1.ExecutionPreview\"&\n\x16\x43\x61ncelExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x17\x43\x61ncelExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\"3\n\x1dWatchSessionExecutionsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"{\n\x1eWatchSessionExecutionsResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\x12.\n\x07preview\x18\x02 \x01(\x0b\x32\x1d.imagegen.v1.ExecutionPreview*\xe3\x01\n\x0e\x45xecutionStage\x12\x1f\n\x1b\x45XECUTION_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STAGE_ACCEPTED\x10\x01\x12\x1d\n\x19\x45XECUTION_STAGE_RENDERING\x10\x02\x12\x1b\n\x17\x45XECUTION_STAGE_STORING\x10\x03\x12\x1d\n\x19\x45XECUTION_STAGE_COMPLETED\x10\x04\x12\x1a\n\x16\x45XECUTION_STAGE_QUEUED\x10\x05\x12\x1b\n\x17\x45XECUTION_STAGE_PREVIEW\x10\x06*\xc4\x01\n\x0e\x45xecutionState\x12\x1f\n\x1b\x45XECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XECUTION_STATE_QUEUED\x10\x01\x12\x1b\n\x17\x45XECUTION_STATE_RUNNING\x10\x02\x12\x1d\n\x19\x45XECUTION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16\x45XECUTION_STATE_FAILED\x10\x04\x12\x1d\n\x19\x45XECUTION_STATE_CANCELLED\x10\x05\x32\xa4\x07\n\x0f\x45xecutorService\x12P\n\x0b\x45xecutePlan\x12\x1f.imagegen.v1.ExecutePlanRequest\x1a .imagegen.v1.ExecutePlanResponse\x12\x64\n\x11StreamExecutePlan\x12%.imagegen.v1.StreamExecutePlanRequest\x1a&.imagegen.v1.StreamExecutePlanResponse0\x01\x12I\n\x08GetImage\x12\x1c.imagegen.v1.GetImageRequest\x1a\x1d.imagegen.v1.GetImageResponse0\x01\x12S\n\x0cSignImageUrl\x12 .imagegen.v1.SignImageUrlRequest\x1a!.imagegen.v1.SignImageUrlResponse\x12Y\n\x0eStartExecution\x12\".imagegen.v1.StartExecutionRequest\x1a#.imagegen.v1.StartExecutionResponse\x12S\n\x0cGetExecution\x12 .imagegen.v1.GetExecutionRequest\x1a!.imagegen.v1.GetExecutionResponse\x12Y\n\x0eListExecutions\x12\".imagegen.v1.ListExecutionsRequest\x1a#.imagegen.v1.ListExecutionsResponse\x12[\n\x0eWatchExecution\x12\".imagegen.v1.WatchExecutionRequest\x1a#.imagegen.v1.WatchExecutionResponse0\x01\x12\\\n\x0f\x43\x61ncelExecution\x12#.imagegen.v1.CancelExecutionRequest\x1a$.imagegen.v1.CancelExecutionResponse\x12s\n\x16WatchSessionExecutions\x12*.imagegen.v1.WatchSessionExecutionsRequest\x1a+.imagegen.v1.WatchSessionExecutionsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagegen.v1.executor_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECUTIONSTAGE']._serialized_start=837
-  _globals['_EXECUTIONSTAGE']._serialized_end=1035
-  _globals['_EXECUTEPLANREQUEST']._serialized_start=146
-  _globals['_EXECUTEPLANREQUEST']._serialized_end=234
-  _globals['_EXECUTEPLANRESPONSE']._serialized_start=236
-  _globals['_EXECUTEPLANRESPONSE']._serialized_end=309
-  _globals['_STREAMEXECUTEPLANREQUEST']._serialized_start=311
-  _globals['_STREAMEXECUTEPLANREQUEST']._serialized_end=405
-  _globals['_STREAMEXECUTEPLANRESPONSE']._serialized_start=407
-  _globals['_STREAMEXECUTEPLANRESPONSE']._serialized_end=530
-  _globals['_GETIMAGEREQUEST']._serialized_start=532
-  _globals['_GETIMAGEREQUEST']._serialized_end=571
-  _globals['_GETIMAGERESPONSE']._serialized_start=573
-  _globals['_GETIMAGERESPONSE']._serialized_end=650
-  _globals['_SIGNIMAGEURLREQUEST']._serialized_start=652
-  _globals['_SIGNIMAGEURLREQUEST']._serialized_end=742
-  _globals['_SIGNIMAGEURLRESPONSE']._serialized_start=744
-  _globals['_SIGNIMAGEURLRESPONSE']._serialized_end=834
-  _globals['_EXECUTORSERVICE']._serialized_start=1038
-  _globals['_EXECUTORSERVICE']._serialized_end=1399
+  _globals['_EXECUTIONSTAGE']._serialized_start=2254
+  _globals['_EXECUTIONSTAGE']._serialized_end=2481
+  _globals['_EXECUTIONSTATE']._serialized_start=2484
+  _globals['_EXECUTIONSTATE']._serialized_end=2680
+  _globals['_EXECUTEPLANREQUEST']._serialized_start=171
+  _globals['_EXECUTEPLANREQUEST']._serialized_end=259
+  _globals['_EXECUTEPLANRESPONSE']._serialized_start=261
+  _globals['_EXECUTEPLANRESPONSE']._serialized_end=334
+  _globals['_STREAMEXECUTEPLANREQUEST']._serialized_start=336
+  _globals['_STREAMEXECUTEPLANREQUEST']._serialized_end=430
+  _globals['_STREAMEXECUTEPLANRESPONSE']._serialized_start=432
+  _globals['_STREAMEXECUTEPLANRESPONSE']._serialized_end=555
+  _globals['_GETIMAGEREQUEST']._serialized_start=557
+  _globals['_GETIMAGEREQUEST']._serialized_end=596
+  _globals['_GETIMAGERESPONSE']._serialized_start=598
+  _globals['_GETIMAGERESPONSE']._serialized_end=675
+  _globals['_SIGNIMAGEURLREQUEST']._serialized_start=677
+  _globals['_SIGNIMAGEURLREQUEST']._serialized_end=767
+  _globals['_SIGNIMAGEURLRESPONSE']._serialized_start=769
+  _globals['_SIGNIMAGEURLRESPONSE']._serialized_end=859
+  _globals['_EXECUTION']._serialized_start=862
+  _globals['_EXECUTION']._serialized_end=1272
+  _globals['_EXECUTIONPREVIEW']._serialized_start=1274
+  _globals['_EXECUTIONPREVIEW']._serialized_end=1362
+  _globals['_STARTEXECUTIONREQUEST']._serialized_start=1364
+  _globals['_STARTEXECUTIONREQUEST']._serialized_end=1455
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_start=1457
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_end=1524
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=1526
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=1561
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=1563
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=1628
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=1630
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1712
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1714
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1807
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1809
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1846
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1848
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1963
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1965
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=2003
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=2005
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=2073
+  _globals['_WATCHSESSIONEXECUTIONSREQUEST']._serialized_start=2075
+  _globals['_WATCHSESSIONEXECUTIONSREQUEST']._serialized_end=2126
+  _globals['_WATCHSESSIONEXECUTIONSRESPONSE']._serialized_start=2128
+  _globals['_WATCHSESSIONEXECUTIONSRESPONSE']._serialized_end=2251
+  _globals['_EXECUTORSERVICE']._serialized_start=2683
+  _globals['_EXECUTORSERVICE']._serialized_end=3615
 # @@protoc_insertion_point(module_scope)

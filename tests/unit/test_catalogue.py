@@ -121,6 +121,8 @@ def test_docs_catalogue_page_is_generated_from_the_catalogue() -> None:
         ("planner_service.proto", f"keys are 1 to {catalogue.MAX_MAP_KEY_CHARS} characters"),
         ("executor_service.proto", f"at most {catalogue.MAX_REQUEST_ID_CHARS} characters"),
         ("executor_service.proto", "1 second to 7 days"),
+        ("executor_service.proto", f"1 to {catalogue.MAX_EXECUTIONS_PAGE_SIZE}; {catalogue.DEFAULT_EXECUTIONS_PAGE_SIZE} when unset"),
+        ("executor_service.proto", f"at most {catalogue.MAX_PREVIEW_SIDE} pixels on the long side and {catalogue.MAX_PREVIEW_BYTES // 1024} KiB"),
     ],
 )
 def test_the_proto_comments_state_the_catalogue_limits(proto: str, phrase: str) -> None:

@@ -178,7 +178,8 @@ def render_png(*, prompt: str, image_type: str, style: str, width: int, height: 
 
 # What the offline renderer can do (imagegen.catalogue.ProviderCapabilities).
 CAPABILITIES = catalogue.ProviderCapabilities(output_formats=frozenset(catalogue.OUTPUT_FORMATS), previews=True)
-# The one preview it reports: the same picture drawn this many times smaller, before the full render.
+# The one preview it reports: the same picture drawn this many times smaller (at least
+# the catalogue's smallest side), before the full render.
 PREVIEW_SCALE = 8
 
 
@@ -210,8 +211,8 @@ class OfflineRenderer:
                 prompt=plan.enhanced_prompt,
                 image_type=catalogue.image_type_name(plan.image_type),
                 style=plan.style,
-                width=max(1, width // PREVIEW_SCALE),
-                height=max(1, height // PREVIEW_SCALE),
+                width=max(catalogue.MIN_SIDE, width // PREVIEW_SCALE),
+                height=max(catalogue.MIN_SIDE, height // PREVIEW_SCALE),
             )
             inputs.on_preview(preview, catalogue.MIME_TYPES["png"])
         data = await asyncio.to_thread(

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from executor_service.config import ExecutorSettings
 from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.coordination.valkey import ValkeyCoordination
+from executor_service.coordination.valkey_executions import ValkeyExecutionQueue
 from executor_service.coordination.in_process_executions import InProcessExecutionQueue
 from executor_service.executions import Executions
 from executor_service.executor import Executor
@@ -135,7 +136,15 @@ def build_executor(
 def build_execution_queue(
     settings: ExecutorSettings, coordination: ExecutionCoordination | None = None
 ) -> ExecutionQueue:
-    """Where executions are recorded and queued: in this process (the embedded default)."""
+    """Where executions are recorded and queued: on the coordination's Valkey, across every
+    replica, when it has one; else in this process (the embedded default)."""
+    if isinstance(coordination, ValkeyCoordination):
+        return ValkeyExecutionQueue(
+            coordination.valkey,
+            workers=settings.execution_workers,
+            ttl_seconds=settings.execution_ttl_seconds,
+            lease_seconds=settings.lease_seconds,
+        )
     return InProcessExecutionQueue(workers=settings.execution_workers, ttl_seconds=settings.execution_ttl_seconds)
 
 

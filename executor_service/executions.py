@@ -183,8 +183,8 @@ class Executions:
                 return
             seen = _micros_update(current)
             async for event in events:
-                if _micros_update(event.execution) < seen:
-                    continue  # recorded before the snapshot above
+                if _micros_update(event.execution) <= seen and event.preview is None:
+                    continue  # recorded before the snapshot above, or read again while idle
                 seen = _micros_update(event.execution)
                 yield event
                 if is_terminal(event.execution):

@@ -30,6 +30,7 @@ import base64
 import gzip
 import itertools
 import json
+import select
 import socket
 import struct
 import threading
@@ -385,9 +386,12 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = spec(req)
                 continue
             if isinstance(spec, Delay):
-                if fake._stopping.wait(spec.seconds):
+                ended = self._wait_for_client(fake, spec.seconds)
+                if ended:
                     self.close_connection = True
-                    return  # server stopping: give up without replying
+                    if ended == "hung up":
+                        fake._hung_up(req)
+                    return  # server stopping, or the client gone: give up without replying
                 spec = spec.then
                 continue
             break
@@ -431,6 +435,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # client gave up (e.g. its timeout fired)
 
 
+    def _wait_for_client(self, fake: "FakeOpenAI", seconds: float) -> str:
+        """Wait seconds; "stopping" when the server stops first, "hung up" when the client
+        closes its connection first (as the real API sees a cancelled request), else ""."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if fake._stopping.wait(min(left, 0.02)):
+                return "stopping"
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return "hung up"
+                except OSError:
+                    return "hung up"
+        return ""
+
+
 class FakeOpenAI:
     """OpenAI-compatible server on 127.0.0.1 with per-endpoint reply queues."""
 
@@ -444,6 +465,8 @@ class FakeOpenAI:
         # cap on concurrent calls).
         self.in_flight = 0
         self.most_in_flight = 0
+        # Requests whose client closed the connection while a delay() held the reply.
+        self.hung_up: list[RecordedRequest] = []
         self._unanswered: set[int] = set()
         self._queues: dict[str, deque] = {CHAT_PATH: deque(), IMAGES_PATH: deque()}
         self._lock = threading.Condition()
@@ -538,6 +561,7 @@ class FakeOpenAI:
         """Forget recorded requests and drop all queued replies."""
         with self._lock:
             self.requests.clear()
+            self.hung_up.clear()
             self.unscripted.clear()
             for q in self._queues.values():
                 q.clear()
@@ -568,6 +592,18 @@ class FakeOpenAI:
                     f"within {timeout}s, got {len(matching())}"
                 )
             return matching()
+
+    def _hung_up(self, req: RecordedRequest) -> None:
+        with self._lock:
+            self.hung_up.append(req)
+            self._lock.notify_all()
+
+    def wait_for_hang_ups(self, count: int, *, timeout: float = 10.0) -> list[RecordedRequest]:
+        """Block until ``count`` requests were abandoned by their client mid-delay."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.hung_up) >= count, timeout):
+                raise TimeoutError(f"FakeOpenAI: expected {count} hang-up(s) within {timeout}s, got {len(self.hung_up)}")
+            return list(self.hung_up)
 
     def _answered(self, req: RecordedRequest) -> None:
         with self._lock:

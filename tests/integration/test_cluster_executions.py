@@ -1,0 +1,155 @@
+"""Executions across replicas: several `python -m executor_service` processes on one real
+Valkey and one real S3 server (SeaweedFS), the real openai SDK against the loopback fake
+with replies that take seconds. An execution outlives its caller and its replica, is
+cancelled from any replica, and is watched from any replica."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from clients import AsyncExecutorClient, ExecutionFailed
+from executor_service.executor import object_key
+from imagegen.fingerprint import with_fingerprint
+from imagegen.v1.executor_service_pb2 import ExecutionState
+from tests.integration.test_cluster_executor import Cluster, cluster, clients, stored, until  # noqa: F401 - the fixture
+from tests.integration.test_openai_images import image_bytes, make_plan
+from tests.support import fake_openai as fo
+from tests.support.s3_server import ExternalS3, S3Server
+from tests.support.valkey_server import ValkeyServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+S = ExecutionState
+
+
+async def _ended(client: AsyncExecutorClient, name: str) -> list:
+    return [event async for event in client.watch_execution(name, timeout=60)]
+
+
+async def test_an_execution_outlives_its_caller_and_another_replica_returns_its_result(
+    cluster: Cluster, fake_openai: fo.FakeOpenAI, s3_server: S3Server | ExternalS3, s3_bucket: str
+) -> None:
+    png = image_bytes()
+    fake_openai.script_images(fo.delay(2.0, fo.images_b64(png)))
+    first, second = await cluster(2)
+    plan = make_plan()
+    async with AsyncExecutorClient(first.target) as starter:
+        started = await starter.start_execution(plan, request_id="turn-7")
+    # The starter's channel is closed: nobody holds a call for it any more.
+    await asyncio.to_thread(fake_openai.wait_for_requests, 1)
+    async with AsyncExecutorClient(second.target) as other:
+        events = await _ended(other, started.name)
+        done = await other.get_execution(started.name)
+        assert (await other.start_execution(plan, request_id="turn-7")).name == started.name
+    assert events[-1].execution.state == S.EXECUTION_STATE_SUCCEEDED == done.state
+    assert done.result.storage_path == f"{s3_bucket}/{object_key(with_fingerprint(plan), 'image/png')}"
+    assert stored(s3_server, s3_bucket) == {object_key(with_fingerprint(plan), "image/png"): png}
+    assert len(fake_openai.image_requests) == 1 and not fake_openai.hung_up
+
+
+async def test_the_replica_running_it_killed_another_completes_it_once(
+    cluster: Cluster, fake_openai: fo.FakeOpenAI, s3_server: S3Server | ExternalS3, s3_bucket: str
+) -> None:
+    lease = 3.0
+    png = image_bytes()
+    fake_openai.script_images(fo.delay(120, fo.images_b64(png)), fo.delay(1.0, fo.images_b64(png)))
+    (runner,) = await cluster(1, EXECUTOR_LEASE_SECONDS=str(lease))
+    plan = make_plan()
+    async with AsyncExecutorClient(runner.target) as on_runner:
+        started = await on_runner.start_execution(plan)
+    await asyncio.to_thread(fake_openai.wait_for_requests, 1)  # the only replica runs it
+    (survivor,) = await cluster(1, EXECUTOR_LEASE_SECONDS=str(lease))
+    runner.kill()
+    killed = time.monotonic()
+    async with AsyncExecutorClient(survivor.target) as on_survivor:
+        events = await _ended(on_survivor, started.name)
+    took = time.monotonic() - killed
+    assert events[-1].execution.state == S.EXECUTION_STATE_SUCCEEDED
+    assert len(fake_openai.image_requests) == 2
+    assert stored(s3_server, s3_bucket) == {object_key(with_fingerprint(plan), "image/png"): png}  # whole, once
+    # The entry idles past the lease, is claimed at the survivor's next look (a third of
+    # the lease), waits out the dead render lease, then one render of 1 s.
+    assert took <= 2 * lease + 1.0 + 5.0
+    assert survivor.messages("took over")
+
+
+async def test_cancel_mid_render_from_another_replica(
+    cluster: Cluster, fake_openai: fo.FakeOpenAI, s3_server: S3Server | ExternalS3, s3_bucket: str
+) -> None:
+    fake_openai.script_images(fo.delay(60, fo.images_b64(image_bytes())))
+    replicas = await cluster(2)
+    async with clients(replicas) as (first, second):
+        started = await first.start_execution(make_plan())
+        await asyncio.to_thread(fake_openai.wait_for_requests, 1)
+        assert (await second.get_execution(started.name)).state == S.EXECUTION_STATE_RUNNING
+        cancelled = await second.cancel_execution(started.name)
+        assert cancelled.state == S.EXECUTION_STATE_CANCELLED
+        assert cancelled.error.code == grpc.StatusCode.CANCELLED.value[0]
+        await asyncio.to_thread(fake_openai.wait_for_hang_ups, 1)  # the provider saw the hang-up
+        again = await first.cancel_execution(started.name)  # a no-op
+        assert again.state == S.EXECUTION_STATE_CANCELLED and again.update_time == cancelled.update_time
+    assert stored(s3_server, s3_bucket) == {}
+
+
+async def test_watch_in_order_and_a_session_watch_sees_executions_started_on_any_replica(
+    cluster: Cluster, fake_openai: fo.FakeOpenAI
+) -> None:
+    png = image_bytes()
+    # A cap of 1 across the cluster: the second execution waits QUEUED behind the first.
+    fake_openai.script_images(fo.delay(1.0, fo.images_b64(png)), fo.delay(1.0, fo.images_b64(png)))
+    replicas = await cluster(3, EXECUTOR_EXECUTION_WORKERS="1")
+    async with clients(replicas) as (first, second, third):
+        heard: list = []
+        listening = asyncio.Event()
+
+        async def watch_session() -> None:
+            async for event in third.watch_session("table-1"):
+                heard.append(event.execution)
+                listening.set()
+                if sum(e.state == S.EXECUTION_STATE_SUCCEEDED for e in heard) == 2:
+                    return
+
+        session_watch = asyncio.ensure_future(watch_session())
+        # Open once it hears something: the first start is announced to it.
+        one = await first.start_execution(make_plan(enhanced_prompt="A sea hag", session_id="table-1"))
+        async with asyncio.timeout(10):
+            while not listening.is_set():
+                heard_one = asyncio.ensure_future(listening.wait())
+                done, _ = await asyncio.wait([heard_one], timeout=1)
+                if not done:
+                    heard_one.cancel()
+                    one = await first.start_execution(make_plan(enhanced_prompt=f"A sea hag {len(heard)}", session_id="table-1"))
+        two = await second.start_execution(make_plan(enhanced_prompt="A kraken", session_id="table-1"))
+        events = await _ended(third, two.name)
+        async with asyncio.timeout(60):
+            await session_watch
+    states = [e.execution.state for e in events]
+    assert states == sorted(states) and states[-1] == S.EXECUTION_STATE_SUCCEEDED
+    assert S.EXECUTION_STATE_RUNNING in states
+    names = {e.name for e in heard}
+    assert {one.name, two.name} <= names and all(e.session_id == "table-1" for e in heard)
+
+
+async def test_while_valkey_is_down_start_execution_is_unavailable_and_execute_plan_serves(
+    cluster: Cluster, fake_openai: fo.FakeOpenAI, valkey_server: ValkeyServer
+) -> None:
+    png = image_bytes()
+    fake_openai.script_images(fo.images_b64(png), fo.images_b64(png))
+    (replica,) = await cluster(1)
+    async with AsyncExecutorClient(replica.target, timeout=30) as client:
+        before = await client.start_execution(make_plan(enhanced_prompt="before"))
+        assert (await _ended(client, before.name))[-1].execution.state == S.EXECUTION_STATE_SUCCEEDED
+        valkey_server.kill()
+        with pytest.raises(ExecutionFailed) as caught:
+            await client.start_execution(make_plan(enhanced_prompt="down"))
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.reason == "EXECUTIONS_UNAVAILABLE"
+        assert (await client.execute_plan(make_plan(enhanced_prompt="down"))).byte_size == len(png)
+        valkey_server.start()
+        await until(lambda: replica.metric("imagegen_executor_coordination_up") == 1)
+        again = await client.start_execution(make_plan(enhanced_prompt="down"))
+        assert again.state == S.EXECUTION_STATE_SUCCEEDED and again.result.reused

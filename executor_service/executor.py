@@ -111,6 +111,10 @@ class _Flight:
         for listener in list(self.listeners):
             listener(stage)
 
+    def wants_previews(self) -> bool:
+        """Whether anyone listens for previews (then a provider that can is asked for them)."""
+        return bool(self.preview_listeners)
+
     def preview(self, data: bytes, mime_type: str) -> None:
         for listener in list(self.preview_listeners):
             listener(data, mime_type)
@@ -260,7 +264,7 @@ class Executor:
         if flight is None:
             flight = self._in_flight[key] = _Flight()
             task = flight.task = asyncio.ensure_future(
-                self._stored_or_render(plan, key, mime_type, flight.report, flight.preview)
+                self._stored_or_render(plan, key, mime_type, flight.report, flight.preview, flight.wants_previews)
             )
             task.add_done_callback(lambda _: self._land(key, task))
         task = flight.task
@@ -285,7 +289,13 @@ class Executor:
             del self._in_flight[key]
 
     async def _stored_or_render(
-        self, plan: ImageGenerationPlan, key: str, mime_type: str, report: OnStage, preview: OnPreview
+        self,
+        plan: ImageGenerationPlan,
+        key: str,
+        mime_type: str,
+        report: OnStage,
+        preview: OnPreview,
+        wants_previews: Callable[[], bool],
     ) -> ImageGenerationResult:
         existing = await self._store.stat(key)
         if existing is not None:
@@ -297,7 +307,7 @@ class Executor:
             if existing is not None:
                 self._observer.reused("stored")
                 return await self._result(plan, existing, reused=True)
-            image, latency_ms = await self._render(plan, report, preview)
+            image, latency_ms = await self._render(plan, report, preview if wants_previews() else None)
             if image.mime_type != mime_type:
                 raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
             report(ExecutionStage.EXECUTION_STAGE_STORING)
@@ -314,12 +324,12 @@ class Executor:
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
     async def _render(
-        self, plan: ImageGenerationPlan, report: OnStage, preview: OnPreview
+        self, plan: ImageGenerationPlan, report: OnStage, preview: OnPreview | None
     ) -> tuple[RenderedImage, int]:
         """The provider's image and its latency in ms, within the provider slot; a rate
         limit pauses every caller's provider calls (on every replica with Valkey)."""
         inputs = NO_INPUTS
-        if self._provider.capabilities(plan).previews:
+        if preview is not None and self._provider.capabilities(plan).previews:
             inputs = RenderInputs(references=inputs.references, mask=inputs.mask, on_preview=preview)
         problems = capability_problems(self._provider.capabilities(plan), plan, inputs)
         if problems:  # refused before any call: no provider slot, nothing sent

@@ -72,6 +72,26 @@ async def within_budget(call: Awaitable[T], seconds: float) -> T:
         raise
 
 
+class _BoundedStream(httpx2.AsyncByteStream):
+    """A streamed body that ends with AnswerTooLarge past max_bytes (as received)."""
+
+    def __init__(self, inner: Any, max_bytes: int, request: httpx2.Request) -> None:
+        self._inner = inner
+        self._max_bytes = max_bytes
+        self._request = request
+
+    async def __aiter__(self) -> Any:
+        size = 0
+        async for part in self._inner:
+            size += len(part)
+            if size > self._max_bytes:
+                raise AnswerTooLarge(self._max_bytes, self._request)
+            yield part
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, valid-type]
     """The SDK's default client (its pool and timeouts), with redirects off, a total
     time per attempt and a limit on the body read."""
@@ -88,8 +108,10 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, 
                 response = await super().send(request, stream=True, **kwargs)
                 try:
                     self._refuse_declared_excess(response, request)
-                    if not stream:  # the SDK streams only what it is asked to; the adapters never ask
+                    if not stream:  # the SDK streams only what it is asked to
                         await self._read(response, request)
+                    else:  # server-sent events (image previews): bounded the same way, as they are read
+                        response.stream = _BoundedStream(response.stream, self._max_bytes, request)
                 except BaseException:
                     await response.aclose()
                     raise

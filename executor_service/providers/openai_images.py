@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -71,8 +72,11 @@ _EXECUTION_ERRORS: dict[OpenAIFailureKind, type[ExecutionError]] = {
 }
 
 
-# What the GPT image models take through the images API (platform.openai.com/docs/api-reference/images).
-CAPABILITIES = ProviderCapabilities(output_formats=frozenset(OUTPUT_FORMATS))
+# What the GPT image models take through the images API (platform.openai.com/docs/api-reference/images);
+# with stream=True they send partial images first (image_generation.partial_image events).
+CAPABILITIES = ProviderCapabilities(output_formats=frozenset(OUTPUT_FORMATS), previews=True)
+# Partial images asked for when someone listens for previews (the API takes 0 to 3).
+PARTIAL_IMAGES = 2
 
 
 class OpenAIImageProvider:
@@ -122,7 +126,8 @@ class OpenAIImageProvider:
             api_key=api_key,
             timeout=timeout,
             max_retries=max_retries,
-            max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES,
+            # A streamed answer carries the partial images too: each at most the image's size.
+            max_response_bytes=(1 + PARTIAL_IMAGES) * (base64_length(max_image_bytes) + ENVELOPE_BYTES),
         )
         if call_timeout is None:
             call_timeout = openai_client.call_budget(timeout, max_retries)
@@ -143,19 +148,24 @@ class OpenAIImageProvider:
         output_format = options.output_format(plan, self._output_format)
         quality = options.plan_option(plan, options.QUALITY_KEY, self._quality, options.QUALITIES)
         moderation = options.plan_option(plan, options.MODERATION_KEY, self._moderation, options.MODERATION_LEVELS)
-        # The raw answer: read here rather than by the SDK, whose JSON parse would hold the
-        # base64 text three times over (the body, its text, the value) while it runs.
-        request = self._client.images.with_raw_response.generate(
+        arguments: dict[str, Any] = dict(
             model=self.model,
             prompt=plan.enhanced_prompt,
             n=1,
-            size=plan.size,  # type: ignore[arg-type]
-            quality=quality,  # type: ignore[arg-type]
-            output_format=output_format,  # type: ignore[arg-type]
-            moderation=moderation,  # type: ignore[arg-type]
+            size=plan.size,
+            quality=quality,
+            output_format=output_format,
+            moderation=moderation,
             # Lets OpenAI tell one table's abuse from another's without learning who plays.
             safety_identifier=hashlib.sha256(plan.session_id.encode()).hexdigest()[:32],
         )
+        mime_type = options.MIME_TYPES[output_format]
+        if inputs.on_preview is not None:
+            data = await self._render_streamed(arguments, inputs.on_preview, mime_type)
+            return RenderedImage(data, mime_type, width, height, self.model)
+        # The raw answer: read here rather than by the SDK, whose JSON parse would hold the
+        # base64 text three times over (the body, its text, the value) while it runs.
+        request = self._client.images.with_raw_response.generate(**arguments)
         try:
             if self._call_timeout is None:
                 response = await request
@@ -173,8 +183,54 @@ class OpenAIImageProvider:
         except (binascii.Error, ValueError):
             raise self._unavailable("returned an image that is not valid base64") from None
         del b64, body
-        mime_type = options.MIME_TYPES[output_format]
         return RenderedImage(data, mime_type, width, height, self.model, revised_prompt)
+
+    async def _render_streamed(
+        self, arguments: dict[str, Any], on_preview: Callable[[bytes, str], None], mime_type: str
+    ) -> bytes:
+        """The image of a streamed generation (stream=True, partial_images), telling
+        on_preview each partial image as it arrives. A partial image that is too large or
+        not base64 is skipped; the final one is held to the same limits as an unstreamed
+        answer. The whole stream is within the call's budget."""
+
+        async def consume() -> str:
+            stream = await self._client.images.generate(**arguments, stream=True, partial_images=PARTIAL_IMAGES)
+            try:
+                async for event in stream:
+                    kind, b64 = getattr(event, "type", None), getattr(event, "b64_json", None)
+                    if kind == "image_generation.partial_image":
+                        partial = self._decoded(b64)
+                        if partial is not None:
+                            on_preview(partial, mime_type)
+                    elif kind == "image_generation.completed":
+                        if not isinstance(b64, str) or not b64:
+                            raise AnswerUnreadable("a completed event with no base64 image")
+                        return b64
+            finally:
+                await stream.close()
+            raise AnswerUnreadable("a stream that ended with no image")
+
+        try:
+            if self._call_timeout is None:
+                b64 = await consume()
+            else:
+                b64 = await openai_client.within_budget(consume(), self._call_timeout)
+        except OPENAI_FAILURES as exc:
+            raise self._execution_error(exc) from None
+        if len(b64) > self._max_b64_chars:
+            raise self._unavailable(f"returned an image of more than {self._max_image_bytes} bytes")
+        data = self._decoded(b64)
+        if data is None:
+            raise self._unavailable("returned an image that is not valid base64")
+        return data
+
+    def _decoded(self, b64: object) -> bytes | None:
+        if not isinstance(b64, str) or not b64 or len(b64) > self._max_b64_chars:
+            return None
+        try:
+            return binascii.a2b_base64(b64, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return None
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -95,43 +95,48 @@ async def test_cancel_mid_render_from_another_replica(
     assert stored(s3_server, s3_bucket) == {}
 
 
-async def test_watch_in_order_and_a_session_watch_sees_executions_started_on_any_replica(
+async def test_watch_sees_queued_running_preview_succeeded_and_a_session_watch_sees_every_replica(
     cluster: Cluster, fake_openai: fo.FakeOpenAI
 ) -> None:
-    png = image_bytes()
-    # A cap of 1 across the cluster: the second execution waits QUEUED behind the first.
-    fake_openai.script_images(fo.delay(1.0, fo.images_b64(png)), fo.delay(1.0, fo.images_b64(png)))
+    png, partial = image_bytes(), image_bytes(size=(256, 256))
+    # One worker per replica: three executions keep the three busy, the fourth waits QUEUED.
+    fake_openai.script_images(*[fo.delay(1.5, fo.images_stream(png, [partial]))] * 4)
     replicas = await cluster(3, EXECUTOR_EXECUTION_WORKERS="1")
-    async with clients(replicas) as (first, second, third):
+    async with clients(replicas) as executors:
         heard: list = []
         listening = asyncio.Event()
 
         async def watch_session() -> None:
-            async for event in third.watch_session("table-1"):
+            async for event in executors[2].watch_session("table-1"):
                 heard.append(event.execution)
                 listening.set()
-                if sum(e.state == S.EXECUTION_STATE_SUCCEEDED for e in heard) == 2:
+                if sum(e.state == S.EXECUTION_STATE_SUCCEEDED for e in heard) == 4:
                     return
 
         session_watch = asyncio.ensure_future(watch_session())
-        # Open once it hears something: the first start is announced to it.
-        one = await first.start_execution(make_plan(enhanced_prompt="A sea hag", session_id="table-1"))
-        async with asyncio.timeout(10):
-            while not listening.is_set():
-                heard_one = asyncio.ensure_future(listening.wait())
-                done, _ = await asyncio.wait([heard_one], timeout=1)
-                if not done:
-                    heard_one.cancel()
-                    one = await first.start_execution(make_plan(enhanced_prompt=f"A sea hag {len(heard)}", session_id="table-1"))
-        two = await second.start_execution(make_plan(enhanced_prompt="A kraken", session_id="table-1"))
-        events = await _ended(third, two.name)
+        busy = []
+        for i in range(3):
+            busy.append(await executors[i].start_execution(make_plan(enhanced_prompt=f"A sea hag {i}", session_id="table-1")))
+            if i == 0:  # the session watch is open once it has heard the first start
+                async with asyncio.timeout(10):
+                    await listening.wait()
+        await asyncio.to_thread(fake_openai.wait_for_requests, 3)  # every worker is rendering
+        waiting = await executors[0].start_execution(make_plan(enhanced_prompt="A kraken", session_id="table-1"))
+        events = await _ended(executors[1], waiting.name)
         async with asyncio.timeout(60):
             await session_watch
-    states = [e.execution.state for e in events]
-    assert states == sorted(states) and states[-1] == S.EXECUTION_STATE_SUCCEEDED
-    assert S.EXECUTION_STATE_RUNNING in states
-    names = {e.name for e in heard}
-    assert {one.name, two.name} <= names and all(e.session_id == "table-1" for e in heard)
+    assert waiting.state == S.EXECUTION_STATE_QUEUED and waiting.queue_position == 0
+    steps: list[str] = []
+    for event in events:
+        step = "PREVIEW" if event.HasField("preview") else S.Name(event.execution.state).removeprefix("EXECUTION_STATE_")
+        if not steps or steps[-1] != step:
+            steps.append(step)
+    assert steps == ["QUEUED", "RUNNING", "PREVIEW", "RUNNING", "SUCCEEDED"] or steps == ["QUEUED", "RUNNING", "PREVIEW", "SUCCEEDED"]
+    preview = next(e.preview for e in events if e.HasField("preview"))
+    assert preview.mime_type == "image/webp" and max(preview.width, preview.height) <= 256
+    # The session watch heard all four, started on three replicas.
+    assert {e.name for e in heard} == {*(b.name for b in busy), waiting.name}
+    assert all(e.session_id == "table-1" for e in heard)
 
 
 async def test_while_valkey_is_down_start_execution_is_unavailable_and_execute_plan_serves(

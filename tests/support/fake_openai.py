@@ -39,7 +39,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
 CHAT_PATH = "/v1/chat/completions"
@@ -202,6 +202,36 @@ def images_b64(
             },
         },
     )
+
+
+def images_stream(png_bytes: bytes, partials: Sequence[bytes] = (), *, output_format: str = "png",
+                  size: str = "1024x1024", quality: str = "low") -> Reply:
+    """What ``images.generate(stream=True, partial_images=N)`` answers: server-sent events,
+    one ``image_generation.partial_image`` per partial, then ``image_generation.completed``."""
+    common = {"background": "opaque", "created_at": _now(), "output_format": output_format,
+              "quality": quality, "size": size}
+    events = [
+        {"type": "image_generation.partial_image", "partial_image_index": index,
+         "b64_json": base64.b64encode(partial).decode("ascii"), **common}
+        for index, partial in enumerate(partials)
+    ]
+    events.append({"type": "image_generation.completed", "b64_json": base64.b64encode(png_bytes).decode("ascii"),
+                   "usage": {"input_tokens": 50, "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
+                             "output_tokens": 272, "total_tokens": 322}, **common})
+    body = "".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n" for event in events)
+    return Reply(200, body, content_type="text/event-stream")
+
+
+def _as_stream_if_asked(spec: ReplySpec, req: "RecordedRequest") -> ReplySpec:
+    """An images answer scripted with images_b64, to a request that asked for a stream
+    (stream: true), goes out as the API would send it: as server-sent events."""
+    asked = isinstance(req.body, dict) and req.body.get("stream") is True
+    if not (asked and isinstance(spec, Reply) and spec.status == 200 and isinstance(spec.body, dict)):
+        return spec
+    data = spec.body.get("data")
+    if not (isinstance(data, list) and data and isinstance(data[0], dict) and "b64_json" in data[0]):
+        return spec
+    return images_stream(base64.b64decode(data[0]["b64_json"]), output_format=spec.body.get("output_format", "png"))
 
 
 def error(
@@ -396,6 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             break
         fake._answered(req)  # before a byte goes out: the client cannot be done with it earlier
+        spec = _as_stream_if_asked(spec, req)
         if isinstance(spec, Disconnect):
             self.close_connection = True
             try:

@@ -170,7 +170,7 @@ async def create_server(
             served = build_executor(settings, metrics, coordination)
         else:
             served = executor
-        executions = build_executions(served, build_execution_queue(settings, coordination))
+        executions = build_executions(served, build_execution_queue(settings, served.coordination))
 
         async def close() -> None:
             try:

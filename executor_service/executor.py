@@ -156,6 +156,11 @@ class Executor:
         self._in_flight: dict[str, _Flight] = {}
         self._coordination: ExecutionCoordination = coordination or InProcessCoordination()
 
+    @property
+    def coordination(self) -> ExecutionCoordination:
+        """What this executor coordinates with (the executions' queue shares its engine)."""
+        return self._coordination
+
     async def execute(
         self,
         plan: ImageGenerationPlan | None,

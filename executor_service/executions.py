@@ -278,6 +278,8 @@ class Executions:
                     await self._save(execution)
             except ImagegenError:
                 log.info("execution %s: a progress update was not recorded", execution.name)
+            except Exception:  # noqa: BLE001 - progress must never stop the execution's end being recorded
+                log.exception("execution %s: a progress update failed", execution.name)
 
     async def _save(self, execution: Execution, preview: object = None) -> bool:
         execution.update_time.FromDatetime(self._clock())

@@ -35,7 +35,7 @@ def downsize(data: bytes, mime_type: str) -> ExecutionPreview | None:
                 return None
             image.draft("RGB", (MAX_PREVIEW_SIDE, MAX_PREVIEW_SIDE))
             small = image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Exception:  # noqa: BLE001 - Pillow's plugins raise more than OSError on a bad image (SyntaxError, ...)
         log.info("a partial image (%s, %d bytes) does not decode; no preview", mime_type, len(data))
         return None
     small.thumbnail((MAX_PREVIEW_SIDE, MAX_PREVIEW_SIDE))

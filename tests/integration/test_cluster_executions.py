@@ -51,9 +51,11 @@ async def test_an_execution_outlives_its_caller_and_another_replica_returns_its_
     assert len(fake_openai.image_requests) == 1 and not fake_openai.hung_up
 
 
+@pytest.mark.parametrize("end", ["kill", "stop"])
 async def test_the_replica_running_it_killed_another_completes_it_once(
-    cluster: Cluster, fake_openai: fo.FakeOpenAI, s3_server: S3Server | ExternalS3, s3_bucket: str
+    cluster: Cluster, fake_openai: fo.FakeOpenAI, s3_server: S3Server | ExternalS3, s3_bucket: str, end: str
 ) -> None:
+    """kill -9, or SIGTERM (a pod moved): the entry is left pending either way."""
     lease = 3.0
     png = image_bytes()
     fake_openai.script_images(fo.delay(120, fo.images_b64(png)), fo.delay(1.0, fo.images_b64(png)))
@@ -63,7 +65,7 @@ async def test_the_replica_running_it_killed_another_completes_it_once(
         started = await on_runner.start_execution(plan)
     await asyncio.to_thread(fake_openai.wait_for_requests, 1)  # the only replica runs it
     (survivor,) = await cluster(1, EXECUTOR_LEASE_SECONDS=str(lease))
-    runner.kill()
+    runner.kill() if end == "kill" else runner.stop()
     killed = time.monotonic()
     async with AsyncExecutorClient(survivor.target) as on_survivor:
         events = await _ended(on_survivor, started.name)

@@ -160,3 +160,33 @@ async def test_while_valkey_is_down_start_execution_is_unavailable_and_execute_p
         await until(lambda: replica.metric("imagegen_executor_coordination_up") == 1)
         again = await client.start_execution(make_plan(enhanced_prompt="down"))
         assert again.state == S.EXECUTION_STATE_SUCCEEDED and again.result.reused
+
+
+async def test_list_pages_newest_first_over_120_executions_of_3_sessions_from_any_replica(
+    cluster: Cluster, fake_openai: fo.FakeOpenAI
+) -> None:
+    png = image_bytes()
+    fake_openai.script_images(*[fo.images_b64(png)] * 3)  # one plan per session: one render each
+    replicas = await cluster(2)
+    sessions = ("hall-a", "hall-b", "hall-c")
+    async with clients(replicas) as (first, second):
+        names: dict[str, list[str]] = {session: [] for session in sessions}
+        for n in range(120):
+            session = sessions[n % 3]
+            started = await (first, second)[n % 2].start_execution(make_plan(session_id=session))
+            names[session].append(started.name)
+        for session, expected in names.items():
+            listed, token, pages = [], "", 0
+            while True:
+                page = await (second, first)[pages % 2].list_executions(session, page_size=7, page_token=token)
+                listed += [e.name for e in page.executions]
+                pages += 1
+                if not (token := page.next_page_token):
+                    break
+            assert listed == list(reversed(expected)) and pages == 6
+        with pytest.raises(ExecutionFailed) as caught:
+            await first.get_execution("executions/nope")
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(ExecutionFailed) as caught:
+            await second.get_execution("executions/" + "0" * 32)
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND

@@ -167,46 +167,63 @@ class ValkeyExecutionQueue:
         await self._run(create)
 
     async def get(self, execution_id: str) -> Execution | None:
+        return (await self._get_many([execution_id]))[0]
+
+    async def _get_many(self, ids: list[str]) -> list[Execution | None]:
+        """The executions of ids, in one round trip (records and queue positions)."""
+        if not ids:
+            return []
+
         async def read(client):  # type: ignore[no-untyped-def]
             async with client.pipeline(transaction=False) as pipe:
-                pipe.get(self._record(execution_id))
-                pipe.zrank(self._queued_key, execution_id)
+                for execution_id in ids:
+                    pipe.get(self._record(execution_id))
+                    pipe.zrank(self._queued_key, execution_id)
                 return await pipe.execute()
 
-        data, rank = await self._run(read)
-        execution = _parse(data)
-        if execution is not None and execution.state == ExecutionState.EXECUTION_STATE_QUEUED and rank is not None:
-            execution.queue_position = int(rank)
-        return execution
+        answers = await self._run(read)
+        found: list[Execution | None] = []
+        for data, rank in zip(answers[::2], answers[1::2], strict=True):
+            execution = _parse(data)
+            if execution is not None and execution.state == ExecutionState.EXECUTION_STATE_QUEUED and rank is not None:
+                execution.queue_position = int(rank)
+            found.append(execution)
+        return found
 
     async def page(self, session_id: str, limit: int, after: PageCursor | None) -> list[Execution]:
+        """Reads on past index entries whose record has expired (and drops them), so a
+        page is short only at the end of the list."""
         index = self._session_index(session_id)
+        executions: list[Execution] = []
+        while len(executions) < limit:
+            want = limit - len(executions)
+            entries = await self._index_page(index, want, after)
+            if not entries:
+                break
+            ids = [execution_id for _, execution_id in entries]
+            found = await self._get_many(ids)
+            executions += [execution for execution in found if execution is not None]
+            gone = [execution_id for execution_id, execution in zip(ids, found, strict=True) if execution is None]
+            if gone:
+                with contextlib.suppress(ExecutionsUnavailable):
+                    await self._run(lambda client, gone=gone: client.zrem(index, *gone))
+            after = PageCursor(*entries[-1])
+            if len(entries) < want:
+                break
+        return executions
+
+    async def _index_page(self, index: str, count: int, after: PageCursor | None) -> list[tuple[int, str]]:
+        """Up to count (create us, id) of the session's index, newest first, after after."""
         top: int | str = "+inf" if after is None else after.create_us
 
         async def read(client):  # type: ignore[no-untyped-def]
             ties = 0 if after is None else await client.zcount(index, after.create_us, after.create_us)
-            return await client.zrevrangebyscore(index, top, "-inf", start=0, num=limit + ties, withscores=True)
+            return await client.zrevrangebyscore(index, top, "-inf", start=0, num=count + ties, withscores=True)
 
-        found = await self._run(read)
-        ids = [
-            _text(member) for member, score in found
-            if after is None or (int(score), _text(member)) < (after.create_us, after.execution_id)
-        ]
-        executions: list[Execution] = []
-        gone: list[str] = []
-        for execution_id in ids:
-            if len(executions) == limit:
-                break
-            execution = await self.get(execution_id)
-            if execution is None:
-                gone.append(execution_id)
-            else:
-                executions.append(execution)
-        if gone:
-            with contextlib.suppress(ExecutionsUnavailable):
-                await self._run(lambda client: client.zrem(index, *gone))
-        executions.sort(key=lambda e: (e.create_time.ToMicroseconds(), _id(e)), reverse=True)
-        return executions
+        entries = [(int(score), _text(member)) for member, score in await self._run(read)]
+        if after is not None:
+            entries = [entry for entry in entries if entry < (after.create_us, after.execution_id)]
+        return entries[:count]
 
     async def save(self, event: ExecutionEvent) -> bool:
         execution = event.execution

@@ -40,7 +40,7 @@ from imagegen.catalogue import (
     SESSION_ID,
 )
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
-from imagegen.v1.executor_service_pb2 import Execution, ExecutionStage, ExecutionState
+from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview, ExecutionStage, ExecutionState
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
 log = logging.getLogger(__name__)
@@ -274,18 +274,18 @@ class Executions:
                     execution.stage = stage
                     await self._save(execution, preview)
                 else:
-                    execution.stage = stage  # type: ignore[assignment]
+                    execution.stage = stage
                     await self._save(execution)
             except ImagegenError:
                 log.info("execution %s: a progress update was not recorded", execution.name)
             except Exception:  # noqa: BLE001 - progress must never stop the execution's end being recorded
                 log.exception("execution %s: a progress update failed", execution.name)
 
-    async def _save(self, execution: Execution, preview: object = None) -> bool:
+    async def _save(self, execution: Execution, preview: ExecutionPreview | None = None) -> bool:
         execution.update_time.FromDatetime(self._clock())
         snapshot = Execution()
         snapshot.CopyFrom(execution)
-        return await self._queue.save(ExecutionEvent(snapshot, preview))  # type: ignore[arg-type]
+        return await self._queue.save(ExecutionEvent(snapshot, preview))
 
 
 def _micros(execution: Execution) -> int:

@@ -36,16 +36,27 @@ _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 def connect(
-    *, base_url: str, api_key: str, timeout: float, max_retries: int, max_response_bytes: int
+    *,
+    base_url: str,
+    api_key: str,
+    timeout: float,
+    max_retries: int,
+    max_response_bytes: int,
+    max_stream_bytes: int | None = None,
 ) -> openai.AsyncOpenAI:
     """An SDK client whose every attempt ends after timeout seconds in all and reads
-    at most max_response_bytes; no request is made until the first call."""
+    at most max_response_bytes of an answer (max_stream_bytes of a streamed one, by
+    default the same); no request is made until the first call."""
     return openai.AsyncOpenAI(
         base_url=base_url or None,
         api_key=api_key or "no-key",  # compatible servers may need none; the SDK insists
         timeout=timeout,
         max_retries=max_retries,
-        http_client=_BoundedHttpClient(attempt_timeout=timeout, max_response_bytes=max_response_bytes),
+        http_client=_BoundedHttpClient(
+            attempt_timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            max_stream_bytes=max_stream_bytes if max_stream_bytes is not None else max_response_bytes,
+        ),
     )
 
 
@@ -96,10 +107,11 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, 
     """The SDK's default client (its pool and timeouts), with redirects off, a total
     time per attempt and a limit on the body read."""
 
-    def __init__(self, *, attempt_timeout: float, max_response_bytes: int) -> None:
+    def __init__(self, *, attempt_timeout: float, max_response_bytes: int, max_stream_bytes: int) -> None:
         super().__init__(follow_redirects=False)
         self._attempt_timeout = attempt_timeout
         self._max_bytes = max_response_bytes
+        self._max_stream_bytes = max_stream_bytes
 
     async def send(self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any) -> httpx2.Response:
         attempt = asyncio.timeout(self._attempt_timeout)
@@ -111,7 +123,7 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, 
                     if not stream:  # the SDK streams only what it is asked to
                         await self._read(response, request)
                     else:  # server-sent events (image previews): bounded the same way, as they are read
-                        response.stream = _BoundedStream(response.stream, self._max_bytes, request)
+                        response.stream = _BoundedStream(response.stream, self._max_stream_bytes, request)
                 except BaseException:
                     await response.aclose()
                     raise

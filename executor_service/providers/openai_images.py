@@ -126,8 +126,9 @@ class OpenAIImageProvider:
             api_key=api_key,
             timeout=timeout,
             max_retries=max_retries,
+            max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES,
             # A streamed answer carries the partial images too: each at most the image's size.
-            max_response_bytes=(1 + PARTIAL_IMAGES) * (base64_length(max_image_bytes) + ENVELOPE_BYTES),
+            max_stream_bytes=(1 + PARTIAL_IMAGES) * (base64_length(max_image_bytes) + ENVELOPE_BYTES),
         )
         if call_timeout is None:
             call_timeout = openai_client.call_budget(timeout, max_retries)

@@ -203,12 +203,14 @@ async def test_without_a_listener_no_stream_is_asked_for(fake_openai: fo.FakeOpe
     assert "stream" not in fake_openai.image_requests[0].body
 
 
-async def test_a_streamed_answer_past_the_limit_is_refused(fake_openai: fo.FakeOpenAI) -> None:
+async def test_a_streamed_image_past_the_limit_is_refused_and_so_are_its_partials(fake_openai: fo.FakeOpenAI) -> None:
     png = image_bytes()
     fake_openai.script_images(fo.images_stream(png, [png, png]))
     provider = openai_provider(fake_openai, max_image_bytes=len(png) // 2)
+    heard: list[bytes] = []
     try:
         with pytest.raises(ProviderUnavailable):
-            await provider.render(make_plan(), RenderInputs(on_preview=lambda data, mime: None))
+            await provider.render(make_plan(), RenderInputs(on_preview=lambda data, mime: heard.append(data)))
     finally:
         await provider.aclose()
+    assert heard == []

@@ -119,7 +119,7 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, 
             async with attempt:
                 response = await super().send(request, stream=True, **kwargs)
                 try:
-                    self._refuse_declared_excess(response, request)
+                    self._refuse_declared_excess(response, request, self._max_stream_bytes if stream else self._max_bytes)
                     if not stream:  # the SDK streams only what it is asked to
                         await self._read(response, request)
                     else:  # server-sent events (image previews): bounded the same way, as they are read
@@ -137,12 +137,10 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, 
                 ) from None
             raise
 
-    def _refuse_declared_excess(self, response: httpx2.Response, request: httpx2.Request) -> None:
+    def _refuse_declared_excess(self, response: httpx2.Response, request: httpx2.Request, limit: int) -> None:
         declared = response.headers.get("content-length", "").strip()
-        if declared.isascii() and declared.isdigit() and (
-            not _DIGITS.fullmatch(declared) or int(declared) > self._max_bytes
-        ):
-            raise AnswerTooLarge(self._max_bytes, request)
+        if declared.isascii() and declared.isdigit() and (not _DIGITS.fullmatch(declared) or int(declared) > limit):
+            raise AnswerTooLarge(limit, request)
 
     async def _read(self, response: httpx2.Response, request: httpx2.Request) -> None:
         parts: list[bytes] = []

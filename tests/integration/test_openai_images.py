@@ -19,7 +19,7 @@ from executor_service.executor import Executor
 from executor_service.ports import ImageProvider, RenderInputs
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
-from executor_service.providers.openai_images import OpenAIImageProvider
+from executor_service.providers.openai_images import ENVELOPE_BYTES, OpenAIImageProvider, base64_length
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.errors import ContentRejected, ProviderUnavailable
 from imagegen.fingerprint import with_fingerprint
@@ -214,3 +214,18 @@ async def test_a_streamed_image_past_the_limit_is_refused_and_so_are_its_partial
     finally:
         await provider.aclose()
     assert heard == []
+
+
+async def test_a_stream_is_not_read_past_its_bound(fake_openai: fo.FakeOpenAI) -> None:
+    """Partial images of 4 MB each against a 1 KB image limit: the stream's bound (the
+    image and each partial at most the image's size, with their envelopes) ends the read."""
+    big = bytes(4 * 1024 * 1024)
+    fake_openai.script_images(fo.images_stream(image_bytes(), [big, big]))
+    provider = openai_provider(fake_openai, max_image_bytes=1024)
+    try:
+        with pytest.raises(ProviderUnavailable) as caught:
+            await provider.render(make_plan(), RenderInputs(on_preview=lambda data, mime: None))
+    finally:
+        await provider.aclose()
+    bound = 3 * (base64_length(1024) + ENVELOPE_BYTES)  # read as it arrives: no length is declared
+    assert caught.value.message.endswith(f"answered with more than {bound} bytes")

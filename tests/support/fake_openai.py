@@ -446,7 +446,12 @@ class _Handler(BaseHTTPRequestHandler):
             length = spec.declared_length if spec.declared_length is not None else str(len(payload))
             if spec.declared_length is not None:
                 self.close_connection = True  # the body and its length disagree: no reuse
-            self.send_header("Content-Length", length)
+            if spec.content_type == "text/event-stream":
+                # Events go out with no length, as the API streams them: the body ends with the connection.
+                self.close_connection = True
+                self.send_header("Connection", "close")
+            else:
+                self.send_header("Content-Length", length)
             self.send_header("x-request-id", f"req_fake{next(_ids)}")
             for k, v in spec.headers.items():
                 self.send_header(k, str(v))

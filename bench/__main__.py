@@ -17,6 +17,7 @@ BENCHMARKS = {
     "storage": "bench.bench_storage",
     "provider_memory": "bench.bench_provider_memory",
     "coordination": "bench.bench_coordination",
+    "executions": "bench.bench_executions",
 }
 
 

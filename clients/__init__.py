@@ -1,10 +1,12 @@
 """What the game backend imports to plan and execute images."""
 
 from clients._common import (
+    ExecutionPage,
     Generation,
     ImagePage,
     ReferenceSource,
     SignedImageUrl,
+    StartedGeneration,
     StoredImage,
     legacy_payload,
     reference_path,
@@ -21,6 +23,7 @@ __all__ = [
     "AsyncPlannerClient",
     "ChannelOptions",
     "ExecutionFailed",
+    "ExecutionPage",
     "ExecutorClient",
     "Generation",
     "ImagegenCallError",
@@ -32,6 +35,7 @@ __all__ = [
     "ReferenceSource",
     "RetryPolicy",
     "SignedImageUrl",
+    "StartedGeneration",
     "StoredImage",
     "aio_channel",
     "legacy_payload",

@@ -17,9 +17,17 @@ from clients.channels import ChannelOptions
 from clients.errors import execution_failed, planning_failed
 from imagegen.catalogue import image_type_from_name, image_type_name, planning_mode_value, reference_role_value
 from imagegen.v1.executor_service_pb2 import (
+    CancelExecutionRequest,
     DeleteImageRequest,
     DeleteSessionImagesRequest,
     ExecutePlanRequest,
+    Execution,
+    GetExecutionRequest,
+    ListExecutionsRequest,
+    ListExecutionsResponse,
+    StartExecutionRequest,
+    WatchExecutionRequest,
+    WatchSessionExecutionsRequest,
     GetImageRequest,
     GetImageResponse,
     ListImagesRequest,
@@ -50,6 +58,24 @@ class Generation:
     plan: ImageGenerationPlan
     result: ImageGenerationResult
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StartedGeneration:
+    """What generate(..., wait=False) returns at once: the plan (for a plan-only answer
+    ahead of the image) and its started execution, to watch or look up later."""
+
+    plan: ImageGenerationPlan
+    execution: Execution
+
+
+@dataclass(frozen=True)
+class ExecutionPage:
+    """One page of ListExecutions: the executions, newest first, and the token of the
+    next page ("" on the last)."""
+
+    executions: list[Execution]
+    next_page_token: str
 
 
 @dataclass(frozen=True)
@@ -171,6 +197,39 @@ def delete_session_images_request(session_id: str) -> DeleteSessionImagesRequest
 
 def stream_execute_plan_request(plan: ImageGenerationPlan, request_id: str | None) -> StreamExecutePlanRequest:
     return StreamExecutePlanRequest(plan=plan, request_id=request_id or "")
+
+
+def start_execution_request(plan: ImageGenerationPlan, request_id: str | None) -> StartExecutionRequest:
+    return StartExecutionRequest(plan=plan, request_id=request_id or "")
+
+
+def execution_name(execution: str | Execution) -> str:
+    """An execution's name, from the name or the Execution itself."""
+    return execution if isinstance(execution, str) else execution.name
+
+
+def get_execution_request(execution: str | Execution) -> GetExecutionRequest:
+    return GetExecutionRequest(name=execution_name(execution))
+
+
+def watch_execution_request(execution: str | Execution) -> WatchExecutionRequest:
+    return WatchExecutionRequest(name=execution_name(execution))
+
+
+def cancel_execution_request(execution: str | Execution) -> CancelExecutionRequest:
+    return CancelExecutionRequest(name=execution_name(execution))
+
+
+def list_executions_request(session_id: str, page_size: int | None, page_token: str | None) -> ListExecutionsRequest:
+    return ListExecutionsRequest(session_id=session_id, page_size=page_size or 0, page_token=page_token or "")
+
+
+def execution_page(response: ListExecutionsResponse) -> ExecutionPage:
+    return ExecutionPage(list(response.executions), response.next_page_token)
+
+
+def watch_session_request(session_id: str) -> WatchSessionExecutionsRequest:
+    return WatchSessionExecutionsRequest(session_id=session_id)
 
 
 def sign_image_url_request(storage_path: str, expires_in: float | dt.timedelta | None) -> SignImageUrlRequest:

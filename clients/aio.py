@@ -15,13 +15,22 @@ from clients._common import (
     DEFAULT_EXECUTE_TIMEOUT,
     DEFAULT_IMAGE_TIMEOUT,
     DEFAULT_PLAN_TIMEOUT,
+    ExecutionPage,
     Generation,
     ImagePage,
     ImageStreamBase,
     ReferenceSource,
     SignedImageUrl,
     StoredImage,
+    StartedGeneration,
     both_clients,
+    cancel_execution_request,
+    execution_page,
+    get_execution_request,
+    list_executions_request,
+    start_execution_request,
+    watch_execution_request,
+    watch_session_request,
     client_channel,
     create_plan_request,
     delete_image_request,
@@ -40,7 +49,12 @@ from clients._common import (
 )
 from clients.channels import ChannelOptions, aio_channel
 from imagegen.v1 import executor_service_pb2_grpc, planner_service_pb2_grpc
-from imagegen.v1.executor_service_pb2 import StreamExecutePlanResponse
+from imagegen.v1.executor_service_pb2 import (
+    Execution,
+    StreamExecutePlanResponse,
+    WatchExecutionResponse,
+    WatchSessionExecutionsResponse,
+)
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ReferenceImage
 
 
@@ -204,6 +218,66 @@ class AsyncExecutorClient(_AsyncServiceClient):
             return (await self._stub.DeleteSessionImages(request, timeout=timeout or self._image_timeout)).deleted_count
 
 
+    async def start_execution(
+        self, plan: ImageGenerationPlan, *, request_id: str | None = None, timeout: float | None = None
+    ) -> Execution:
+        """Start executing the plan and return its Execution at once (QUEUED, or SUCCEEDED
+        when the image is already stored); it runs whether or not anyone watches.
+        ExecutionFailed (carrying the plan) when it cannot be started."""
+        request = start_execution_request(plan, request_id)
+        with execution_errors(plan):
+            return (await self._stub.StartExecution(request, timeout=timeout or self._image_timeout)).execution
+
+    async def get_execution(self, execution: str | Execution, *, timeout: float | None = None) -> Execution:
+        """The execution ("executions/{id}" or the Execution) as it is now; ExecutionFailed
+        (NOT_FOUND when unknown) on any error."""
+        with execution_errors(None):
+            return (
+                await self._stub.GetExecution(get_execution_request(execution), timeout=timeout or self._image_timeout)
+            ).execution
+
+    async def list_executions(
+        self, session_id: str, *, page_size: int | None = None, page_token: str | None = None, timeout: float | None = None
+    ) -> ExecutionPage:
+        """One page of a session's executions, newest first (page_size 1 to 1000, default 50)."""
+        request = list_executions_request(session_id, page_size, page_token)
+        with execution_errors(None):
+            return execution_page(await self._stub.ListExecutions(request, timeout=timeout or self._image_timeout))
+
+    async def watch_execution(
+        self, execution: str | Execution, *, timeout: float | None = None
+    ) -> AsyncIterator[WatchExecutionResponse]:
+        """The execution as it is, then every change (.execution, and .preview on PREVIEW
+        events) until it ends; closing the iterator early ends the watch, not the execution."""
+        call = self._stub.WatchExecution(watch_execution_request(execution), timeout=timeout or self._timeout)
+        try:
+            with execution_errors(None):
+                async for event in call:
+                    yield event
+        finally:
+            call.cancel()
+
+    async def cancel_execution(self, execution: str | Execution, *, timeout: float | None = None) -> Execution:
+        """Cancel the execution (nothing is stored); it as it is then, CANCELLED unless it
+        had already ended. A second cancel changes nothing."""
+        with execution_errors(None):
+            return (
+                await self._stub.CancelExecution(cancel_execution_request(execution), timeout=timeout or self._image_timeout)
+            ).execution
+
+    async def watch_session(
+        self, session_id: str, *, timeout: float | None = None
+    ) -> AsyncIterator[WatchSessionExecutionsResponse]:
+        """Every change of every execution of the session, started on any replica, from
+        now until the iterator is closed (or timeout seconds, when given)."""
+        call = self._stub.WatchSessionExecutions(watch_session_request(session_id), timeout=timeout)
+        try:
+            with execution_errors(None):
+                async for event in call:
+                    yield event
+        finally:
+            call.cancel()
+
 class AsyncImageStream(ImageStreamBase):
     """A stored image's chunks, from AsyncExecutorClient.open_image; iterate once,
     then close (or use with async with) to end the call early."""
@@ -257,15 +331,20 @@ class AsyncImagegenClient:
         request_id: str | None = None,
         mode: str | None = None,
         reference_images: Sequence[ReferenceSource] = (),
-    ) -> Generation:
+        wait: bool = True,
+    ) -> Generation | StartedGeneration:
         """Plan (PlanningFailed here renders nothing), then execute (ExecutionFailed carries the plan).
         reference_images: stored images the plan is to use, in order (results, ReferenceImages
-        or "[ROLE:]bucket/key" paths, role subject unless said; see ExecutorClient.reference_image)."""
+        or "[ROLE:]bucket/key" paths, role subject unless said; see ExecutorClient.reference_image).
+        wait=False: start the execution and return at once with the plan and the started
+        execution (StartedGeneration), the plan-only answer a backend can send ahead of the image."""
         references = [await self.executor.reference_image(source) for source in reference_images]
         plan = await self.planner.create_plan(
             prompt, session_id=session_id, image_type=image_type, style=style, size=size, context=context, mode=mode,
             reference_images=references,
         )
+        if not wait:
+            return StartedGeneration(plan, await self.executor.start_execution(plan, request_id=request_id))
         return generation(prompt, plan, await self.executor.execute_plan(plan, request_id=request_id))
 
     async def close(self) -> None:

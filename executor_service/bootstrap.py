@@ -17,9 +17,12 @@ from prometheus_client import CollectorRegistry
 from executor_service.config import ExecutorSettings
 from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.coordination.valkey import ValkeyCoordination
+from executor_service.coordination.valkey_executions import ValkeyExecutionQueue
+from executor_service.coordination.in_process_executions import InProcessExecutionQueue
+from executor_service.executions import Executions
 from executor_service.executor import Executor
 from executor_service.metrics import ExecutorMetrics
-from executor_service.ports import ExecutionCoordination, ImageProvider, ObjectStore
+from executor_service.ports import ExecutionCoordination, ExecutionQueue, ImageProvider, ObjectStore
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.comfyui import ComfyUIProvider, Workflow
 from executor_service.providers.google_images import GoogleImageProvider
@@ -32,6 +35,7 @@ from executor_service.stores.minio_store import MinioObjectStore
 from imagegen.v1 import executor_service_pb2, executor_service_pb2_grpc
 from imagegen_runtime.settings import ConfigError
 from imagegen_runtime.bootstrap import Served, run_service, start_service
+from imagegen_runtime.error_mapping import status_message
 from imagegen_runtime.health import LIVENESS, DependencyWatch
 from imagegen_runtime.serving import RunningServer, ServiceBinding
 from imagegen_runtime.valkey import Valkey
@@ -232,6 +236,24 @@ async def keep_retention(executor: Executor, settings: ExecutorSettings) -> None
         except Exception:  # noqa: BLE001 - kept running: the next sweep tries again
             log.warning("retention: the sweep failed", exc_info=True)
         await asyncio.sleep(settings.retention_sweep_seconds)
+def build_execution_queue(
+    settings: ExecutorSettings, coordination: ExecutionCoordination | None = None
+) -> ExecutionQueue:
+    """Where executions are recorded and queued: on the coordination's Valkey, across every
+    replica, when it has one; else in this process (the embedded default)."""
+    if isinstance(coordination, ValkeyCoordination):
+        return ValkeyExecutionQueue(
+            coordination.valkey,
+            workers=settings.execution_workers,
+            ttl_seconds=settings.execution_ttl_seconds,
+            lease_seconds=settings.lease_seconds,
+        )
+    return InProcessExecutionQueue(workers=settings.execution_workers, ttl_seconds=settings.execution_ttl_seconds)
+
+
+def build_executions(executor: Executor, queue: ExecutionQueue) -> Executions:
+    """The executions use case over executor, its errors described as the calls' statuses."""
+    return Executions(executor, queue, describe_error=status_message)
 
 
 async def create_server(
@@ -251,16 +273,20 @@ async def create_server(
             served = build_executor(settings, metrics, coordination)
         else:
             served = executor
+        executions = build_executions(served, build_execution_queue(settings, served.coordination))
 
         async def close() -> None:
             try:
-                await served.aclose()
+                await executions.aclose()  # its workers first: they use the executor
+                if executor is None:
+                    await served.aclose()
             finally:
                 if coordination is not None:
                     await coordination.aclose()
 
         servicer = ExecutorServicer(
             served,
+            executions,
             image_buffer_bytes=settings.getimage_buffer_bytes,
             image_write_timeout=settings.getimage_write_timeout_seconds,
         )
@@ -277,6 +303,7 @@ async def create_server(
             watch.start()
             running.on_stop.insert(0, watch.aclose)  # stopped first, before what it checks closes
             await running.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+            executions.start_workers()
             if isinstance(coordination, ValkeyCoordination):
                 coordination.start()  # the wake-ups' subscription, which also tells whether Valkey answers
             if settings.retention_days:
@@ -289,7 +316,7 @@ async def create_server(
 
                 running.on_stop.insert(0, stop_retention)
 
-        return Served(binding, close=close if executor is None else None, started=watch_store)
+        return Served(binding, close=close, started=watch_store)
 
     return await start_service(settings, serve, tracer_provider=tracer_provider)
 

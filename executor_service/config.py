@@ -25,6 +25,7 @@ MAX_URL_EXPIRY_SECONDS = int(catalogue.MAX_URL_EXPIRY.total_seconds())
 # GetImage's image bytes held between the store and gRPC, all calls together.
 DEFAULT_IMAGE_BUFFER_BYTES = 32 * 1024 * 1024
 DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS = 30.0
+MAX_EXECUTION_WORKERS = 1024
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 QUOTA_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
 _QUOTA = re.compile(rf"([1-9][0-9]{{0,8}})/({'|'.join(QUOTA_WINDOWS)})")
@@ -116,6 +117,10 @@ class ExecutorSettings(ServerSettings):
     retention_sweep_seconds: float = 3600.0  # how often the sweep runs, where the store has no lifecycle rule
     price_table: PriceTable = field(default_factory=PriceTable)
     page_token_key: str = field(default="", repr=False)  # signs ListImages page tokens; empty: random per process
+    # Executions (docs/executions.md): how long a record is kept after its last change,
+    # and how many executions this replica runs at once.
+    execution_ttl_seconds: int = 86_400
+    execution_workers: int = 32
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -201,6 +206,8 @@ class ExecutorSettings(ServerSettings):
             ),
             price_table=_price_table(env, "EXECUTOR_PRICE_TABLE"),
             page_token_key=env_str(env, "EXECUTOR_PAGE_TOKEN_KEY", ""),
+            execution_ttl_seconds=env_int(env, "EXECUTOR_EXECUTION_TTL_SECONDS", cls.execution_ttl_seconds),
+            execution_workers=env_int(env, "EXECUTOR_EXECUTION_WORKERS", cls.execution_workers),
         )
         settings.check()
         return settings
@@ -229,6 +236,12 @@ class ExecutorSettings(ServerSettings):
             raise ConfigError(f"EXECUTOR_REQUEST_TTL_SECONDS={self.request_ttl_seconds}: must be at least 1")
         if self.retention_days < 0:
             raise ConfigError(f"EXECUTOR_RETENTION_DAYS={self.retention_days}: must be at least 0 (0: off)")
+        if self.execution_ttl_seconds < 1:
+            raise ConfigError(f"EXECUTOR_EXECUTION_TTL_SECONDS={self.execution_ttl_seconds}: must be at least 1")
+        if not 1 <= self.execution_workers <= MAX_EXECUTION_WORKERS:
+            raise ConfigError(
+                f"EXECUTOR_EXECUTION_WORKERS={self.execution_workers}: must be 1 to {MAX_EXECUTION_WORKERS}"
+            )
         if "openai" in self.providers:
             if self.openai_model in image_options.RETIRED_MODELS:
                 raise ConfigError(

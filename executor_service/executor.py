@@ -11,6 +11,7 @@ the render is cancelled and nothing is stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import time
@@ -36,6 +37,7 @@ from executor_service.ports import (
     NoExecutionObserver,
     ObjectReader,
     ObjectStore,
+    OnPreview,
     QuotaLimit,
     RenderedImage,
     RenderInputs,
@@ -48,8 +50,13 @@ from imagegen.catalogue import IMAGE_CHUNK_BYTES, MAX_URL_EXPIRY, MIN_URL_EXPIRY
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, ProviderThrottled
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo, ProviderUsage
-from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult, ProviderInfo, ReferenceImage
+from imagegen.v1.image_plan_pb2 import (
+    ImageGenerationPlan,
+    ImageGenerationResult,
+    ProviderInfo,
+    ProviderUsage,
+    ReferenceImage,
+)
 from imagegen.validation import validate_execution
 
 # User metadata written beside every image, so a reused result is as complete
@@ -70,21 +77,34 @@ class _Flight:
         self.waiters = 0
         self.stage: ExecutionStage.ValueType | None = None
         self.listeners: list[OnStage] = []
+        self.preview_listeners: list[OnPreview] = []
 
     def report(self, stage: ExecutionStage.ValueType) -> None:
         self.stage = stage
         for listener in list(self.listeners):
             listener(stage)
 
-    def join(self, on_stage: OnStage | None) -> None:
+    def wants_previews(self) -> bool:
+        """Whether anyone listens for previews (then a provider that can is asked for them)."""
+        return bool(self.preview_listeners)
+
+    def preview(self, data: bytes, mime_type: str) -> None:
+        for listener in list(self.preview_listeners):
+            listener(data, mime_type)
+
+    def join(self, on_stage: OnStage | None, on_preview: OnPreview | None = None) -> None:
         self.waiters += 1
+        if on_preview is not None:
+            self.preview_listeners.append(on_preview)
         if on_stage is not None:
             self.listeners.append(on_stage)
             if self.stage is not None:
                 on_stage(self.stage)
 
-    def leave(self, on_stage: OnStage | None) -> int:
+    def leave(self, on_stage: OnStage | None, on_preview: OnPreview | None = None) -> int:
         self.waiters -= 1
+        if on_preview is not None:
+            self.preview_listeners.remove(on_preview)
         if on_stage is not None:
             self.listeners.remove(on_stage)
         return self.waiters
@@ -122,17 +142,40 @@ class Executor:
             store, self._coordination, self._listed, page_token_key=page_token_key, now=now
         )
 
+    @property
+    def coordination(self) -> ExecutionCoordination:
+        """What this executor coordinates with (the executions' queue shares its engine)."""
+        return self._coordination
+
     async def execute(
-        self, plan: ImageGenerationPlan | None, *, request_id: str = "", on_stage: OnStage | None = None
+        self,
+        plan: ImageGenerationPlan | None,
+        *,
+        request_id: str = "",
+        on_stage: OnStage | None = None,
+        on_preview: OnPreview | None = None,
     ) -> ImageGenerationResult:
         """Render and store plan (None: absent, refused), or return what is stored for it.
 
         request_id (optional, at most MAX_REQUEST_ID_CHARS) makes a retry return the
         first call's result; on_stage hears RENDERING and STORING when this call (or
-        the shared render it joins) gets there. Raises InvalidRequest, the execution
-        errors of imagegen.errors, each carrying the plan."""
-        accepted = _accepted_plan(plan, request_id)
-        return await self._run(request_id, accepted, on_stage)
+        the shared render it joins) gets there; on_preview hears each partial image the
+        provider reports (bytes, media type; as the provider sent it, not downsized).
+        Raises InvalidRequest, the execution errors of imagegen.errors, each carrying the plan."""
+        accepted = accepted_plan(plan, request_id)
+        return await self._run(request_id, accepted, on_stage, on_preview)
+
+    async def stored_result(self, plan: ImageGenerationPlan) -> ImageGenerationResult | None:
+        """The result for an accepted plan's image when it is already stored (reused), else None.
+        InvalidRequest when its references are not images of its session this executor stored,
+        as for execute()."""
+        await stored_references(plan, self._store, key_from_storage_path)
+        key = object_key(plan, self._provider.mime_type(plan))
+        existing = await self._store.stat(key)
+        if existing is None:
+            return None
+        self._observer.reused("stored")
+        return await self._result(plan, existing, reused=True)
 
     async def execute_stream(
         self, plan: ImageGenerationPlan | None, *, request_id: str = ""
@@ -140,7 +183,7 @@ class Executor:
         """(stage, result) events: ACCEPTED, then RENDERING and STORING when this
         call renders, then COMPLETED with the result. Errors are raised, as by
         execute(); closing the iterator early leaves the execution like a cancel."""
-        accepted = _accepted_plan(plan, request_id)
+        accepted = accepted_plan(plan, request_id)
         yield ExecutionStage.EXECUTION_STAGE_ACCEPTED, None
         stages: asyncio.Queue[ExecutionStage.ValueType | None] = asyncio.Queue()
         run = asyncio.ensure_future(self._run(request_id, accepted, stages.put_nowait))
@@ -206,7 +249,11 @@ class Executor:
             await close()
 
     async def _run(
-        self, request_id: str, plan: ImageGenerationPlan, on_stage: OnStage | None
+        self,
+        request_id: str,
+        plan: ImageGenerationPlan,
+        on_stage: OnStage | None,
+        on_preview: OnPreview | None = None,
     ) -> ImageGenerationResult:
         try:
             if request_id:
@@ -215,7 +262,7 @@ class Executor:
                     self._observer.reused("request_id")
                     return earlier
             try:
-                result = await self._execute_once(plan, on_stage)
+                result = await self._execute_once(plan, on_stage, on_preview)
             except BaseException:
                 if request_id:
                     await asyncio.shield(self._coordination.release_request(request_id))
@@ -227,7 +274,9 @@ class Executor:
             error.plan = error.plan or plan
             raise
 
-    async def _execute_once(self, plan: ImageGenerationPlan, on_stage: OnStage | None) -> ImageGenerationResult:
+    async def _execute_once(
+        self, plan: ImageGenerationPlan, on_stage: OnStage | None, on_preview: OnPreview | None = None
+    ) -> ImageGenerationResult:
         # Checked on every call, even when the image is stored already: a plan that names
         # an image this executor did not store (or one of another session) is refused alike.
         references = await stored_references(plan, self._store, key_from_storage_path)
@@ -238,12 +287,14 @@ class Executor:
         if flight is None:
             flight = self._in_flight[key] = _Flight()
             task = flight.task = asyncio.ensure_future(
-                self._stored_or_render(plan, key, mime_type, flight.report, references)
+                self._stored_or_render(
+                    plan, key, mime_type, flight.report, references, flight.preview, flight.wants_previews
+                )
             )
             task.add_done_callback(lambda _: self._land(key, task))
         task = flight.task
         assert task is not None
-        flight.join(on_stage)
+        flight.join(on_stage, on_preview)
         try:
             # Shielded: one caller going away must not cancel the others' render.
             result = await asyncio.shield(task)
@@ -251,7 +302,7 @@ class Executor:
                 self._observer.reused("in_flight")
             return result
         finally:
-            if flight.leave(on_stage) == 0 and not task.done():
+            if flight.leave(on_stage, on_preview) == 0 and not task.done():
                 # The last caller is gone: stop the render (nothing gets stored),
                 # and let the next caller of this plan start afresh.
                 task.cancel()
@@ -269,6 +320,8 @@ class Executor:
         mime_type: str,
         report: OnStage,
         references: Mapping[str, StoredObject],
+        preview: OnPreview,
+        wants_previews: Callable[[], bool],
     ) -> ImageGenerationResult:
         existing = await self._store.stat(key)
         if existing is not None:
@@ -283,7 +336,9 @@ class Executor:
             # Only a render that stores its own image keeps its quota slot.
             quota = await self._coordination.take_render_quota(plan.session_id, self._quotas) if self._quotas else ""
             try:
-                image, latency_ms = await self._render(plan, report, references)
+                image, latency_ms = await self._render(
+                    plan, report, references, preview if wants_previews() else None
+                )
                 if image.mime_type != mime_type:
                     raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
                 report(ExecutionStage.EXECUTION_STAGE_STORING)
@@ -308,18 +363,25 @@ class Executor:
         return await self._result(plan, stored, reused=False, revised_prompt=image.revised_prompt)
 
     async def _render(
-        self, plan: ImageGenerationPlan, report: OnStage, references: Mapping[str, StoredObject]
+        self,
+        plan: ImageGenerationPlan,
+        report: OnStage,
+        references: Mapping[str, StoredObject],
+        preview: OnPreview | None,
     ) -> tuple[RenderedImage, int]:
         """The provider's image and its latency in ms, within the provider slot; a rate
         limit pauses every caller's provider calls (on every replica with Valkey). The
         plan's references are read from the store once the provider can take them, inside
         the slot: only renders holding a slot hold reference bytes (each at most
-        MAX_REFERENCE_IMAGES x MAX_REFERENCE_IMAGE_BYTES), not the callers queued behind."""
+        MAX_REFERENCE_IMAGES x MAX_REFERENCE_IMAGE_BYTES), not the callers queued behind.
+        preview, when someone listens and the provider can, hears its partial images."""
         problems = capability_problems(self._provider.capabilities(plan), plan, shape_inputs(plan))
         if problems:  # refused before any call: no provider slot, nothing read or sent
             raise InvalidRequest(problems)
         async with self._coordination.provider_slot(lambda: report(ExecutionStage.EXECUTION_STAGE_QUEUED)):
             inputs: RenderInputs = await read_inputs(plan, self._store, references)
+            if preview is not None and self._provider.capabilities(plan).previews:
+                inputs = dataclasses.replace(inputs, on_preview=preview)
             report(ExecutionStage.EXECUTION_STAGE_RENDERING)
             started = self._clock()
             try:
@@ -375,7 +437,9 @@ class Executor:
         return await self._result(plan, stored, reused=False)
 
 
-def _accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGenerationPlan:
+def accepted_plan(plan: ImageGenerationPlan | None, request_id: str) -> ImageGenerationPlan:
+    """plan as the executor executes it (fingerprinted, provenance cleared); InvalidRequest
+    when it or request_id breaks a rule."""
     validate_execution(plan, request_id)
     assert plan is not None
     accepted = with_fingerprint(plan)

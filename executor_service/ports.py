@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from imagegen.catalogue import ProviderCapabilities
+from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
@@ -283,4 +285,85 @@ class ExecutionCoordination(Protocol):
         ...
 
     async def aclose(self) -> None:
+        ...
+
+
+# -- Executions that outlive the call (executor_service.executions) ----------------------
+
+
+@dataclass(frozen=True)
+class ExecutionEvent:
+    """One change of an execution: the execution after it, and the preview when the
+    change is one (execution.stage PREVIEW)."""
+
+    execution: Execution
+    preview: ExecutionPreview | None = None
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Where a page of a session's executions ends: the last execution's create time
+    (microseconds since the epoch) and id; the next page starts strictly after it."""
+
+    create_us: int
+    execution_id: str
+
+
+# What a worker runs for one execution id; cancel is set when CancelExecution asks for it.
+RunExecution = Callable[[str, asyncio.Event], Awaitable[None]]
+
+
+class ExecutionQueue(Protocol):
+    """Where executions are recorded, queued for a worker, announced and cancelled. The
+    in-process adapter keeps them in this process (the embedded default); the Valkey
+    adapter in a Stream with one consumer group across every replica, so any replica
+    runs one and any replica reads, watches and cancels it. Methods raise
+    ExecutionsUnavailable when the engine behind them does not answer."""
+
+    async def bind_request(self, request_id: str, session_id: str, plan_id: str, execution_id: str) -> str | None:
+        """None when request_id is now bound to execution_id; else the id of the execution
+        it was first used for. InvalidRequest on request_id when that was for another
+        session or plan (executor_service.coordination.request_records.check_binding)."""
+        ...
+
+    async def create(self, execution: Execution) -> None:
+        """Record a new execution (kept for the configured TTL), announce it, and queue it
+        for a worker when it is QUEUED."""
+        ...
+
+    async def get(self, execution_id: str) -> Execution | None:
+        """The execution, with queue_position while QUEUED; None when unknown or expired."""
+        ...
+
+    async def page(self, session_id: str, limit: int, after: PageCursor | None) -> list[Execution]:
+        """At most limit of a session's executions, newest first, starting after after."""
+        ...
+
+    async def save(self, event: ExecutionEvent) -> bool:
+        """Record event.execution (over what is recorded) and announce the event to its
+        watchers. False, and nothing changed, when the recorded execution has already
+        ended (a cancel got there first) or is gone."""
+        ...
+
+    async def request_cancel(self, execution_id: str) -> Execution | None:
+        """Cancel: a QUEUED execution ends CANCELLED at once; a RUNNING one's worker (on
+        whichever replica) has its cancel event set. The execution as recorded after
+        that; None when unknown."""
+        ...
+
+    def watch(self, execution_id: str) -> AbstractAsyncContextManager[AsyncIterator[ExecutionEvent]]:
+        """The events of one execution from the moment this is entered."""
+        ...
+
+    def watch_session(self, session_id: str) -> AbstractAsyncContextManager[AsyncIterator[ExecutionEvent]]:
+        """The events of every execution of a session from the moment this is entered."""
+        ...
+
+    def serve(self, run: RunExecution) -> None:
+        """Start the workers (a bounded number) that take queued executions and await
+        run(execution_id, cancel) for each; needs a running event loop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the workers and release connections."""
         ...

@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from executor_service.config import DEFAULT_IMAGE_BUFFER_BYTES, DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS
+from executor_service.executions import Executions
 from executor_service.executor import Executor
 from imagegen.errors import ReaderStalled
 from executor_service.ports import SignedUrl
@@ -31,11 +32,13 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
     def __init__(
         self,
         executor: Executor,
+        executions: Executions,
         *,
         image_buffer_bytes: int = DEFAULT_IMAGE_BUFFER_BYTES,
         image_write_timeout: float = DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS,
     ) -> None:
         self._executor = executor
+        self._executions = executions
         self._image_slots = asyncio.Semaphore(max(1, image_buffer_bytes // IMAGE_READ_BYTES))
         self._image_write_timeout = image_write_timeout
 
@@ -102,6 +105,40 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
         expires_in = _timedelta(request.expires_in) if request.HasField("expires_in") else None
         return _signed(await self._executor.sign_image_url(request.storage_path, expires_in))
 
+    async def StartExecution(
+        self, request: executor_service_pb2.StartExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> executor_service_pb2.StartExecutionResponse:
+        execution = await self._executions.start(_plan(request), request_id=request.request_id)
+        return executor_service_pb2.StartExecutionResponse(execution=execution)
+
+    async def GetExecution(
+        self, request: executor_service_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> executor_service_pb2.GetExecutionResponse:
+        return executor_service_pb2.GetExecutionResponse(execution=await self._executions.get(request.name))
+
+    async def ListExecutions(
+        self, request: executor_service_pb2.ListExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> executor_service_pb2.ListExecutionsResponse:
+        page, token = await self._executions.list(request.session_id, request.page_size, request.page_token)
+        return executor_service_pb2.ListExecutionsResponse(executions=page, next_page_token=token)
+
+    async def WatchExecution(
+        self, request: executor_service_pb2.WatchExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[executor_service_pb2.WatchExecutionResponse]:
+        async for event in self._executions.watch(request.name):
+            yield executor_service_pb2.WatchExecutionResponse(execution=event.execution, preview=event.preview)
+
+    async def CancelExecution(
+        self, request: executor_service_pb2.CancelExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> executor_service_pb2.CancelExecutionResponse:
+        return executor_service_pb2.CancelExecutionResponse(execution=await self._executions.cancel(request.name))
+
+    async def WatchSessionExecutions(
+        self, request: executor_service_pb2.WatchSessionExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[executor_service_pb2.WatchSessionExecutionsResponse]:
+        async for event in self._executions.watch_session(request.session_id):
+            yield executor_service_pb2.WatchSessionExecutionsResponse(execution=event.execution, preview=event.preview)
+
 
     async def ListImages(
         self, request: executor_service_pb2.ListImagesRequest, context: grpc.aio.ServicerContext
@@ -125,7 +162,9 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
 
 
 def _plan(
-    request: executor_service_pb2.ExecutePlanRequest | executor_service_pb2.StreamExecutePlanRequest,
+    request: executor_service_pb2.ExecutePlanRequest
+    | executor_service_pb2.StreamExecutePlanRequest
+    | executor_service_pb2.StartExecutionRequest,
 ) -> ImageGenerationPlan | None:
     return request.plan if request.HasField("plan") else None
 

@@ -301,17 +301,20 @@ _ALL_FORMATS = frozenset({"png", "jpeg", "webp"})
 # Every image provider and model family, first match wins (provider_capabilities).
 PROVIDER_MODELS: tuple[ProviderModel, ...] = (
     ProviderModel("offline", "", ProviderCapabilities(
-        max_reference_images=MAX_REFERENCE_IMAGES, output_formats=_ALL_FORMATS),
-                  "the built-in Pillow renderer; any size; draws from every reference, applies no mask"),
+        max_reference_images=MAX_REFERENCE_IMAGES, previews=True, output_formats=_ALL_FORMATS),
+                  "the built-in Pillow renderer; any size; draws from every reference, applies no mask; "
+                  "one preview, drawn small"),
     # The images API's edit endpoint takes up to 16 input images and a PNG mask
-    # (platform.openai.com/docs/api-reference/images/createEdit); a plan names fewer.
+    # (platform.openai.com/docs/api-reference/images/createEdit); a plan names fewer. With
+    # stream=True a generation sends partial images first (image_generation.partial_image).
     ProviderModel("openai", "gpt-image-", ProviderCapabilities(
-        max_reference_images=min(16, MAX_REFERENCE_IMAGES), masks=True, output_formats=_ALL_FORMATS),
-                  "GPT image models; sizes by model family (docs/executor.md); references through images.edit"),
+        max_reference_images=min(16, MAX_REFERENCE_IMAGES), masks=True, previews=True, output_formats=_ALL_FORMATS),
+                  "GPT image models; sizes by model family (docs/executor.md); references through images.edit; "
+                  "previews from a streamed generation"),
     ProviderModel("openai", "", ProviderCapabilities(output_formats=_ALL_FORMATS),
                   "other OpenAI image models: text to image"),
     ProviderModel("azure", "gpt-image-", ProviderCapabilities(
-        max_reference_images=min(16, MAX_REFERENCE_IMAGES), masks=True, output_formats=_ALL_FORMATS),
+        max_reference_images=min(16, MAX_REFERENCE_IMAGES), masks=True, previews=True, output_formats=_ALL_FORMATS),
                   "GPT image models on an Azure OpenAI deployment; as openai"),
     ProviderModel("azure", "", ProviderCapabilities(output_formats=_ALL_FORMATS),
                   "other models on an Azure OpenAI deployment: text to image"),
@@ -386,6 +389,16 @@ SESSION_ID = re.compile(SESSION_ID_PATTERN)
 MIN_URL_EXPIRY = dt.timedelta(seconds=1)
 MAX_URL_EXPIRY = dt.timedelta(days=7)
 DEFAULT_URL_EXPIRY = dt.timedelta(hours=1)
+
+# Executions (StartExecution and friends): "executions/{id}", id 32 lowercase hex digits;
+# ListExecutions pages; previews are downsized to fit these before they go on the wire.
+EXECUTION_ID_PATTERN = r"[0-9a-f]{32}"
+EXECUTION_NAME = re.compile(rf"executions/({EXECUTION_ID_PATTERN})")
+DEFAULT_EXECUTIONS_PAGE_SIZE = 50
+MAX_EXECUTIONS_PAGE_SIZE = 1000
+MAX_PAGE_TOKEN_CHARS = 512
+MAX_PREVIEW_SIDE = 256  # pixels, the long side
+MAX_PREVIEW_BYTES = 64 * 1024
 
 # The longest wait a peer's Retry-After (or retry-after-ms) is taken at: a longer one,
 # an infinite one or a number too large for a float becomes this (the error's RetryInfo).

@@ -66,6 +66,14 @@ class NotFound(ImagegenError):
     reason = "NOT_FOUND"
 
 
+class ExecutionsUnavailable(ImagegenError):
+    """Executions (StartExecution and friends) cannot be recorded or read right now:
+    the coordination engine that holds them across replicas does not answer."""
+
+    reason = "EXECUTIONS_UNAVAILABLE"
+    retryable = True
+
+
 class ReaderStalled(ImagegenError):
     """A streaming caller took no message within the server's write timeout; the server
     ended the call to free what it held for it (GetImage's buffer budget)."""

@@ -13,8 +13,12 @@
   imagegen images --session-id S [--image-type T] [--page-size N] [--page-token T] [--all]
   imagegen delete STORAGE_PATH      one stored image
   imagegen delete-session --session-id S   all of a session's images and request records
+  imagegen start PROMPT --session-id S [...] [--reference ...]   plan, start its execution, print both at once
+  imagegen watch EXECUTION                     each change of an execution, one JSON line each, to its end
+  imagegen cancel EXECUTION                    cancel an execution (nothing is stored)
+  imagegen executions --session-id S [--page-size N] [--page-token T]
 
-plan, execute and generate reach secured services with --tls-ca (and --tls-cert /
+plan, execute, generate, start, watch, cancel and executions reach secured services with --tls-ca (and --tls-cert /
 --tls-key for mutual TLS) and the tokens in IMAGEGEN_PLANNER_TOKEN and
 IMAGEGEN_EXECUTOR_TOKEN (environment only, so they stay out of shell history and ps).
 """
@@ -37,6 +41,8 @@ from clients import ChannelOptions, ExecutionFailed, ImagegenCallError, Imagegen
 from clients.aio import AsyncImagegenClient
 from imagegen import catalogue
 from imagegen.errors import InvalidRequest
+from google.protobuf import json_format
+
 from imagegen.json_mapping import plan_from_json, plan_to_dict, result_to_dict
 from imagegen_runtime.settings import ConfigError
 
@@ -343,6 +349,47 @@ def _delete_session(args: argparse.Namespace) -> None:
     _print({"session_id": args.session_id, "deleted_count": deleted})
 
 
+def _execution_dict(execution: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(execution, preserving_proto_field_name=True)
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    """A watch event: the execution, and of a preview its shape, not its bytes."""
+    data: dict[str, Any] = {"execution": _execution_dict(event.execution)}
+    if event.HasField("preview"):
+        preview = event.preview
+        data["preview"] = {"mime_type": preview.mime_type, "width": preview.width, "height": preview.height,
+                           "byte_size": len(preview.image_data)}
+    return data
+
+
+def _start(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        started = client.generate(
+            args.prompt, session_id=args.session_id, image_type=args.image_type,
+            style=args.style, size=args.size, context=_context(args.context), request_id=args.request_id,
+            mode=args.mode, reference_images=args.reference, wait=False,
+        )
+    _print({"plan": plan_to_dict(started.plan), "execution": _execution_dict(started.execution)})  # type: ignore[union-attr]
+
+
+def _watch(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        for event in client.executor.watch_execution(args.execution, timeout=args.timeout):
+            print(json.dumps(_event_dict(event), ensure_ascii=False), flush=True)
+
+
+def _cancel(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        _print(_execution_dict(client.executor.cancel_execution(args.execution)))
+
+
+def _executions(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        page = client.executor.list_executions(args.session_id, page_size=args.page_size, page_token=args.page_token)
+    _print({"executions": [_execution_dict(e) for e in page.executions], "next_page_token": page.next_page_token})
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagegen", description="Plan, then execute, D&D images over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -429,6 +476,21 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--offline", action="store_true",
                        help="no running service needed: both run in this process (embedded defaults)")
     targets(check)
+    start = commands.add_parser("start", help="plan, then start its execution; print the plan and the execution at once")
+    plan_options(start)
+    start.add_argument("--request-id")
+    watch = commands.add_parser("watch", help="print each change of an execution (a JSON line each) until it ends")
+    watch.add_argument("execution", help='its name, "executions/{id}"')
+    watch.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    targets(watch)
+    cancel = commands.add_parser("cancel", help="cancel an execution; print it")
+    cancel.add_argument("execution", help='its name, "executions/{id}"')
+    targets(cancel)
+    executions = commands.add_parser("executions", help="list a session's executions, newest first")
+    executions.add_argument("--session-id", required=True)
+    executions.add_argument("--page-size", type=int, default=None, help=f"1 to {catalogue.MAX_EXECUTIONS_PAGE_SIZE}")
+    executions.add_argument("--page-token", default=None, help="a next_page_token printed before")
+    targets(executions)
     return parser
 
 
@@ -449,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands = {
                 "plan": _plan, "execute": _execute, "generate": _generate,
                 "images": _images, "delete": _delete, "delete-session": _delete_session,
+                "start": _start, "watch": _watch, "cancel": _cancel, "executions": _executions,
             }
             commands[args.command](args)
     except (PlanningFailed, ExecutionFailed, ImagegenCallError) as error:

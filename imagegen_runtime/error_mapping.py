@@ -53,6 +53,7 @@ _CODES: tuple[tuple[type[errors.ImagegenError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.ReaderStalled, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.ExecutionsUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.PlannerUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.PlannerThrottled, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -116,6 +117,20 @@ def to_status(error: errors.ImagegenError) -> grpc.Status:
     except Exception:
         log.exception("cannot build a %s status at all; sending INTERNAL", code.name)
         return INTERNAL_STATUS
+
+
+def status_message(error: BaseException) -> status_pb2.Status:
+    """error as the google.rpc.Status a call would have ended with (an Execution's error):
+    an ImagegenError's code, message and details within the budget; anything else
+    INTERNAL with a generic message; never raises."""
+    if not isinstance(error, errors.ImagegenError):
+        return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+    code = _code(error)
+    try:
+        return _details(error, code)
+    except Exception:
+        log.exception("cannot build the details of a %s error; keeping its code and reason alone", code.name)
+        return status_pb2.Status(code=code.value[0], message=_message(_text(getattr(error, "message", ""))))
 
 
 def _code(error: errors.ImagegenError) -> grpc.StatusCode:

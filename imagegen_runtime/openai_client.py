@@ -36,16 +36,27 @@ _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 def connect(
-    *, base_url: str, api_key: str, timeout: float, max_retries: int, max_response_bytes: int
+    *,
+    base_url: str,
+    api_key: str,
+    timeout: float,
+    max_retries: int,
+    max_response_bytes: int,
+    max_stream_bytes: int | None = None,
 ) -> openai.AsyncOpenAI:
     """An SDK client whose every attempt ends after timeout seconds in all and reads
-    at most max_response_bytes; no request is made until the first call."""
+    at most max_response_bytes of an answer (max_stream_bytes of a streamed one, by
+    default the same); no request is made until the first call."""
     return openai.AsyncOpenAI(
         base_url=base_url or None,
         api_key=api_key or "no-key",  # compatible servers may need none; the SDK insists
         timeout=timeout,
         max_retries=max_retries,
-        http_client=_BoundedHttpClient(attempt_timeout=timeout, max_response_bytes=max_response_bytes),
+        http_client=_BoundedHttpClient(
+            attempt_timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            max_stream_bytes=max_stream_bytes if max_stream_bytes is not None else max_response_bytes,
+        ),
     )
 
 
@@ -59,6 +70,7 @@ def connect_azure(
     timeout: float,
     max_retries: int,
     max_response_bytes: int,
+    max_stream_bytes: int | None = None,
 ) -> openai.AsyncAzureOpenAI:
     """The same bounded client for an Azure OpenAI resource: endpoint
     ("https://NAME.openai.azure.com", or a regional or private one), the deployment
@@ -74,7 +86,11 @@ def connect_azure(
         api_version=api_version,
         timeout=timeout,
         max_retries=max_retries,
-        http_client=_BoundedHttpClient(attempt_timeout=timeout, max_response_bytes=max_response_bytes),
+        http_client=_BoundedHttpClient(
+            attempt_timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            max_stream_bytes=max_stream_bytes if max_stream_bytes is not None else max_response_bytes,
+        ),
         **credentials,
     )
 
@@ -102,14 +118,35 @@ async def within_budget(call: Awaitable[T], seconds: float) -> T:
         raise
 
 
+class _BoundedStream(httpx2.AsyncByteStream):
+    """A streamed body that ends with AnswerTooLarge past max_bytes (as received)."""
+
+    def __init__(self, inner: Any, max_bytes: int, request: httpx2.Request) -> None:
+        self._inner = inner
+        self._max_bytes = max_bytes
+        self._request = request
+
+    async def __aiter__(self) -> Any:
+        size = 0
+        async for part in self._inner:
+            size += len(part)
+            if size > self._max_bytes:
+                raise AnswerTooLarge(self._max_bytes, self._request)
+            yield part
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, valid-type]
     """The SDK's default client (its pool and timeouts), with redirects off, a total
     time per attempt and a limit on the body read."""
 
-    def __init__(self, *, attempt_timeout: float, max_response_bytes: int) -> None:
+    def __init__(self, *, attempt_timeout: float, max_response_bytes: int, max_stream_bytes: int) -> None:
         super().__init__(follow_redirects=False)
         self._attempt_timeout = attempt_timeout
         self._max_bytes = max_response_bytes
+        self._max_stream_bytes = max_stream_bytes
 
     async def send(self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any) -> httpx2.Response:
         attempt = asyncio.timeout(self._attempt_timeout)
@@ -117,9 +154,11 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, 
             async with attempt:
                 response = await super().send(request, stream=True, **kwargs)
                 try:
-                    self._refuse_declared_excess(response, request)
-                    if not stream:  # the SDK streams only what it is asked to; the adapters never ask
+                    self._refuse_declared_excess(response, request, self._max_stream_bytes if stream else self._max_bytes)
+                    if not stream:  # the SDK streams only what it is asked to
                         await self._read(response, request)
+                    else:  # server-sent events (image previews): bounded the same way, as they are read
+                        response.stream = _BoundedStream(response.stream, self._max_stream_bytes, request)
                 except BaseException:
                     await response.aclose()
                     raise
@@ -133,12 +172,10 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):  # type: ignore[misc, 
                 ) from None
             raise
 
-    def _refuse_declared_excess(self, response: httpx2.Response, request: httpx2.Request) -> None:
+    def _refuse_declared_excess(self, response: httpx2.Response, request: httpx2.Request, limit: int) -> None:
         declared = response.headers.get("content-length", "").strip()
-        if declared.isascii() and declared.isdigit() and (
-            not _DIGITS.fullmatch(declared) or int(declared) > self._max_bytes
-        ):
-            raise AnswerTooLarge(self._max_bytes, request)
+        if declared.isascii() and declared.isdigit() and (not _DIGITS.fullmatch(declared) or int(declared) > limit):
+            raise AnswerTooLarge(limit, request)
 
     async def _read(self, response: httpx2.Response, request: httpx2.Request) -> None:
         parts: list[bytes] = []

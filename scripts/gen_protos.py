@@ -20,7 +20,11 @@ PROTO_ROOT = ROOT / "protos"
 
 
 def generate(out_dir: Path) -> None:
-    sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    # protos/google/ holds googleapis files vendored for buf to resolve imports; their
+    # Python code is googleapis-common-protos', not ours to generate.
+    sources = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto") if p.relative_to(PROTO_ROOT).parts[0] != "google"
+    )
     well_known = str(resources.files("grpc_tools") / "_proto")
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [

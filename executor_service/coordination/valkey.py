@@ -232,6 +232,11 @@ class ValkeyCoordination:
         self._owned: dict[str, str] = {}  # request_id -> owner token of the claims this process made
         self._background: set[asyncio.Task[object]] = set()
 
+    @property
+    def valkey(self) -> Valkey:
+        """The connection this adapter owns (and closes), for the executions' queue to share."""
+        return self._valkey
+
     def start(self) -> None:
         """Subscribe to the wake-ups now rather than at the first wait (needs a running loop)."""
         self.wakeups.start()

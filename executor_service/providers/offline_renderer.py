@@ -274,6 +274,9 @@ def render_png(
     return buffer.getvalue()
 
 
+# The one preview it reports: the same picture drawn this many times smaller (at least
+# the catalogue's smallest side), before the full render.
+PREVIEW_SCALE = 8
 
 
 class OfflineRenderer:
@@ -298,6 +301,16 @@ class OfflineRenderer:
         refuse_unless_capable(self, plan, inputs)
         width, height = parse_size(plan.size)
         image_format = output_format(plan, self._output_format)
+        if inputs.on_preview is not None:
+            preview = await asyncio.to_thread(
+                render_png,
+                prompt=plan.enhanced_prompt,
+                image_type=catalogue.image_type_name(plan.image_type),
+                style=plan.style,
+                width=max(catalogue.MIN_SIDE, width // PREVIEW_SCALE),
+                height=max(catalogue.MIN_SIDE, height // PREVIEW_SCALE),
+            )
+            inputs.on_preview(preview, catalogue.MIME_TYPES["png"])
         try:
             data = await asyncio.to_thread(
                 _render,

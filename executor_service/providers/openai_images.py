@@ -76,6 +76,8 @@ _EXECUTION_ERRORS: dict[OpenAIFailureKind, type[ExecutionError]] = {
 
 # images.edit wants a mask as a PNG under 4 MB ("Create image edit", mask).
 MAX_MASK_BYTES = 4 * 1000 * 1000
+# Partial images asked for when someone listens for previews (the API takes 0 to 3).
+PARTIAL_IMAGES = 2
 
 
 class OpenAIImageProvider:
@@ -128,6 +130,8 @@ class OpenAIImageProvider:
             timeout=timeout,
             max_retries=max_retries,
             max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES,
+            # A streamed answer carries the partial images too: each at most the image's size.
+            max_stream_bytes=(1 + PARTIAL_IMAGES) * (base64_length(max_image_bytes) + ENVELOPE_BYTES),
         )
         if call_timeout is None:
             call_timeout = openai_client.call_budget(timeout, max_retries)
@@ -160,6 +164,7 @@ class OpenAIImageProvider:
             timeout=timeout,
             max_retries=max_retries,
             max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES,
+            max_stream_bytes=(1 + PARTIAL_IMAGES) * (base64_length(max_image_bytes) + ENVELOPE_BYTES),
         )
         if call_timeout is None:
             call_timeout = openai_client.call_budget(timeout, max_retries)
@@ -184,6 +189,7 @@ class OpenAIImageProvider:
         moderation = options.plan_option(plan, options.MODERATION_KEY, self._moderation, options.MODERATION_LEVELS)
         # Lets OpenAI tell one table's abuse from another's without learning who plays.
         safety_identifier = hashlib.sha256(plan.session_id.encode()).hexdigest()[:32]
+        mime_type = options.MIME_TYPES[output_format]
         # The raw answer: read here rather than by the SDK, whose JSON parse would hold the
         # base64 text three times over (the body, its text, the value) while it runs.
         if inputs.references:
@@ -204,16 +210,20 @@ class OpenAIImageProvider:
                 **extra,
             )
         else:
-            request = self._client.images.with_raw_response.generate(
+            arguments: dict[str, Any] = dict(
                 model=self.model,
                 prompt=plan.enhanced_prompt,
                 n=1,
-                size=plan.size,  # type: ignore[arg-type]
-                quality=quality,  # type: ignore[arg-type]
-                output_format=output_format,  # type: ignore[arg-type]
-                moderation=moderation,  # type: ignore[arg-type]
+                size=plan.size,
+                quality=quality,
+                output_format=output_format,
+                moderation=moderation,
                 safety_identifier=safety_identifier,
             )
+            if inputs.on_preview is not None:
+                data, usage = await self._render_streamed(arguments, inputs.on_preview, mime_type)
+                return RenderedImage(data, mime_type, width, height, self.model, usage=usage)
+            request = self._client.images.with_raw_response.generate(**arguments)
         try:
             if self._call_timeout is None:
                 response = await request
@@ -231,8 +241,56 @@ class OpenAIImageProvider:
         except (binascii.Error, ValueError):
             raise self._unavailable("returned an image that is not valid base64") from None
         del b64, body
-        mime_type = options.MIME_TYPES[output_format]
         return RenderedImage(data, mime_type, width, height, self.model, revised_prompt, usage=usage)
+
+    async def _render_streamed(
+        self, arguments: dict[str, Any], on_preview: Callable[[bytes, str], None], mime_type: str
+    ) -> tuple[bytes, Usage | None]:
+        """The image of a streamed generation (stream=True, partial_images) and the usage its
+        completed event reports, telling on_preview each partial image as it arrives. A partial image that is too large or
+        not base64 is skipped; the final one is held to the same limits as an unstreamed
+        answer. The whole stream is within the call's budget."""
+
+        async def consume() -> tuple[str, Usage | None]:
+            stream = await self._client.images.generate(**arguments, stream=True, partial_images=PARTIAL_IMAGES)
+            try:
+                async for event in stream:
+                    kind, b64 = getattr(event, "type", None), getattr(event, "b64_json", None)
+                    if kind == "image_generation.partial_image":
+                        partial = self._decoded(b64)
+                        if partial is not None:
+                            on_preview(partial, mime_type)
+                    elif kind == "image_generation.completed":
+                        if not isinstance(b64, str) or not b64:
+                            raise AnswerUnreadable("a completed event with no base64 image")
+                        reported = getattr(event, "usage", None)
+                        usage = _usage({"usage": reported.model_dump()}) if hasattr(reported, "model_dump") else None
+                        return b64, usage
+            finally:
+                await stream.close()
+            raise AnswerUnreadable("a stream that ended with no image")
+
+        try:
+            if self._call_timeout is None:
+                b64, usage = await consume()
+            else:
+                b64, usage = await openai_client.within_budget(consume(), self._call_timeout)
+        except OPENAI_FAILURES as exc:
+            raise self._execution_error(exc) from None
+        if len(b64) > self._max_b64_chars:
+            raise self._unavailable(f"returned an image of more than {self._max_image_bytes} bytes")
+        data = self._decoded(b64)
+        if data is None:
+            raise self._unavailable("returned an image that is not valid base64")
+        return data, usage
+
+    def _decoded(self, b64: object) -> bytes | None:
+        if not isinstance(b64, str) or not b64 or len(b64) > self._max_b64_chars:
+            return None
+        try:
+            return binascii.a2b_base64(b64, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return None
 
     async def aclose(self) -> None:
         await self._client.close()

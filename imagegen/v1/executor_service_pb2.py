@@ -24,46 +24,77 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from imagegen.v1 import image_plan_pb2 as imagegen_dot_v1_dot_image__plan__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagegen/v1/executor_service.proto\x12\x0bimagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cimagegen/v1/image_plan.proto\"X\n\x12\x45xecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"I\n\x13\x45xecutePlanResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"^\n\x18StreamExecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x19StreamExecutePlanResponse\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionStage\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"\'\n\x0fGetImageRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\"\x9c\x01\n\x10GetImageResponse\x12\x12\n\nchunk_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\x35\n\x10reference_images\x18\x05 \x03(\x0b\x32\x1b.imagegen.v1.ReferenceImage\"Z\n\x13SignImageUrlRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\x14SignImageUrlResponse\x12\x11\n\timage_url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x11ListImagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\nimage_type\x18\x02 \x01(\x0e\x32\x16.imagegen.v1.ImageType\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"a\n\x12ListImagesResponse\x12\x32\n\x06images\x18\x01 \x03(\x0b\x32\".imagegen.v1.ImageGenerationResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x12\x44\x65leteImageRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteImageResponse\"0\n\x1a\x44\x65leteSessionImagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"4\n\x1b\x44\x65leteSessionImagesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03*\xc6\x01\n\x0e\x45xecutionStage\x12\x1f\n\x1b\x45XECUTION_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STAGE_ACCEPTED\x10\x01\x12\x1d\n\x19\x45XECUTION_STAGE_RENDERING\x10\x02\x12\x1b\n\x17\x45XECUTION_STAGE_STORING\x10\x03\x12\x1d\n\x19\x45XECUTION_STAGE_COMPLETED\x10\x04\x12\x1a\n\x16\x45XECUTION_STAGE_QUEUED\x10\x05\x32\xf4\x04\n\x0f\x45xecutorService\x12P\n\x0b\x45xecutePlan\x12\x1f.imagegen.v1.ExecutePlanRequest\x1a .imagegen.v1.ExecutePlanResponse\x12\x64\n\x11StreamExecutePlan\x12%.imagegen.v1.StreamExecutePlanRequest\x1a&.imagegen.v1.StreamExecutePlanResponse0\x01\x12I\n\x08GetImage\x12\x1c.imagegen.v1.GetImageRequest\x1a\x1d.imagegen.v1.GetImageResponse0\x01\x12S\n\x0cSignImageUrl\x12 .imagegen.v1.SignImageUrlRequest\x1a!.imagegen.v1.SignImageUrlResponse\x12M\n\nListImages\x12\x1e.imagegen.v1.ListImagesRequest\x1a\x1f.imagegen.v1.ListImagesResponse\x12P\n\x0b\x44\x65leteImage\x12\x1f.imagegen.v1.DeleteImageRequest\x1a .imagegen.v1.DeleteImageResponse\x12h\n\x13\x44\x65leteSessionImages\x12\'.imagegen.v1.DeleteSessionImagesRequest\x1a(.imagegen.v1.DeleteSessionImagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"imagegen/v1/executor_service.proto\x12\x0bimagegen.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cimagegen/v1/image_plan.proto\"X\n\x12\x45xecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"I\n\x13\x45xecutePlanResponse\x12\x32\n\x06result\x18\x01 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"^\n\x18StreamExecutePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x19StreamExecutePlanResponse\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionStage\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\"\'\n\x0fGetImageRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\"\x9c\x01\n\x10GetImageResponse\x12\x12\n\nchunk_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\x35\n\x10reference_images\x18\x05 \x03(\x0b\x32\x1b.imagegen.v1.ReferenceImage\"Z\n\x13SignImageUrlRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\x14SignImageUrlResponse\x12\x11\n\timage_url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x11ListImagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\nimage_type\x18\x02 \x01(\x0e\x32\x16.imagegen.v1.ImageType\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"a\n\x12ListImagesResponse\x12\x32\n\x06images\x18\x01 \x03(\x0b\x32\".imagegen.v1.ImageGenerationResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x12\x44\x65leteImageRequest\x12\x14\n\x0cstorage_path\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteImageResponse\"0\n\x1a\x44\x65leteSessionImagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"4\n\x1b\x44\x65leteSessionImagesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"\x9a\x03\n\tExecution\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionState\x12*\n\x05stage\x18\x03 \x01(\x0e\x32\x1b.imagegen.v1.ExecutionStage\x12.\n\x04plan\x18\x04 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x32\n\x06result\x18\x05 \x01(\x0b\x32\".imagegen.v1.ImageGenerationResult\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0equeue_position\x18\t \x01(\x05\x12\x12\n\nsession_id\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\t\"X\n\x10\x45xecutionPreview\x12\x12\n\nimage_data\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"[\n\x15StartExecutionRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32 .imagegen.v1.ImageGenerationPlan\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"C\n\x16StartExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\"#\n\x13GetExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x14GetExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\"R\n\x15ListExecutionsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x16ListExecutionsResponse\x12*\n\nexecutions\x18\x01 \x03(\x0b\x32\x16.imagegen.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15WatchExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"s\n\x16WatchExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\x12.\n\x07preview\x18\x02 \x01(\x0b\x32\x1d.imagegen.v1.ExecutionPreview\"&\n\x16\x43\x61ncelExecutionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x17\x43\x61ncelExecutionResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\"3\n\x1dWatchSessionExecutionsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"{\n\x1eWatchSessionExecutionsResponse\x12)\n\texecution\x18\x01 \x01(\x0b\x32\x16.imagegen.v1.Execution\x12.\n\x07preview\x18\x02 \x01(\x0b\x32\x1d.imagegen.v1.ExecutionPreview*\xe3\x01\n\x0e\x45xecutionStage\x12\x1f\n\x1b\x45XECUTION_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STAGE_ACCEPTED\x10\x01\x12\x1d\n\x19\x45XECUTION_STAGE_RENDERING\x10\x02\x12\x1b\n\x17\x45XECUTION_STAGE_STORING\x10\x03\x12\x1d\n\x19\x45XECUTION_STAGE_COMPLETED\x10\x04\x12\x1a\n\x16\x45XECUTION_STAGE_QUEUED\x10\x05\x12\x1b\n\x17\x45XECUTION_STAGE_PREVIEW\x10\x06*\xc4\x01\n\x0e\x45xecutionState\x12\x1f\n\x1b\x45XECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XECUTION_STATE_QUEUED\x10\x01\x12\x1b\n\x17\x45XECUTION_STATE_RUNNING\x10\x02\x12\x1d\n\x19\x45XECUTION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16\x45XECUTION_STATE_FAILED\x10\x04\x12\x1d\n\x19\x45XECUTION_STATE_CANCELLED\x10\x05\x32\xaf\t\n\x0f\x45xecutorService\x12P\n\x0b\x45xecutePlan\x12\x1f.imagegen.v1.ExecutePlanRequest\x1a .imagegen.v1.ExecutePlanResponse\x12\x64\n\x11StreamExecutePlan\x12%.imagegen.v1.StreamExecutePlanRequest\x1a&.imagegen.v1.StreamExecutePlanResponse0\x01\x12I\n\x08GetImage\x12\x1c.imagegen.v1.GetImageRequest\x1a\x1d.imagegen.v1.GetImageResponse0\x01\x12S\n\x0cSignImageUrl\x12 .imagegen.v1.SignImageUrlRequest\x1a!.imagegen.v1.SignImageUrlResponse\x12M\n\nListImages\x12\x1e.imagegen.v1.ListImagesRequest\x1a\x1f.imagegen.v1.ListImagesResponse\x12P\n\x0b\x44\x65leteImage\x12\x1f.imagegen.v1.DeleteImageRequest\x1a .imagegen.v1.DeleteImageResponse\x12h\n\x13\x44\x65leteSessionImages\x12\'.imagegen.v1.DeleteSessionImagesRequest\x1a(.imagegen.v1.DeleteSessionImagesResponse\x12Y\n\x0eStartExecution\x12\".imagegen.v1.StartExecutionRequest\x1a#.imagegen.v1.StartExecutionResponse\x12S\n\x0cGetExecution\x12 .imagegen.v1.GetExecutionRequest\x1a!.imagegen.v1.GetExecutionResponse\x12Y\n\x0eListExecutions\x12\".imagegen.v1.ListExecutionsRequest\x1a#.imagegen.v1.ListExecutionsResponse\x12[\n\x0eWatchExecution\x12\".imagegen.v1.WatchExecutionRequest\x1a#.imagegen.v1.WatchExecutionResponse0\x01\x12\\\n\x0f\x43\x61ncelExecution\x12#.imagegen.v1.CancelExecutionRequest\x1a$.imagegen.v1.CancelExecutionResponse\x12s\n\x16WatchSessionExecutions\x12*.imagegen.v1.WatchSessionExecutionsRequest\x1a+.imagegen.v1.WatchSessionExecutionsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagegen.v1.executor_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECUTIONSTAGE']._serialized_start=1311
-  _globals['_EXECUTIONSTAGE']._serialized_end=1509
-  _globals['_EXECUTEPLANREQUEST']._serialized_start=146
-  _globals['_EXECUTEPLANREQUEST']._serialized_end=234
-  _globals['_EXECUTEPLANRESPONSE']._serialized_start=236
-  _globals['_EXECUTEPLANRESPONSE']._serialized_end=309
-  _globals['_STREAMEXECUTEPLANREQUEST']._serialized_start=311
-  _globals['_STREAMEXECUTEPLANREQUEST']._serialized_end=405
-  _globals['_STREAMEXECUTEPLANRESPONSE']._serialized_start=407
-  _globals['_STREAMEXECUTEPLANRESPONSE']._serialized_end=530
-  _globals['_GETIMAGEREQUEST']._serialized_start=532
-  _globals['_GETIMAGEREQUEST']._serialized_end=571
-  _globals['_GETIMAGERESPONSE']._serialized_start=574
-  _globals['_GETIMAGERESPONSE']._serialized_end=730
-  _globals['_SIGNIMAGEURLREQUEST']._serialized_start=732
-  _globals['_SIGNIMAGEURLREQUEST']._serialized_end=822
-  _globals['_SIGNIMAGEURLRESPONSE']._serialized_start=824
-  _globals['_SIGNIMAGEURLRESPONSE']._serialized_end=914
-  _globals['_LISTIMAGESREQUEST']._serialized_start=916
-  _globals['_LISTIMAGESREQUEST']._serialized_end=1038
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=1040
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=1137
-  _globals['_DELETEIMAGEREQUEST']._serialized_start=1139
-  _globals['_DELETEIMAGEREQUEST']._serialized_end=1181
-  _globals['_DELETEIMAGERESPONSE']._serialized_start=1183
-  _globals['_DELETEIMAGERESPONSE']._serialized_end=1204
-  _globals['_DELETESESSIONIMAGESREQUEST']._serialized_start=1206
-  _globals['_DELETESESSIONIMAGESREQUEST']._serialized_end=1254
-  _globals['_DELETESESSIONIMAGESRESPONSE']._serialized_start=1256
-  _globals['_DELETESESSIONIMAGESRESPONSE']._serialized_end=1308
-  _globals['_EXECUTORSERVICE']._serialized_start=1512
-  _globals['_EXECUTORSERVICE']._serialized_end=2140
+  _globals['_EXECUTIONSTAGE']._serialized_start=2728
+  _globals['_EXECUTIONSTAGE']._serialized_end=2955
+  _globals['_EXECUTIONSTATE']._serialized_start=2958
+  _globals['_EXECUTIONSTATE']._serialized_end=3154
+  _globals['_EXECUTEPLANREQUEST']._serialized_start=171
+  _globals['_EXECUTEPLANREQUEST']._serialized_end=259
+  _globals['_EXECUTEPLANRESPONSE']._serialized_start=261
+  _globals['_EXECUTEPLANRESPONSE']._serialized_end=334
+  _globals['_STREAMEXECUTEPLANREQUEST']._serialized_start=336
+  _globals['_STREAMEXECUTEPLANREQUEST']._serialized_end=430
+  _globals['_STREAMEXECUTEPLANRESPONSE']._serialized_start=432
+  _globals['_STREAMEXECUTEPLANRESPONSE']._serialized_end=555
+  _globals['_GETIMAGEREQUEST']._serialized_start=557
+  _globals['_GETIMAGEREQUEST']._serialized_end=596
+  _globals['_GETIMAGERESPONSE']._serialized_start=599
+  _globals['_GETIMAGERESPONSE']._serialized_end=755
+  _globals['_SIGNIMAGEURLREQUEST']._serialized_start=757
+  _globals['_SIGNIMAGEURLREQUEST']._serialized_end=847
+  _globals['_SIGNIMAGEURLRESPONSE']._serialized_start=849
+  _globals['_SIGNIMAGEURLRESPONSE']._serialized_end=939
+  _globals['_LISTIMAGESREQUEST']._serialized_start=941
+  _globals['_LISTIMAGESREQUEST']._serialized_end=1063
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=1065
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=1162
+  _globals['_DELETEIMAGEREQUEST']._serialized_start=1164
+  _globals['_DELETEIMAGEREQUEST']._serialized_end=1206
+  _globals['_DELETEIMAGERESPONSE']._serialized_start=1208
+  _globals['_DELETEIMAGERESPONSE']._serialized_end=1229
+  _globals['_DELETESESSIONIMAGESREQUEST']._serialized_start=1231
+  _globals['_DELETESESSIONIMAGESREQUEST']._serialized_end=1279
+  _globals['_DELETESESSIONIMAGESRESPONSE']._serialized_start=1281
+  _globals['_DELETESESSIONIMAGESRESPONSE']._serialized_end=1333
+  _globals['_EXECUTION']._serialized_start=1336
+  _globals['_EXECUTION']._serialized_end=1746
+  _globals['_EXECUTIONPREVIEW']._serialized_start=1748
+  _globals['_EXECUTIONPREVIEW']._serialized_end=1836
+  _globals['_STARTEXECUTIONREQUEST']._serialized_start=1838
+  _globals['_STARTEXECUTIONREQUEST']._serialized_end=1929
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_start=1931
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_end=1998
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=2000
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=2035
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=2037
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=2102
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=2104
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=2186
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=2188
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2281
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2283
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2320
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=2322
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=2437
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=2439
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=2477
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=2479
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=2547
+  _globals['_WATCHSESSIONEXECUTIONSREQUEST']._serialized_start=2549
+  _globals['_WATCHSESSIONEXECUTIONSREQUEST']._serialized_end=2600
+  _globals['_WATCHSESSIONEXECUTIONSRESPONSE']._serialized_start=2602
+  _globals['_WATCHSESSIONEXECUTIONSRESPONSE']._serialized_end=2725
+  _globals['_EXECUTORSERVICE']._serialized_start=3157
+  _globals['_EXECUTORSERVICE']._serialized_end=4356
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from imagegen.v1 import image_plan_pb2 as _image_plan_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -20,12 +21,29 @@ class ExecutionStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXECUTION_STAGE_STORING: _ClassVar[ExecutionStage]
     EXECUTION_STAGE_COMPLETED: _ClassVar[ExecutionStage]
     EXECUTION_STAGE_QUEUED: _ClassVar[ExecutionStage]
+    EXECUTION_STAGE_PREVIEW: _ClassVar[ExecutionStage]
+
+class ExecutionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXECUTION_STATE_UNSPECIFIED: _ClassVar[ExecutionState]
+    EXECUTION_STATE_QUEUED: _ClassVar[ExecutionState]
+    EXECUTION_STATE_RUNNING: _ClassVar[ExecutionState]
+    EXECUTION_STATE_SUCCEEDED: _ClassVar[ExecutionState]
+    EXECUTION_STATE_FAILED: _ClassVar[ExecutionState]
+    EXECUTION_STATE_CANCELLED: _ClassVar[ExecutionState]
 EXECUTION_STAGE_UNSPECIFIED: ExecutionStage
 EXECUTION_STAGE_ACCEPTED: ExecutionStage
 EXECUTION_STAGE_RENDERING: ExecutionStage
 EXECUTION_STAGE_STORING: ExecutionStage
 EXECUTION_STAGE_COMPLETED: ExecutionStage
 EXECUTION_STAGE_QUEUED: ExecutionStage
+EXECUTION_STAGE_PREVIEW: ExecutionStage
+EXECUTION_STATE_UNSPECIFIED: ExecutionState
+EXECUTION_STATE_QUEUED: ExecutionState
+EXECUTION_STATE_RUNNING: ExecutionState
+EXECUTION_STATE_SUCCEEDED: ExecutionState
+EXECUTION_STATE_FAILED: ExecutionState
+EXECUTION_STATE_CANCELLED: ExecutionState
 
 class ExecutePlanRequest(_message.Message):
     __slots__ = ("plan", "request_id")
@@ -134,3 +152,125 @@ class DeleteSessionImagesResponse(_message.Message):
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     deleted_count: int
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
+
+class Execution(_message.Message):
+    __slots__ = ("name", "state", "stage", "plan", "result", "error", "create_time", "update_time", "queue_position", "session_id", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: ExecutionState
+    stage: ExecutionStage
+    plan: _image_plan_pb2.ImageGenerationPlan
+    result: _image_plan_pb2.ImageGenerationResult
+    error: _status_pb2.Status
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    queue_position: int
+    session_id: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., stage: _Optional[_Union[ExecutionStage, str]] = ..., plan: _Optional[_Union[_image_plan_pb2.ImageGenerationPlan, _Mapping]] = ..., result: _Optional[_Union[_image_plan_pb2.ImageGenerationResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_position: _Optional[int] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ExecutionPreview(_message.Message):
+    __slots__ = ("image_data", "mime_type", "width", "height")
+    IMAGE_DATA_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    image_data: bytes
+    mime_type: str
+    width: int
+    height: int
+    def __init__(self, image_data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class StartExecutionRequest(_message.Message):
+    __slots__ = ("plan", "request_id")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    plan: _image_plan_pb2.ImageGenerationPlan
+    request_id: str
+    def __init__(self, plan: _Optional[_Union[_image_plan_pb2.ImageGenerationPlan, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class StartExecutionResponse(_message.Message):
+    __slots__ = ("execution",)
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    execution: Execution
+    def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
+
+class GetExecutionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetExecutionResponse(_message.Message):
+    __slots__ = ("execution",)
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    execution: Execution
+    def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
+
+class ListExecutionsRequest(_message.Message):
+    __slots__ = ("session_id", "page_size", "page_token")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListExecutionsResponse(_message.Message):
+    __slots__ = ("executions", "next_page_token")
+    EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    executions: _containers.RepeatedCompositeFieldContainer[Execution]
+    next_page_token: str
+    def __init__(self, executions: _Optional[_Iterable[_Union[Execution, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchExecutionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchExecutionResponse(_message.Message):
+    __slots__ = ("execution", "preview")
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    execution: Execution
+    preview: ExecutionPreview
+    def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ..., preview: _Optional[_Union[ExecutionPreview, _Mapping]] = ...) -> None: ...
+
+class CancelExecutionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CancelExecutionResponse(_message.Message):
+    __slots__ = ("execution",)
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    execution: Execution
+    def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
+
+class WatchSessionExecutionsRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class WatchSessionExecutionsResponse(_message.Message):
+    __slots__ = ("execution", "preview")
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    execution: Execution
+    preview: ExecutionPreview
+    def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ..., preview: _Optional[_Union[ExecutionPreview, _Mapping]] = ...) -> None: ...

@@ -72,6 +72,36 @@ class ExecutorServiceStub:
                 request_serializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesRequest.SerializeToString,
                 response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesResponse.FromString,
                 _registered_method=True)
+        self.StartExecution = channel.unary_unary(
+                '/imagegen.v1.ExecutorService/StartExecution',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.StartExecutionRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.StartExecutionResponse.FromString,
+                _registered_method=True)
+        self.GetExecution = channel.unary_unary(
+                '/imagegen.v1.ExecutorService/GetExecution',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.GetExecutionRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.GetExecutionResponse.FromString,
+                _registered_method=True)
+        self.ListExecutions = channel.unary_unary(
+                '/imagegen.v1.ExecutorService/ListExecutions',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.ListExecutionsRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.ListExecutionsResponse.FromString,
+                _registered_method=True)
+        self.WatchExecution = channel.unary_stream(
+                '/imagegen.v1.ExecutorService/WatchExecution',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.WatchExecutionRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.WatchExecutionResponse.FromString,
+                _registered_method=True)
+        self.CancelExecution = channel.unary_unary(
+                '/imagegen.v1.ExecutorService/CancelExecution',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.CancelExecutionRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.CancelExecutionResponse.FromString,
+                _registered_method=True)
+        self.WatchSessionExecutions = channel.unary_stream(
+                '/imagegen.v1.ExecutorService/WatchSessionExecutions',
+                request_serializer=imagegen_dot_v1_dot_executor__service__pb2.WatchSessionExecutionsRequest.SerializeToString,
+                response_deserializer=imagegen_dot_v1_dot_executor__service__pb2.WatchSessionExecutionsResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -179,6 +209,73 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartExecution(self, request, context):
+        """Starts executing a plan and returns its Execution at once, QUEUED; the
+        execution runs to its end whether or not anyone watches it. A retried call
+        with the same request_id returns the first call's Execution. When the
+        plan's image is already stored, the Execution is already SUCCEEDED.
+
+        Returns INVALID_ARGUMENT, with a BadRequest listing the bad fields, when
+        the plan breaks a rule documented on ImageGenerationPlan or request_id was
+        first used for another session or plan; nothing is started. Returns
+        UNAVAILABLE when executions cannot be recorded (the coordination engine
+        does not answer). Render failures do not fail this call: they end the
+        Execution FAILED with its error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExecution(self, request, context):
+        """Returns an execution as it is now. Returns INVALID_ARGUMENT for a
+        malformed name, NOT_FOUND for an execution that does not exist or whose
+        record has expired, and UNAVAILABLE when executions cannot be read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExecutions(self, request, context):
+        """Lists a session's executions, newest first, a page at a time. Returns
+        INVALID_ARGUMENT for a malformed session_id, page_size or page_token, and
+        UNAVAILABLE when executions cannot be read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchExecution(self, request, context):
+        """Streams an execution: its current state first, then every change (stage,
+        state, preview) until it reaches a terminal state (SUCCEEDED, FAILED or
+        CANCELLED), then ends. Leaving the stream does not affect the execution.
+        Returns INVALID_ARGUMENT for a malformed name, NOT_FOUND for an unknown
+        execution, and UNAVAILABLE when executions cannot be read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelExecution(self, request, context):
+        """Cancels an execution: the provider call is stopped, nothing is stored, and
+        the execution ends CANCELLED. Cancelling an execution that has already
+        ended changes nothing and returns it as it is. Returns INVALID_ARGUMENT for
+        a malformed name, NOT_FOUND for an unknown execution, and UNAVAILABLE when
+        executions cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSessionExecutions(self, request, context):
+        """Streams every change of every execution of a game session, started on any
+        replica, from the moment the stream opens, until the caller leaves.
+        Returns INVALID_ARGUMENT for a malformed session_id and UNAVAILABLE when
+        executions cannot be read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +313,36 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.DeleteSessionImages,
                     request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesRequest.FromString,
                     response_serializer=imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesResponse.SerializeToString,
+            ),
+            'StartExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExecution,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.StartExecutionRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.StartExecutionResponse.SerializeToString,
+            ),
+            'GetExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExecution,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.GetExecutionRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.GetExecutionResponse.SerializeToString,
+            ),
+            'ListExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutions,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.ListExecutionsRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.ListExecutionsResponse.SerializeToString,
+            ),
+            'WatchExecution': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExecution,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.WatchExecutionRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.WatchExecutionResponse.SerializeToString,
+            ),
+            'CancelExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExecution,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.CancelExecutionRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.CancelExecutionResponse.SerializeToString,
+            ),
+            'WatchSessionExecutions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSessionExecutions,
+                    request_deserializer=imagegen_dot_v1_dot_executor__service__pb2.WatchSessionExecutionsRequest.FromString,
+                    response_serializer=imagegen_dot_v1_dot_executor__service__pb2.WatchSessionExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -410,6 +537,168 @@ class ExecutorService:
             '/imagegen.v1.ExecutorService/DeleteSessionImages',
             imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesRequest.SerializeToString,
             imagegen_dot_v1_dot_executor__service__pb2.DeleteSessionImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/StartExecution',
+            imagegen_dot_v1_dot_executor__service__pb2.StartExecutionRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.StartExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/GetExecution',
+            imagegen_dot_v1_dot_executor__service__pb2.GetExecutionRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.GetExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/ListExecutions',
+            imagegen_dot_v1_dot_executor__service__pb2.ListExecutionsRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.ListExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/WatchExecution',
+            imagegen_dot_v1_dot_executor__service__pb2.WatchExecutionRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.WatchExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/CancelExecution',
+            imagegen_dot_v1_dot_executor__service__pb2.CancelExecutionRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.CancelExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSessionExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagegen.v1.ExecutorService/WatchSessionExecutions',
+            imagegen_dot_v1_dot_executor__service__pb2.WatchSessionExecutionsRequest.SerializeToString,
+            imagegen_dot_v1_dot_executor__service__pb2.WatchSessionExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -100,7 +100,7 @@ async def test_a_silent_deployment_times_out_and_is_hung_up_on(fake_openai: fo.F
     fake_openai.script(PATH, fo.hang())
     with pytest.raises(ProviderUnavailable, match="did not answer"):
         await azure(fake_openai, openai_timeout_seconds=0.5).render(make_plan())
-    assert await asyncio.to_thread(fake_openai.hung_up.wait, 10)
+    assert await asyncio.to_thread(fake_openai.wait_for_hang_ups, 1)
 
 
 async def test_cancelling_a_render_hangs_up_on_the_deployment(fake_openai: fo.FakeOpenAI) -> None:
@@ -110,7 +110,7 @@ async def test_cancelling_a_render_hangs_up_on_the_deployment(fake_openai: fo.Fa
     render.cancel()
     with pytest.raises(asyncio.CancelledError):
         await render
-    assert await asyncio.to_thread(fake_openai.hung_up.wait, 10)
+    assert await asyncio.to_thread(fake_openai.wait_for_hang_ups, 1)
 
 
 async def test_a_plan_beyond_the_deployment_is_refused_without_a_request(fake_openai: fo.FakeOpenAI) -> None:

@@ -86,6 +86,32 @@ def test_generate_with_a_reference_keeps_the_stored_portrait(running_up: tuple[s
     assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "NOT_FOUND"
 
 
+def test_start_watch_executions_and_cancel(running_up: tuple[str, str], tmp_path: Path) -> None:
+    planner, executor = running_up
+    targets = ["--planner", planner, "--executor", executor]
+    started = cli.run(["start", "A bag of holding", "--session-id", "cli-x", "--size", "256x256"] + targets, tmp_path)
+    assert started.returncode == 0, started.stderr
+    answer = json.loads(started.stdout)
+    name = answer["execution"]["name"]
+    assert name.startswith("executions/") and answer["plan"]["session_id"] == "cli-x"
+
+    watched = cli.run(["watch", name, "--timeout", "60"] + targets, tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    events = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert events[-1]["execution"]["state"] == "EXECUTION_STATE_SUCCEEDED"
+
+    listed = cli.run(["executions", "--session-id", "cli-x"] + targets, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [e["name"] for e in json.loads(listed.stdout)["executions"]] == [name]
+
+    cancelled = cli.run(["cancel", name] + targets, tmp_path)  # ended already: a no-op
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["state"] == "EXECUTION_STATE_SUCCEEDED"
+
+    unknown = cli.run(["cancel", "executions/" + "0" * 32] + targets, tmp_path)
+    assert unknown.returncode == 1 and json.loads(unknown.stdout)["error"]["code"] == "NOT_FOUND"
+
+
 def test_bad_input_prints_the_error_as_json(running_up: tuple[str, str], tmp_path: Path) -> None:
     planner, executor = running_up
     failed = cli.run(["plan", "x", "--session-id", "../x", "--planner", planner], tmp_path)

@@ -37,7 +37,7 @@ def test_buf_format_finds_no_diff() -> None:
 
 def test_buf_lint_would_catch_a_bad_proto(tmp_path: Path) -> None:
     module = tmp_path / "protos" / "imagegen" / "v1"
-    shutil.copytree(ROOT / "protos" / "imagegen" / "v1", module)
+    shutil.copytree(ROOT / "protos", tmp_path / "protos")  # the vendored google/ imports too
     shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
     (module / "extra.proto").write_text(
         'syntax = "proto3";\npackage imagegen.v1;\nenum Color { RED = 0; }\n'

@@ -16,12 +16,12 @@ from clients import AsyncExecutorClient, ExecutionFailed
 from executor_service.bootstrap import build_provider
 from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
-from executor_service.ports import ImageProvider
+from executor_service.ports import ImageProvider, RenderInputs
 from executor_service.providers.chain import ProviderChain
 from executor_service.providers.offline_renderer import OfflineRenderer
-from executor_service.providers.openai_images import OpenAIImageProvider
+from executor_service.providers.openai_images import ENVELOPE_BYTES, OpenAIImageProvider, base64_length
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.errors import ContentRejected
+from imagegen.errors import ContentRejected, ProviderUnavailable
 from imagegen.fingerprint import with_fingerprint
 from tests.conftest import PUBLIC_BASE
 from tests.support import fake_openai as fo
@@ -174,3 +174,58 @@ async def test_the_chain_falls_back_on_an_outage_but_never_on_rejected_content(
     assert caught.value.plan.enhanced_prompt == "Something else entirely"
     assert len(fake_openai.image_requests) == 2
     assert len(files_under(tmp_path)) == 2  # the fallback's image and its sidecar, nothing for the rejected plan
+
+
+async def test_previews_stream_partial_images_then_the_image(fake_openai: fo.FakeOpenAI) -> None:
+    """With a preview listener the provider asks for a streamed generation (stream=True,
+    partial_images) and tells the listener each partial image, in order."""
+    png = image_bytes()
+    partials = [image_bytes(size=(64, 64)), image_bytes(size=(128, 128))]
+    fake_openai.script_images(fo.images_stream(png, partials))
+    provider = openai_provider(fake_openai)
+    heard: list[tuple[bytes, str]] = []
+    try:
+        image = await provider.render(make_plan(), RenderInputs(on_preview=lambda data, mime: heard.append((data, mime))))
+    finally:
+        await provider.aclose()
+    assert image.data == png and heard == [(partials[0], "image/png"), (partials[1], "image/png")]
+    body = fake_openai.image_requests[0].body
+    assert body["stream"] is True and body["partial_images"] == 2
+
+
+async def test_without_a_listener_no_stream_is_asked_for(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script_images(fo.images_b64(image_bytes()))
+    provider = openai_provider(fake_openai)
+    try:
+        await provider.render(make_plan())
+    finally:
+        await provider.aclose()
+    assert "stream" not in fake_openai.image_requests[0].body
+
+
+async def test_a_streamed_image_past_the_limit_is_refused_and_so_are_its_partials(fake_openai: fo.FakeOpenAI) -> None:
+    png = image_bytes()
+    fake_openai.script_images(fo.images_stream(png, [png, png]))
+    provider = openai_provider(fake_openai, max_image_bytes=len(png) // 2)
+    heard: list[bytes] = []
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await provider.render(make_plan(), RenderInputs(on_preview=lambda data, mime: heard.append(data)))
+    finally:
+        await provider.aclose()
+    assert heard == []
+
+
+async def test_a_stream_is_not_read_past_its_bound(fake_openai: fo.FakeOpenAI) -> None:
+    """Partial images of 4 MB each against a 1 KB image limit: the stream's bound (the
+    image and each partial at most the image's size, with their envelopes) ends the read."""
+    big = bytes(4 * 1024 * 1024)
+    fake_openai.script_images(fo.images_stream(image_bytes(), [big, big]))
+    provider = openai_provider(fake_openai, max_image_bytes=1024)
+    try:
+        with pytest.raises(ProviderUnavailable) as caught:
+            await provider.render(make_plan(), RenderInputs(on_preview=lambda data, mime: None))
+    finally:
+        await provider.aclose()
+    bound = 3 * (base64_length(1024) + ENVELOPE_BYTES)  # read as it arrives: no length is declared
+    assert caught.value.message.endswith(f"answered with more than {bound} bytes")

@@ -42,7 +42,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
 CHAT_PATH = "/v1/chat/completions"
@@ -111,7 +111,7 @@ class Drip:
 @dataclass(frozen=True)
 class Hang:
     """Never reply: hold the request until the client hangs up (then
-    ``FakeOpenAI.hung_up`` is set) or the server stops."""
+    ``FakeOpenAI.hung_up`` lists it) or the server stops."""
 
 
 ReplySpec = Union[Reply, Delay, Disconnect, Drip, Hang, Callable[["RecordedRequest"], Any]]
@@ -262,6 +262,36 @@ def images_b64(
     )
 
 
+def images_stream(png_bytes: bytes, partials: Sequence[bytes] = (), *, output_format: str = "png",
+                  size: str = "1024x1024", quality: str = "low") -> Reply:
+    """What ``images.generate(stream=True, partial_images=N)`` answers: server-sent events,
+    one ``image_generation.partial_image`` per partial, then ``image_generation.completed``."""
+    common = {"background": "opaque", "created_at": _now(), "output_format": output_format,
+              "quality": quality, "size": size}
+    events = [
+        {"type": "image_generation.partial_image", "partial_image_index": index,
+         "b64_json": base64.b64encode(partial).decode("ascii"), **common}
+        for index, partial in enumerate(partials)
+    ]
+    events.append({"type": "image_generation.completed", "b64_json": base64.b64encode(png_bytes).decode("ascii"),
+                   "usage": {"input_tokens": 50, "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
+                             "output_tokens": 272, "total_tokens": 322}, **common})
+    body = "".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n" for event in events)
+    return Reply(200, body, content_type="text/event-stream")
+
+
+def _as_stream_if_asked(spec: ReplySpec, req: "RecordedRequest") -> ReplySpec:
+    """An images answer scripted with images_b64, to a request that asked for a stream
+    (stream: true), goes out as the API would send it: as server-sent events."""
+    asked = isinstance(req.body, dict) and req.body.get("stream") is True
+    if not (asked and isinstance(spec, Reply) and spec.status == 200 and isinstance(spec.body, dict)):
+        return spec
+    data = spec.body.get("data")
+    if not (isinstance(data, list) and data and isinstance(data[0], dict) and "b64_json" in data[0]):
+        return spec
+    return images_stream(base64.b64decode(data[0]["b64_json"]), output_format=spec.body.get("output_format", "png"))
+
+
 def error(
     status: int,
     message: str,
@@ -296,7 +326,7 @@ def delay(seconds: float, then: ReplySpec) -> Delay:
 
 
 def hang() -> Hang:
-    """No reply at all, until the client gives up: ``FakeOpenAI.hung_up`` tells when it did."""
+    """No reply at all, until the client gives up: ``FakeOpenAI.wait_for_hang_ups`` tells when it did."""
     return Hang()
 
 
@@ -497,9 +527,12 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = spec(req)
                 continue
             if isinstance(spec, Delay):
-                if fake._stopping.wait(spec.seconds):
+                ended = self._wait_for_client(fake, spec.seconds)
+                if ended:
                     self.close_connection = True
-                    return  # server stopping: give up without replying
+                    if ended == "hung up":
+                        fake._hung_up(req)
+                    return  # server stopping, or the client gone: give up without replying
                 spec = spec.then
                 continue
             break
@@ -515,9 +548,10 @@ class _Handler(BaseHTTPRequestHandler):
                         break
             else:
                 return
-            fake.hung_up.set()
+            fake._hung_up(req)
             return
         fake._answered(req)  # before a byte goes out: the client cannot be done with it earlier
+        spec = _as_stream_if_asked(spec, req)
         if isinstance(spec, Disconnect):
             self.close_connection = True
             try:
@@ -537,7 +571,12 @@ class _Handler(BaseHTTPRequestHandler):
             length = spec.declared_length if spec.declared_length is not None else str(len(payload))
             if spec.declared_length is not None:
                 self.close_connection = True  # the body and its length disagree: no reuse
-            self.send_header("Content-Length", length)
+            if spec.content_type == "text/event-stream":
+                # Events go out with no length, as the API streams them: the body ends with the connection.
+                self.close_connection = True
+                self.send_header("Connection", "close")
+            else:
+                self.send_header("Content-Length", length)
             self.send_header("x-request-id", f"req_fake{next(_ids)}")
             for k, v in spec.headers.items():
                 self.send_header(k, str(v))
@@ -557,6 +596,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # client gave up (e.g. its timeout fired)
 
 
+    def _wait_for_client(self, fake: "FakeOpenAI", seconds: float) -> str:
+        """Wait seconds; "stopping" when the server stops first, "hung up" when the client
+        closes its connection first (as the real API sees a cancelled request), else ""."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if fake._stopping.wait(min(left, 0.02)):
+                return "stopping"
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return "hung up"
+                except OSError:
+                    return "hung up"
+        return ""
+
+
 class FakeOpenAI:
     """OpenAI-compatible server on 127.0.0.1 with per-endpoint reply queues."""
 
@@ -570,9 +626,9 @@ class FakeOpenAI:
         # cap on concurrent calls).
         self.in_flight = 0
         self.most_in_flight = 0
+        # Requests whose client closed the connection while a delay() or hang() held the reply.
+        self.hung_up: list[RecordedRequest] = []
         self._unanswered: set[int] = set()
-        # Set when a client hung up on a request scripted to hang().
-        self.hung_up = threading.Event()
         self._queues: dict[str, deque] = {CHAT_PATH: deque(), IMAGES_PATH: deque(), RESPONSES_PATH: deque()}
         self._lock = threading.Condition()
         self._stopping = threading.Event()
@@ -673,6 +729,7 @@ class FakeOpenAI:
         """Forget recorded requests and drop all queued replies."""
         with self._lock:
             self.requests.clear()
+            self.hung_up.clear()
             self.unscripted.clear()
             for q in self._queues.values():
                 q.clear()
@@ -707,6 +764,19 @@ class FakeOpenAI:
                     f"within {timeout}s, got {len(matching())}"
                 )
             return matching()
+
+    def _hung_up(self, req: RecordedRequest) -> None:
+        with self._lock:
+            self.hung_up.append(req)
+            self._lock.notify_all()
+
+    def wait_for_hang_ups(self, count: int, *, timeout: float = 10.0) -> list[RecordedRequest]:
+        """Block until ``count`` requests were abandoned by their client while a delay() or
+        hang() held the reply."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.hung_up) >= count, timeout):
+                raise TimeoutError(f"FakeOpenAI: expected {count} hang-up(s) within {timeout}s, got {len(self.hung_up)}")
+            return list(self.hung_up)
 
     def _answered(self, req: RecordedRequest) -> None:
         with self._lock:

@@ -125,6 +125,8 @@ def test_docs_catalogue_page_is_generated_from_the_catalogue() -> None:
         ("image_plan.proto", f"larger than {catalogue.MAX_REFERENCE_IMAGE_BYTES} bytes"),
         ("image_plan.proto", f"at most {catalogue.MAX_STORAGE_PATH_CHARS} characters"),
         ("planner_service.proto", f"at most {catalogue.MAX_REFERENCE_IMAGES}."),
+        ("executor_service.proto", f"1 to {catalogue.MAX_EXECUTIONS_PAGE_SIZE}; {catalogue.DEFAULT_EXECUTIONS_PAGE_SIZE} when unset"),
+        ("executor_service.proto", f"at most {catalogue.MAX_PREVIEW_SIDE} pixels on the long side and {catalogue.MAX_PREVIEW_BYTES // 1024} KiB"),
     ],
 )
 def test_the_proto_comments_state_the_catalogue_limits(proto: str, phrase: str) -> None:

@@ -1,0 +1,317 @@
+"""Executions that outlive the call: start, get, list, watch and cancel.
+
+In the style of a long-running operation (Google AIP-151): StartExecution records an
+Execution ("executions/{id}") and returns it at once; a worker takes it from the queue
+(executor_service.ports.ExecutionQueue: in-process, or a Valkey Stream shared by every
+replica) and runs it through Executor.execute, detached from any caller, so it runs to
+its end whether or not anyone watches. Every change is recorded and announced:
+
+    QUEUED --worker takes it--> RUNNING --> SUCCEEDED | FAILED
+       \\                          |
+        +------- cancel ----------+--> CANCELLED
+
+A plan whose image is already stored starts SUCCEEDED. request_id makes a retried
+start return the first start's Execution (bound to the session and plan, like
+ExecutePlan's). Previews a provider reports are downsized (executor_service.previews)
+and announced as PREVIEW events; they are not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from google.rpc import code_pb2, status_pb2
+
+from executor_service.executor import Executor, accepted_plan
+from executor_service.ports import ExecutionEvent, ExecutionQueue, PageCursor
+from executor_service.previews import downsize
+from imagegen.catalogue import (
+    DEFAULT_EXECUTIONS_PAGE_SIZE,
+    EXECUTION_NAME,
+    MAX_EXECUTIONS_PAGE_SIZE,
+    MAX_PAGE_TOKEN_CHARS,
+    SESSION_ID,
+)
+from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
+from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview, ExecutionStage, ExecutionState
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({
+    ExecutionState.EXECUTION_STATE_SUCCEEDED,
+    ExecutionState.EXECUTION_STATE_FAILED,
+    ExecutionState.EXECUTION_STATE_CANCELLED,
+})
+# CancelExecution waits this long for the worker to end a RUNNING execution before it
+# answers with the execution as it then is.
+DEFAULT_CANCEL_WAIT_SECONDS = 10.0
+
+# An error as the google.rpc.Status a call would have ended with (the wiring gives
+# imagegen_runtime.error_mapping.status_message; the default keeps the message alone).
+DescribeError = Callable[[BaseException], status_pb2.Status]
+
+
+def _plain_status(error: BaseException) -> status_pb2.Status:
+    if isinstance(error, ImagegenError):
+        return status_pb2.Status(code=code_pb2.UNKNOWN, message=error.message)
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+
+
+def is_terminal(execution: Execution) -> bool:
+    return execution.state in TERMINAL
+
+
+def execution_id(name: str) -> str:
+    """The id in "executions/{id}"; InvalidRequest on name when it is not one."""
+    match = EXECUTION_NAME.fullmatch(name)
+    if match is None:
+        problem = "is required" if not name else 'must be "executions/{id}" as in an Execution\'s name'
+        raise InvalidRequest([FieldViolation("name", problem)])
+    return match.group(1)
+
+
+def _check_session(session_id: str) -> None:
+    if not SESSION_ID.fullmatch(session_id):
+        problem = "is required" if not session_id else "must be a session id as in a plan's session_id"
+        raise InvalidRequest([FieldViolation("session_id", problem)])
+
+
+class Executions:
+    """The executions use case over executor (which renders and stores) and queue (which
+    records, queues, announces and cancels). describe_error turns a failure into the
+    Execution's error; clock gives the wall-clock time of create_time and update_time."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        queue: ExecutionQueue,
+        *,
+        describe_error: DescribeError = _plain_status,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        cancel_wait_seconds: float = DEFAULT_CANCEL_WAIT_SECONDS,
+    ) -> None:
+        self._executor = executor
+        self._queue = queue
+        self._describe_error = describe_error
+        self._clock = clock
+        self._cancel_wait = cancel_wait_seconds
+
+    def start_workers(self) -> None:
+        """Start taking queued executions (needs a running event loop)."""
+        self._queue.serve(self.run)
+
+    async def aclose(self) -> None:
+        await self._queue.aclose()
+
+    # -- the calls ---------------------------------------------------------------------
+
+    async def start(self, plan: ImageGenerationPlan | None, *, request_id: str = "") -> Execution:
+        """A new execution of plan, QUEUED (or SUCCEEDED when its image is stored); the
+        first start's execution for a request_id seen before. InvalidRequest for a bad
+        plan or request_id; ExecutionsUnavailable when it cannot be recorded."""
+        accepted = accepted_plan(plan, request_id)
+        new_id = uuid.uuid4().hex
+        if request_id:
+            earlier = await self._queue.bind_request(request_id, accepted.session_id, accepted.plan_id, new_id)
+            if earlier is not None:
+                found = await self._queue.get(earlier)
+                if found is not None:
+                    return found
+        execution = Execution(
+            name=f"executions/{new_id}",
+            state=ExecutionState.EXECUTION_STATE_QUEUED,
+            stage=ExecutionStage.EXECUTION_STAGE_ACCEPTED,
+            plan=accepted,
+            session_id=accepted.session_id,
+            request_id=request_id,
+        )
+        now = self._clock()
+        execution.create_time.FromDatetime(now)
+        execution.update_time.FromDatetime(now)
+        try:
+            stored = await self._executor.stored_result(accepted)
+        except ImagegenError:
+            stored = None  # the store does not answer now: the worker will find out
+        if stored is not None:
+            execution.state = ExecutionState.EXECUTION_STATE_SUCCEEDED
+            execution.stage = ExecutionStage.EXECUTION_STAGE_COMPLETED
+            execution.result.CopyFrom(stored)
+        await self._queue.create(execution)
+        return (await self._queue.get(new_id)) or execution
+
+    async def get(self, name: str) -> Execution:
+        """The execution named name; InvalidRequest when name is malformed, NotFound when unknown."""
+        found = await self._queue.get(execution_id(name))
+        if found is None:
+            raise NotFound(f"no execution {name} (unknown, or its record has expired)")
+        return found
+
+    async def list(self, session_id: str, page_size: int = 0, page_token: str = "") -> tuple[list[Execution], str]:
+        """A page of session_id's executions, newest first, and the next page's token ("" at the end)."""
+        _check_session(session_id)
+        if not 0 <= page_size <= MAX_EXECUTIONS_PAGE_SIZE:
+            raise InvalidRequest(
+                [FieldViolation("page_size", f"must be 1 to {MAX_EXECUTIONS_PAGE_SIZE}, or 0 for {DEFAULT_EXECUTIONS_PAGE_SIZE}")]
+            )
+        limit = page_size or DEFAULT_EXECUTIONS_PAGE_SIZE
+        after = _parse_token(page_token, session_id) if page_token else None
+        page = await self._queue.page(session_id, limit + 1, after)
+        if len(page) <= limit:
+            return page, ""
+        page = page[:limit]
+        last = page[-1]
+        cursor = PageCursor(_micros(last), execution_id(last.name))
+        return page, _token(session_id, cursor)
+
+    async def watch(self, name: str) -> AsyncIterator[ExecutionEvent]:
+        """The execution as it is, then every change until it ends."""
+        wanted = execution_id(name)
+        async with self._queue.watch(wanted) as events:
+            current = await self._queue.get(wanted)
+            if current is None:
+                raise NotFound(f"no execution {name} (unknown, or its record has expired)")
+            yield ExecutionEvent(current)
+            if is_terminal(current):
+                return
+            seen = _micros_update(current)
+            async for event in events:
+                if _micros_update(event.execution) <= seen and event.preview is None:
+                    continue  # recorded before the snapshot above, or read again while idle
+                seen = _micros_update(event.execution)
+                yield event
+                if is_terminal(event.execution):
+                    return
+
+    async def watch_session(self, session_id: str) -> AsyncIterator[ExecutionEvent]:
+        """Every change of every execution of session_id from now on, until the caller leaves."""
+        _check_session(session_id)
+        async with self._queue.watch_session(session_id) as events:
+            async for event in events:
+                yield event
+
+    async def cancel(self, name: str) -> Execution:
+        """Cancel the execution named name (a no-op once it has ended); it as it is then.
+        A RUNNING one is waited for, up to the cancel wait, so the answer says CANCELLED."""
+        wanted = execution_id(name)
+        async with self._queue.watch(wanted) as events:
+            current = await self._queue.request_cancel(wanted)
+            if current is None:
+                raise NotFound(f"no execution {name} (unknown, or its record has expired)")
+            if is_terminal(current):
+                return current
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._cancel_wait):
+                    async for event in events:
+                        if is_terminal(event.execution):
+                            return event.execution
+        return (await self._queue.get(wanted)) or current
+
+    # -- the worker --------------------------------------------------------------------
+
+    async def run(self, wanted: str, cancel: asyncio.Event) -> None:
+        """Run one queued execution to its end (a worker's body): RUNNING, the stages and
+        previews as they come, then SUCCEEDED, FAILED or CANCELLED."""
+        execution = await self._queue.get(wanted)
+        if execution is None or is_terminal(execution) or cancel.is_set():
+            return
+        execution.state = ExecutionState.EXECUTION_STATE_RUNNING
+        execution.queue_position = 0
+        if not await self._save(execution):
+            return  # cancelled while it was being taken
+        updates: asyncio.Queue[tuple[int, bytes, str]] = asyncio.Queue()
+        announcer = asyncio.ensure_future(self._announce(execution, updates))
+        task = asyncio.ensure_future(
+            self._executor.execute(
+                execution.plan,
+                on_stage=lambda stage: updates.put_nowait((stage, b"", "")),
+                on_preview=lambda data, mime: updates.put_nowait((ExecutionStage.EXECUTION_STAGE_PREVIEW, data, mime)),
+            )
+        )
+        cancelled = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait((task, cancelled), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            if not task.done():
+                task.cancel()  # the provider call is hung up; nothing is stored
+            with contextlib.suppress(BaseException):
+                await task
+            updates.put_nowait((-1, b"", ""))
+            await announcer
+        final = Execution()
+        final.CopyFrom(execution)
+        if task.cancelled():
+            final.state = ExecutionState.EXECUTION_STATE_CANCELLED
+            final.error.CopyFrom(status_pb2.Status(code=code_pb2.CANCELLED, message="the execution was cancelled"))
+        elif (error := task.exception()) is not None:
+            if not isinstance(error, ImagegenError):
+                log.error("execution %s failed unexpectedly", wanted, exc_info=error)
+            final.state = ExecutionState.EXECUTION_STATE_FAILED
+            final.error.CopyFrom(self._describe_error(error))
+        else:
+            final.state = ExecutionState.EXECUTION_STATE_SUCCEEDED
+            final.stage = ExecutionStage.EXECUTION_STAGE_COMPLETED
+            final.result.CopyFrom(task.result())
+        await self._save(final)
+
+    async def _announce(self, execution: Execution, updates: asyncio.Queue[tuple[int, bytes, str]]) -> None:
+        """Record and announce stages and previews in the order they came, until told to stop (-1)."""
+        while (update := await updates.get())[0] != -1:
+            stage, data, mime_type = update
+            try:
+                if stage == ExecutionStage.EXECUTION_STAGE_PREVIEW:
+                    preview = await asyncio.to_thread(downsize, data, mime_type)
+                    if preview is None:
+                        continue
+                    execution.stage = stage
+                    await self._save(execution, preview)
+                else:
+                    execution.stage = stage
+                    await self._save(execution)
+            except ImagegenError:
+                log.info("execution %s: a progress update was not recorded", execution.name)
+            except Exception:  # noqa: BLE001 - progress must never stop the execution's end being recorded
+                log.exception("execution %s: a progress update failed", execution.name)
+
+    async def _save(self, execution: Execution, preview: ExecutionPreview | None = None) -> bool:
+        execution.update_time.FromDatetime(self._clock())
+        snapshot = Execution()
+        snapshot.CopyFrom(execution)
+        return await self._queue.save(ExecutionEvent(snapshot, preview))
+
+
+def _micros(execution: Execution) -> int:
+    return execution.create_time.ToMicroseconds()
+
+
+def _micros_update(execution: Execution) -> int:
+    return execution.update_time.ToMicroseconds()
+
+
+def _token(session_id: str, cursor: PageCursor) -> str:
+    """Opaque to callers (AIP-158): the session and where the page ended, base64url."""
+    raw = f"{session_id}\n{cursor.create_us}\n{cursor.execution_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_token(token: str, session_id: str) -> PageCursor:
+    bad = InvalidRequest([FieldViolation("page_token", "is not a next_page_token of this session's listing")])
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        session, create_us, wanted = raw.split("\n")
+        cursor = PageCursor(int(create_us), wanted)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad from None
+    if session != session_id or not EXECUTION_NAME.fullmatch(f"executions/{wanted}"):
+        raise bad
+    return cursor

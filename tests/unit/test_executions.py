@@ -1,0 +1,67 @@
+"""The executions use case's pure parts: previews downsized to the catalogue's bounds,
+page tokens bound to their session, names, and the settings that size it."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+from PIL import Image
+
+from executor_service.config import ExecutorSettings
+from executor_service.executions import _parse_token, _token, execution_id
+from executor_service.ports import PageCursor
+from executor_service.previews import downsize
+from imagegen.catalogue import MAX_PREVIEW_BYTES, MAX_PREVIEW_SIDE
+from imagegen.errors import InvalidRequest
+from imagegen_runtime.settings import ConfigError
+
+
+def _noise(width: int, height: int, fmt: str = "PNG") -> bytes:
+    """An image that compresses badly: the worst case for the byte bound."""
+    rng = random.Random(7)
+    image = Image.frombytes("RGB", (width, height), bytes(rng.getrandbits(8) for _ in range(width * height * 3)))
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1536, 1024), (1024, 1536), (300, 40)])
+def test_a_preview_fits_the_catalogue_bounds_keeping_its_shape(width: int, height: int) -> None:
+    preview = downsize(_noise(width, height), "image/png")
+    assert preview is not None and len(preview.image_data) <= MAX_PREVIEW_BYTES
+    assert max(preview.width, preview.height) <= MAX_PREVIEW_SIDE
+    assert abs(preview.width / preview.height - width / height) < 0.05
+    with Image.open(io.BytesIO(preview.image_data)) as image:
+        assert image.format == "WEBP" and image.size == (preview.width, preview.height)
+
+
+def test_a_partial_image_that_does_not_decode_gives_no_preview() -> None:
+    assert downsize(b"\x89PNG\r\n\x1a\nnot really", "image/png") is None
+    assert downsize(b"", "image/webp") is None
+
+
+def test_a_page_token_round_trips_and_is_bound_to_its_session() -> None:
+    cursor = PageCursor(1_796_000_000_123_456, "ab" * 16)
+    token = _token("table-1", cursor)
+    assert _parse_token(token, "table-1") == cursor
+    for bad_session, bad_token in (("table-2", token), ("table-1", "not-a-token"), ("table-1", "x" * 600)):
+        with pytest.raises(InvalidRequest) as caught:
+            _parse_token(bad_token, bad_session)
+        assert caught.value.violations[0].field == "page_token"
+
+
+@pytest.mark.parametrize("name", ["", "executions/", "executions/ABC", "operations/" + "a" * 32, "executions/" + "a" * 33])
+def test_a_malformed_execution_name_is_refused_on_name(name: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        execution_id(name)
+    assert caught.value.violations[0].field == "name"
+
+
+def test_execution_settings_are_read_and_checked() -> None:
+    settings = ExecutorSettings.from_env({"EXECUTOR_EXECUTION_TTL_SECONDS": "60", "EXECUTOR_EXECUTION_WORKERS": "4"})
+    assert (settings.execution_ttl_seconds, settings.execution_workers) == (60, 4)
+    for variable, value in (("EXECUTOR_EXECUTION_TTL_SECONDS", "0"), ("EXECUTOR_EXECUTION_WORKERS", "0")):
+        with pytest.raises(ConfigError, match=variable):
+            ExecutorSettings.from_env({variable: value})

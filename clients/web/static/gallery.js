@@ -1,4 +1,5 @@
-// The session gallery: lists the session's images and runs one generation at a time,
+// The session gallery: lists the session's images (the executor's ListImages, through
+// GET .../images: every image of the session, whoever stored it) and runs one generation at a time,
 // reading its stages from the NDJSON stream that POST .../generations answers with.
 "use strict";
 
@@ -16,8 +17,9 @@ function figure(image) {
   const prompt = document.createElement("p");
   prompt.className = "prompt";
   prompt.textContent = image.prompt;
+  prompt.title = image.enhanced_prompt || image.prompt;  // the whole prompt the image was painted from
   const facts = document.createElement("dl");
-  const cost = image.cost == null ? "—" : String(image.cost);
+  const cost = image.cost == null ? "—" : String(image.cost);  // dollars, as the server formats them
   for (const [name, value] of [["type", image.image_type], ["style", image.style],
                                ["provider", `${image.provider}${image.model ? " · " + image.model : ""}`],
                                ["cost", cost]]) {

@@ -170,3 +170,18 @@ async def test_images_another_client_stored_are_listed_with_their_prompt_and_sty
         await page.reload()
         await page.wait_for_selector("#empty", state="visible", timeout=30_000)
         assert await page.eval_on_selector_all("#gallery figure", "figures => figures.length") == 0
+
+
+async def test_a_gallery_whose_executor_is_down_says_so(browser: Browser) -> None:
+    (port, nobody) = free_ports(2)
+    client = AsyncImagegenClient(f"127.0.0.1:{nobody}", f"127.0.0.1:{nobody}")  # nothing listens there
+    web = await WebServer(create_app(client), "127.0.0.1", port).start()
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{web.url}/sessions/table-6")
+        await page.wait_for_function("() => document.getElementById('empty').textContent.includes('cannot be listed')")
+        assert await page.text_content("#empty") == "The images cannot be listed right now (UNAVAILABLE)."
+        assert await page.is_visible("#empty")
+    finally:
+        await web.stop()
+        await client.close()

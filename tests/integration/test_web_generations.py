@@ -22,6 +22,7 @@ from executor_service.pricing import PriceTable
 from planner_service.bootstrap import create_server as create_planner_server
 from planner_service.config import PlannerSettings
 from tests.support.fake_openai import FakeOpenAI, error, images_b64, make_png
+from tests.support.s3_server import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +115,18 @@ async def test_what_a_generation_request_may_not_be(http: httpx.AsyncClient) -> 
 )
 def test_a_cost_is_shown_in_dollars_exactly_and_nothing_for_zero(micros: int, shown: str | None) -> None:
     assert dollars(micros) == shown
+
+
+async def test_a_listing_the_executor_cannot_give_is_an_error_not_an_empty_gallery() -> None:
+    (nobody,) = free_ports(1)  # nothing listens there: the executor is down
+    client = AsyncImagegenClient(f"127.0.0.1:{nobody}", f"127.0.0.1:{nobody}")
+    web = await WebServer(create_app(client), "127.0.0.1", 0).start()
+    try:
+        async with httpx.AsyncClient(base_url=web.url, trust_env=False, timeout=30) as http:
+            response = await http.get("/sessions/t1/images")
+    finally:
+        await web.stop()
+        await client.close()
+    assert response.status_code == 503 and response.headers["cache-control"] == "no-store"
+    error = response.json()["error"]
+    assert (error["code"], error["retryable"]) == ("UNAVAILABLE", True) and "images" not in response.json()

@@ -43,7 +43,15 @@ function show(images) {
 
 async function load() {
   const response = await fetch(`${base}/images`, { cache: "no-store" });
-  if (response.ok) show((await response.json()).images);
+  if (response.ok) {
+    show((await response.json()).images);
+    return;
+  }
+  // The executor could not list: say so rather than show an empty session.
+  const empty = document.getElementById("empty");
+  const error = (await response.json().catch(() => ({}))).error;
+  empty.textContent = `The images cannot be listed right now${error?.code ? ` (${error.code})` : ""}.`;
+  empty.hidden = false;
 }
 
 function stage(name, state) {

@@ -61,8 +61,9 @@ class ImageLibrary:
         """(a page of session_id's stored images newest first, the next page's token or "").
 
         image_type 0 lists every type; page_size 0 means DEFAULT_LIST_PAGE_SIZE. Newest
-        first needs the session's keys sorted by create time: the listing reads at most
-        MAX_LISTED_SESSION_IMAGES keys (in key order) and sorts those. A listed result's
+        first needs the session's keys sorted by create time: the listing reads the keys of at
+        most MAX_LISTED_SESSION_IMAGES images (in key order; plans beside them not counted)
+        and sorts those. A listed result's
         plan is the one kept beside the image (_DESCRIBED_AT_ONCE read at a time); without
         a readable one, its identity only (plan_id, session_id, image_type). Plan sidecars
         are never listed as images. InvalidRequest for a
@@ -84,9 +85,9 @@ class ImageLibrary:
                 )
         if violations:
             raise InvalidRequest(violations)
-        objects = [
-            o for o in await self._store.list(listing, MAX_LISTED_SESSION_IMAGES) if STORED_KEY.fullmatch(o.key)
-        ]
+        # Each image may have its plan beside it: twice the keys hold the limit's images.
+        listed = await self._store.list(listing, 2 * MAX_LISTED_SESSION_IMAGES)
+        objects = [o for o in listed if STORED_KEY.fullmatch(o.key)][:MAX_LISTED_SESSION_IMAGES]
         ordered = sorted(((_micros(o.create_time), o.key) for o in objects), reverse=True)
         if after is not None:
             ordered = [position for position in ordered if position < after]

@@ -395,7 +395,8 @@ MAX_RETRY_AFTER = dt.timedelta(hours=1)
 DEFAULT_LIST_PAGE_SIZE = 50
 MAX_LIST_PAGE_SIZE = 100
 # Newest first over an S3 listing (which is in key order) means reading a session's keys and
-# sorting them: a listing reads at most this many; a session with more lists only these.
+# sorting them: a listing reads the keys of at most this many images (and of the plans kept
+# beside them, so twice as many keys); a session with more lists only these.
 MAX_LISTED_SESSION_IMAGES = 10_000
 
 # The executor keeps each image's plan beside it as proto3 JSON ({key}.plan.json). The

@@ -130,7 +130,7 @@ def render() -> str:
         f"| reference images | {catalogue.MAX_REFERENCE_IMAGES} per plan, each at most {catalogue.MAX_REFERENCE_IMAGE_BYTES} bytes as stored | `reference_images`, `mask` |",
         f"| URL expiry | {_seconds(catalogue.MIN_URL_EXPIRY)} to {_seconds(catalogue.MAX_URL_EXPIRY)}, default {_seconds(catalogue.DEFAULT_URL_EXPIRY)} | `expires_in`, `EXECUTOR_URL_EXPIRY_SECONDS` |",
         f"| list page | 1 to {catalogue.MAX_LIST_PAGE_SIZE} images, default {catalogue.DEFAULT_LIST_PAGE_SIZE} | `ListImagesRequest.page_size` |",
-        f"| listed images | the newest of the first {catalogue.MAX_LISTED_SESSION_IMAGES} keys of a session | `ListImages` |",
+        f"| listed images | the newest of the first {catalogue.MAX_LISTED_SESSION_IMAGES} images (by key) of a session | `ListImages` |",
         f"| kept plan | {catalogue.MAX_PLAN_SIDECAR_BYTES} bytes (the largest valid plan's JSON, with room) | the `{{key}}.plan.json` the executor keeps beside each image; a larger one is not read |",
         f"| retry delay | at most {_seconds(catalogue.MAX_RETRY_AFTER)} | a peer's Retry-After, `RetryInfo`, the provider pause |",
         f"| gRPC message | {catalogue.MAX_MESSAGE_BYTES} bytes | both directions, servers and clients |",

@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from clients import AsyncExecutorClient, ExecutionFailed
+from executor_service import library
 from executor_service.bootstrap import create_server
 from executor_service.executor import Executor
 from executor_service.providers.offline_renderer import OfflineRenderer
@@ -184,3 +185,19 @@ async def test_the_local_store_keeps_lists_deletes_and_sweeps_plans_alike(tmp_pa
     now["at"] = later
     assert await executor.sweep(dt.timedelta(days=1)) == 2
     assert [p for p in (tmp_path / "images").rglob("*") if p.is_file()] == []
+
+
+async def test_plans_do_not_use_up_the_keys_a_listing_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing reads the keys of at most MAX_LISTED_SESSION_IMAGES images; the plans beside
+    them (which sort right after their image) must not halve it. The limit is lowered to 3
+    here rather than storing 10,000 images."""
+    monkeypatch.setattr(library, "MAX_LISTED_SESSION_IMAGES", 3)
+    store = LocalObjectStore(tmp_path / "images")
+    store.ensure_ready()
+    executor = Executor(OfflineRenderer(), store, PUBLIC_BASE)
+    styles = ["ink-sketch", "pixel-art", "painterly", "heroic"]
+    for style in styles:
+        await executor.execute(rich_plan("table-t", style=style))
+    images, token = await executor.list_images("table-t")
+    assert len(images) == 3 and token == ""  # 3 of the 4: the limit counts images, not keys
+    assert all(image.plan.enhanced_prompt == LONG_PROMPT for image in images)

@@ -296,8 +296,8 @@ class Executor:
                 provider = image.provider or self._provider.name
                 cost = self._prices.estimate_micros(provider, image.model, image.usage)
                 metadata = {**_metadata(plan, provider, image, latency_ms, cost), **reference_metadata(plan)}
-                # The plan first: an image is never listed without it, but for one stored
-                # before plans were kept or by a writer stopped between the two writes.
+                # The plan first: a writer stopped between the two writes leaves a plan
+                # without an image (harmless, rewritten alike), never an image without a plan.
                 await write_plan_sidecar(self._store, key, plan)
                 try:
                     stored = await self._store.put(key, image.data, image.mime_type, metadata)

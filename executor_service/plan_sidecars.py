@@ -47,7 +47,7 @@ async def read_plan_sidecar(store: ObjectStore, stored: StoredObject, identity: 
     try:
         reader = await store.open(key, _READ_CHUNK_BYTES)
     except NotFound:
-        return None  # stored before plans were kept, or the writer stopped between the two writes
+        return None  # stored before plans were kept, or its plan was removed since
     data = bytearray()
     try:
         if reader.stored.size > MAX_PLAN_SIDECAR_BYTES:

@@ -22,6 +22,7 @@ from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.capabilities import capability_problems
 from executor_service.keys import key_from_storage_path, object_key
 from executor_service.library import ImageLibrary
+from executor_service.plan_sidecars import read_plan_sidecar, write_plan_sidecar
 from executor_service.references import (
     read_inputs,
     recorded_references,
@@ -345,6 +346,9 @@ class Executor:
                 provider = image.provider or self._provider.name
                 cost = self._prices.estimate_micros(provider, image.model, image.usage)
                 metadata = {**_metadata(plan, provider, image, latency_ms, cost), **reference_metadata(plan)}
+                # The plan first: a writer stopped between the two writes leaves a plan
+                # without an image (harmless, rewritten alike), never an image without a plan.
+                await write_plan_sidecar(self._store, key, plan)
                 try:
                     stored = await self._store.put(key, image.data, image.mime_type, metadata)
                 except AlreadyStored as taken:
@@ -427,13 +431,15 @@ class Executor:
         return result
 
     async def _listed(self, stored: StoredObject) -> ImageGenerationResult:
-        """A listed image's result: its plan's identity from its key and metadata."""
+        """A listed image's result: the plan kept beside it, or (none readable) the plan's
+        identity from its key and metadata."""
         session_id, folder, name = stored.key.split("/")
-        plan = ImageGenerationPlan(
+        identity = ImageGenerationPlan(
             plan_id=stored.metadata.get("plan-id") or name.partition(".")[0],
             session_id=session_id,
             image_type=image_type_spec(folder).value,
         )
+        plan = await read_plan_sidecar(self._store, stored, identity) or identity
         return await self._result(plan, stored, reused=False)
 
 

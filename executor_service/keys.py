@@ -1,7 +1,8 @@
 """The object keys the executor writes, and the storage paths callers name them by.
 
 {session_id}/{image_type}/{plan_id}.{ext}: the same plan always maps to the same key, so
-a stored image is found again without a render. Pure."""
+a stored image is found again without a render; its plan is kept at that key plus
+".plan.json". Pure."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ STORED_KEY = re.compile(
     rf"{SESSION_ID_PATTERN}/(?:{'|'.join(IMAGE_TYPE_NAMES)})/[0-9a-f]{{32}}"
     rf"\.(?:{'|'.join(EXTENSIONS.values())})"
 )
+
+# Beside each image, the plan it was rendered from: "{image key}.plan.json" (proto3 JSON).
+# Never an image: STORED_KEY does not match it, so GetImage and SignImageUrl never serve
+# it and listings never count it.
+PLAN_SIDECAR_SUFFIX = ".plan.json"
+PLAN_SIDECAR_KEY = re.compile(rf"(?:{STORED_KEY.pattern}){re.escape(PLAN_SIDECAR_SUFFIX)}")
+
+
+def plan_sidecar_key(key: str) -> str:
+    """Where the plan of the image stored under key is kept."""
+    return key + PLAN_SIDECAR_SUFFIX
 
 
 def object_key(plan: ImageGenerationPlan, mime_type: str) -> str:

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 
 from executor_service import page_tokens
-from executor_service.keys import STORED_KEY, key_from_storage_path
+from executor_service.keys import PLAN_SIDECAR_KEY, STORED_KEY, key_from_storage_path, plan_sidecar_key
 from executor_service.ports import ExecutionCoordination, ObjectStore, StoredObject
 from imagegen.catalogue import (
     DEFAULT_LIST_PAGE_SIZE,
@@ -26,8 +26,10 @@ from imagegen.validation import session_id_violations
 
 # The store is read this many keys at a time when deleting a session or sweeping the bucket.
 _BATCH = 1000
-# Deletes in flight at once: the store's calls share one thread pool with GetImage and the rest.
+# Deletes (and a listed page's plan reads) in flight at once: the store's calls share one
+# thread pool with GetImage and the rest.
 _DELETES_AT_ONCE = 8
+_DESCRIBED_AT_ONCE = 8
 _IMAGE_TYPE_VALUES = frozenset(image_type_spec(name).value for name in IMAGE_TYPE_NAMES)
 
 Describe = Callable[[StoredObject], Awaitable[ImageGenerationResult]]
@@ -59,9 +61,12 @@ class ImageLibrary:
         """(a page of session_id's stored images newest first, the next page's token or "").
 
         image_type 0 lists every type; page_size 0 means DEFAULT_LIST_PAGE_SIZE. Newest
-        first needs the session's keys sorted by create time: the listing reads at most
-        MAX_LISTED_SESSION_IMAGES keys (in key order) and sorts those. A listed result's
-        plan has its identity only (plan_id, session_id, image_type). InvalidRequest for a
+        first needs the session's keys sorted by create time: the listing reads the keys of at
+        most MAX_LISTED_SESSION_IMAGES images (in key order; plans beside them not counted)
+        and sorts those. A listed result's
+        plan is the one kept beside the image (_DESCRIBED_AT_ONCE read at a time); without
+        a readable one, its identity only (plan_id, session_id, image_type). Plan sidecars
+        are never listed as images. InvalidRequest for a
         bad session_id, image_type or page_size, or a page_token not issued for this listing."""
         violations = _session_violations(session_id)
         if image_type and image_type not in _IMAGE_TYPE_VALUES:
@@ -80,27 +85,35 @@ class ImageLibrary:
                 )
         if violations:
             raise InvalidRequest(violations)
-        objects = [
-            o for o in await self._store.list(listing, MAX_LISTED_SESSION_IMAGES) if STORED_KEY.fullmatch(o.key)
-        ]
+        # Each image may have its plan beside it: twice the keys hold the limit's images.
+        listed = await self._store.list(listing, 2 * MAX_LISTED_SESSION_IMAGES)
+        objects = [o for o in listed if STORED_KEY.fullmatch(o.key)][:MAX_LISTED_SESSION_IMAGES]
         ordered = sorted(((_micros(o.create_time), o.key) for o in objects), reverse=True)
         if after is not None:
             ordered = [position for position in ordered if position < after]
         size = page_size or DEFAULT_LIST_PAGE_SIZE
         page, more = ordered[:size], len(ordered) > size
         stats = await asyncio.gather(*(self._store.stat(key) for _, key in page))
-        results = [await self._describe(stored) for stored in stats if stored is not None]
+        slots = asyncio.Semaphore(_DESCRIBED_AT_ONCE)
+
+        async def describe(stored: StoredObject) -> ImageGenerationResult:
+            async with slots:
+                return await self._describe(stored)
+
+        results = list(await asyncio.gather(*(describe(stored) for stored in stats if stored is not None)))
         return results, (self._page_tokens.issue(page[-1], listing) if more and page else "")
 
     async def delete_image(self, storage_path: str) -> None:
-        """Delete a stored image and what the store keeps beside it; nothing there is no
-        error. The next execution of its plan renders it again."""
+        """Delete a stored image, then its plan and what the store keeps beside it; nothing
+        there is no error. The next execution of its plan renders it again."""
         key = key_from_storage_path(storage_path, self._store.bucket)
         await self._store.delete(key)
+        await self._store.delete(plan_sidecar_key(key))
 
     async def delete_session_images(self, session_id: str) -> int:
-        """Delete every image of session_id and forget its request records; how many images
-        this call deleted (0 when repeated). Other sessions' keys are never listed."""
+        """Delete every image of session_id, the plans kept beside them, and forget its
+        request records; how many images this call deleted (0 when repeated). Other
+        sessions' keys are never listed."""
         violations = _session_violations(session_id)
         if violations:
             raise InvalidRequest(violations)
@@ -110,8 +123,10 @@ class ImageLibrary:
 
     async def sweep(self, retention: dt.timedelta) -> int:
         """Delete every image written more than retention ago (EXECUTOR_RETENTION_DAYS, when
-        the store has no lifecycle rule doing it); how many. A walk of the whole store,
-        _BATCH keys at a time."""
+        the store has no lifecycle rule doing it); how many. Plan sidecars go by their own
+        age, which is never younger than their image's (they are written first), as a
+        lifecycle rule over the same prefix does. A walk of the whole store, _BATCH keys at
+        a time."""
         cutoff = self._now() - retention
         return await self._delete_where("", lambda stored: stored.create_time < cutoff)
 
@@ -119,11 +134,16 @@ class ImageLibrary:
         deleted, after = 0, ""
         while batch := await self._store.list(prefix, _BATCH, after):
             after = batch[-1].key
-            doomed = [o.key for o in batch if STORED_KEY.fullmatch(o.key) and chosen(o)]
+            doomed = [o.key for o in batch if _ours(o.key) and chosen(o)]
             for start in range(0, len(doomed), _DELETES_AT_ONCE):
                 await asyncio.gather(*(self._store.delete(key) for key in doomed[start : start + _DELETES_AT_ONCE]))
-            deleted += len(doomed)
+            deleted += sum(1 for key in doomed if STORED_KEY.fullmatch(key))
         return deleted
+
+
+def _ours(key: str) -> bool:
+    """An image the executor stored, or the plan it keeps beside one."""
+    return bool(STORED_KEY.fullmatch(key) or PLAN_SIDECAR_KEY.fullmatch(key))
 
 
 def _micros(when: dt.datetime) -> int:

@@ -408,8 +408,21 @@ MAX_RETRY_AFTER = dt.timedelta(hours=1)
 DEFAULT_LIST_PAGE_SIZE = 50
 MAX_LIST_PAGE_SIZE = 100
 # Newest first over an S3 listing (which is in key order) means reading a session's keys and
-# sorting them: a listing reads at most this many; a session with more lists only these.
+# sorting them: a listing reads the keys of at most this many images (and of the plans kept
+# beside them, so twice as many keys); a session with more lists only these.
 MAX_LISTED_SESSION_IMAGES = 10_000
+
+# The executor keeps each image's plan beside it as proto3 JSON ({key}.plan.json). The
+# largest valid plan's JSON: every string at its limit, each character escaped to its
+# longest form (\uXXXX, 6 bytes), and room for the names, quotes and punctuation. A file
+# larger than this is not one the executor wrote and is not read.
+MAX_PLAN_SIDECAR_BYTES = 6 * (
+    MAX_PROMPT_CHARS
+    + MAX_STYLE_CHARS
+    + MAX_SESSION_ID_CHARS
+    + MAX_MAP_ENTRIES * (MAX_MAP_KEY_CHARS + MAX_METADATA_VALUE_CHARS)
+    + (MAX_REFERENCE_IMAGES + 1) * (MAX_STORAGE_PATH_CHARS + 64)
+) + 16 * 1024
 
 # gRPC transport, the same on servers and client channels.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # both directions

@@ -28,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from clients.aio import AsyncImagegenClient
-from clients.web.gallery import Gallery, SeenImages, list_session_images
+from clients.web.gallery import Gallery, list_session_images
 from clients.web.images import ImageRoute
 
 DEFAULT_BUCKET = "imagegen"  # the executor's EXECUTOR_BUCKET default
@@ -57,4 +57,4 @@ def create_app(
     return app
 
 
-__all__ = ["DEFAULT_BUCKET", "DEFAULT_IMAGE_PREFIX", "Gallery", "SeenImages", "create_app", "list_session_images"]
+__all__ = ["DEFAULT_BUCKET", "DEFAULT_IMAGE_PREFIX", "Gallery", "create_app", "list_session_images"]

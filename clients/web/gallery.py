@@ -11,14 +11,17 @@ The page (static/gallery.html, .css, .js: no build step) reads two JSON endpoint
        (from StreamExecutePlan), then {"stage": "COMPLETED", "image": card}
        or {"stage": "FAILED", "failed": "planning" | "execution", "error": {...}, "plan": {...}?}
 
-A card is {prompt, enhanced_prompt, image_type, style, provider, model, cost, proxy_url,
-plan_id, created_at, reused}; cost is null until the executor reports one.
+A card is {prompt, enhanced_prompt, image_type, style, provider, model, cost, cost_micros,
+proxy_url, plan_id, created_at, reused}. prompt is what was asked when this app asked it
+(the generation's own card), else the plan's enhanced prompt: the listing has the plan the
+executor keeps beside each image, not the words typed. cost is the executor's estimate
+in US dollars ("$0.01113"), null when it estimated nothing (0 micros).
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+import logging
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -34,51 +37,32 @@ from imagegen.json_mapping import plan_to_dict
 from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationResult
 
+log = logging.getLogger(__name__)
+
 # What a generation request's body may be: a prompt at the limit in 4-byte UTF-8, and room.
 MAX_BODY_BYTES = 4 * MAX_PROMPT_CHARS + 1024
-# What SeenImages keeps: the latest images of the latest sessions.
-MAX_SESSIONS_SEEN = 256
-MAX_IMAGES_PER_SESSION = 100
 
 
-class SeenImages:
-    """The images this app has generated, per session: what the gallery can list until the
-    executor's ListImages is there. Bounded: the newest MAX_IMAGES_PER_SESSION of the
-    MAX_SESSIONS_SEEN sessions last used; lost on restart."""
-
-    def __init__(self) -> None:
-        self._sessions: OrderedDict[str, OrderedDict[str, dict[str, Any]]] = OrderedDict()
-
-    def add(self, session_id: str, card: dict[str, Any]) -> None:
-        images = self._sessions.pop(session_id, None) or OrderedDict()
-        images.pop(card["proxy_url"], None)
-        images[card["proxy_url"]] = card
-        while len(images) > MAX_IMAGES_PER_SESSION:
-            images.popitem(last=False)
-        self._sessions[session_id] = images
-        while len(self._sessions) > MAX_SESSIONS_SEEN:
-            self._sessions.popitem(last=False)
-
-    def newest_first(self, session_id: str) -> list[dict[str, Any]]:
-        return list(reversed(self._sessions.get(session_id, {}).values()))
+async def list_session_images(client: AsyncImagegenClient, session_id: str) -> list[dict[str, Any]]:
+    """The session's image cards, newest first: the first page of the executor's
+    ListImages (its default size, 50), every image the session has, whoever stored it.
+    ExecutionFailed when the executor cannot list."""
+    page = await client.executor.list_images(session_id)
+    return [card(result) for result in page.images]
 
 
-async def list_session_images(
-    client: AsyncImagegenClient, session_id: str, seen: SeenImages
-) -> list[dict[str, Any]]:
-    """The session's image cards, newest first.
-
-    TODO(ListImages): switch to the executor's listing when it lands, which knows every
-    image of the session, not only those this app made:
-        response = await client.executor.list_images(session_id=session_id)
-        return [card(result) for result in response.images]
-    and drop SeenImages. Until then: what this app has generated since it started."""
-    del client  # used once ListImages is there
-    return seen.newest_first(session_id)
+def dollars(micros: int) -> str | None:
+    """An estimate in millionths of a US dollar as dollars, exactly ("$0.01113", "$0.25",
+    "$1.00"); None for 0 (nothing estimated, or free)."""
+    if micros <= 0:
+        return None
+    whole, fraction = divmod(micros, 1_000_000)
+    cents = f"{fraction:06d}".rstrip("0").ljust(2, "0")
+    return f"${whole}.{cents}"
 
 
 def card(result: ImageGenerationResult, original_prompt: str = "") -> dict[str, Any]:
-    """What the page shows of one image."""
+    """What the page shows of one image; original_prompt: what was asked, when known."""
     payload = legacy_payload(result, original_prompt)
     return {
         "prompt": original_prompt or payload["prompt"],
@@ -87,7 +71,8 @@ def card(result: ImageGenerationResult, original_prompt: str = "") -> dict[str, 
         "style": payload["style"],
         "provider": payload["provider"],
         "model": payload["model"],
-        "cost": None,
+        "cost": dollars(result.provider.estimated_cost_micros),
+        "cost_micros": result.provider.estimated_cost_micros,
         "proxy_url": payload["proxy_url"],
         "plan_id": payload["plan_id"],
         "created_at": payload["created_at"],
@@ -100,7 +85,6 @@ class Gallery:
 
     def __init__(self, client: AsyncImagegenClient) -> None:
         self._client = client
-        self.seen = SeenImages()
 
     async def page(self, request: Request) -> Response:
         if not SESSION_ID.fullmatch(request.path_params["session_id"]):
@@ -111,7 +95,12 @@ class Gallery:
         session_id = request.path_params["session_id"]
         if not SESSION_ID.fullmatch(session_id):
             return JSONResponse({"error": "no such session"}, status_code=404)
-        images = await list_session_images(self._client, session_id, self.seen)
+        try:
+            images = await list_session_images(self._client, session_id)
+        except ExecutionFailed as error:
+            log.warning("gallery: cannot list session %s: %s %s", session_id, error.code.name, error.reason)
+            return JSONResponse({"error": _error(error)}, status_code=503 if error.retryable else 502,
+                                headers={"Cache-Control": "no-store"})  # fmt: skip
         return JSONResponse({"images": images}, headers={"Cache-Control": "no-store"})
 
     async def generate(self, request: Request) -> Response:
@@ -148,9 +137,7 @@ class Gallery:
                 if event.stage != ExecutionStage.EXECUTION_STAGE_COMPLETED:
                     yield {"stage": stage}
                     continue
-                shown = card(event.result, prompt)
-                self.seen.add(session_id, shown)
-                yield {"stage": stage, "image": shown}
+                yield {"stage": stage, "image": card(event.result, prompt)}
         except ExecutionFailed as error:
             # The plan stays on screen: what was asked for, to retry or to show.
             yield {"stage": "FAILED", "failed": "execution", "error": _error(error),

@@ -170,9 +170,11 @@ class ExecutorServiceServicer:
 
     def ListImages(self, request, context):
         """Lists a session's stored images, newest first, each with its result
-        (AIP-132, paged as AIP-158). A listed result's plan carries the plan's
-        identity alone (plan_id, session_id, image_type): the prompt is not kept
-        beside the image. reused is unset.
+        (AIP-132, paged as AIP-158). A listed result's plan is the plan the
+        executor keeps beside the image ("{key}.plan.json"), as ExecutePlan
+        returned it; an image without a readable one (stored before plans were
+        kept) carries the plan's identity alone (plan_id, session_id,
+        image_type). reused is unset.
 
         Returns INVALID_ARGUMENT for a malformed session_id, a page_size out of
         range, or a page_token that this server did not issue for the same
@@ -184,9 +186,9 @@ class ExecutorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteImage(self, request, context):
-        """Deletes a stored image and what is kept beside it; the next execution
-        of its plan renders it again. Deleting an image that is not there
-        succeeds (safe to repeat).
+        """Deletes a stored image and what is kept beside it (its plan); the next
+        execution of its plan renders it again. Deleting an image that is not
+        there succeeds (safe to repeat).
 
         Returns INVALID_ARGUMENT for a malformed storage_path, NOT_FOUND for a
         path outside the bucket or one the executor never writes, and

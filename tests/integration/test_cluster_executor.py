@@ -20,8 +20,9 @@ from grpc_health.v1 import health_pb2
 from clients import AsyncExecutorClient, ExecutionFailed
 from executor_service.executor import object_key
 from imagegen.fingerprint import with_fingerprint
+from imagegen.json_mapping import plan_to_json
 from imagegen.v1.executor_service_pb2 import ExecutionStage
-from imagegen.v1.image_plan_pb2 import ImageGenerationResult
+from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_openai_images import image_bytes, make_plan
 from tests.support import fake_openai as fo
@@ -99,6 +100,11 @@ def stored(s3_server: S3Server | ExternalS3, bucket: str) -> dict[str, bytes]:
     return objects
 
 
+def kept_plan(plan: ImageGenerationPlan) -> bytes:
+    """The plan the executor keeps beside the image (its {key}.plan.json)."""
+    return plan_to_json(with_fingerprint(plan)).encode()
+
+
 def description(result: ImageGenerationResult) -> tuple[object, ...]:
     return (
         result.storage_path, result.content_sha256, result.byte_size, result.mime_type,
@@ -118,7 +124,7 @@ async def test_32_identical_plans_over_3_replicas_make_one_provider_call(
     assert len(fake_openai.image_requests) == 1
     assert len({description(result) for result in results}) == 1
     key = object_key(with_fingerprint(plan), "image/png")
-    assert stored(s3_server, s3_bucket) == {key: png}
+    assert stored(s3_server, s3_bucket) == {key: png, key + ".plan.json": kept_plan(plan)}
     assert results[0].storage_path == f"{s3_bucket}/{key}"
     assert (results[0].content_sha256, results[0].byte_size) == (hashlib.sha256(png).hexdigest(), len(png))
     assert sum(r.metric("imagegen_executor_lease_waits_total") for r in replicas) >= 1
@@ -168,7 +174,8 @@ async def test_a_lease_holder_killed_mid_render_is_taken_over_by_a_waiting_repli
     # The lease runs out at most `lease` after the kill; the waiter looks every lease/3; then one render.
     assert took <= lease + lease / 3 + render + 2.0
     assert not result.reused and len(fake_openai.image_requests) == 2
-    assert stored(s3_server, s3_bucket) == {object_key(with_fingerprint(plan), "image/png"): png}  # whole, once
+    key = object_key(with_fingerprint(plan), "image/png")
+    assert stored(s3_server, s3_bucket) == {key: png, key + ".plan.json": kept_plan(plan)}  # whole, once
     assert waiter.metric("imagegen_executor_lease_takeovers_total") == 1
     assert waiter.messages("took over the render")
 

@@ -100,7 +100,7 @@ async def test_a_store_that_dies_mid_run_is_unavailable_and_the_retry_after_rest
                 retried = await client.execute_plan(error.plan)  # the plan from the error is enough
         assert not retried.reused and len(fake_openai.image_requests) == 2
         key = retried.storage_path.partition("/")[2]
-        assert stored_keys(store, s3.client()) == [key]
+        assert stored_keys(store, s3.client()) == [key, key + ".plan.json"]  # the image and the plan kept beside it
         response = s3.client().get_object("fault-test", key)
         try:
             assert response.read() == png

@@ -173,7 +173,8 @@ async def test_the_chain_falls_back_on_an_outage_but_never_on_rejected_content(
     await executor.aclose()
     assert caught.value.plan.enhanced_prompt == "Something else entirely"
     assert len(fake_openai.image_requests) == 2
-    assert len(files_under(tmp_path)) == 2  # the fallback's image and its sidecar, nothing for the rejected plan
+    # The fallback's image and its plan (each with the local store's sidecar), nothing for the rejected plan.
+    assert len(files_under(tmp_path)) == 4
 
 
 async def test_previews_stream_partial_images_then_the_image(fake_openai: fo.FakeOpenAI) -> None:

@@ -72,7 +72,7 @@ async def test_sync_client_generates_and_the_second_run_is_reused(services: Serv
     assert first["image_type"] == "map" and not first["reused"]
     assert second["reused"] and second["storage_path"] == first["storage_path"]
     assert second["content_sha256"] == first["content_sha256"]
-    assert len(files_under(services.store_dir)) == 2  # one image and its metadata sidecar
+    assert len(files_under(services.store_dir)) == 4  # one image, its plan, and the store's metadata of each
 
 
 async def test_same_request_gives_the_same_plan_byte_for_byte(services: Services) -> None:

@@ -3,7 +3,8 @@ Playwright): open a session page, submit a prompt, watch the stages, then the im
 loaded from its proxy_url, which the image route serves from the real executor.
 
 Screenshots of each run are kept in var/test-artifacts/ (ignored by git): gallery-stages.png
-after the first image, gallery.png of the listing."""
+after the first image, gallery.png of the listing, gallery-listed.png of images another
+client stored."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
 class Site:
     url: str
     store: Path
+    planner: str  # the services' addresses, for another client than the web app's
+    executor: str
 
 
 @pytest.fixture
@@ -48,7 +51,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     client = AsyncImagegenClient(f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
     web = await WebServer(create_app(client), "127.0.0.1", port).start()
     try:
-        yield Site(web.url, tmp_path / "store")
+        yield Site(web.url, tmp_path / "store", f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
     finally:
         await web.stop()
         await client.close()
@@ -126,3 +129,59 @@ async def test_a_planning_failure_shows_as_a_failed_stage_with_the_reason(site: 
     assert stages == ["PLANNING", "FAILED"]
     assert "planning failed: INVALID_ARGUMENT INVALID_REQUEST" in await page.text_content("#failure")
     assert await page.is_visible("#empty")
+
+
+async def test_images_another_client_stored_are_listed_with_their_prompt_and_style_until_deleted(
+    site: Site, browser: Browser
+) -> None:
+    # The game backend's own client, not the web app: the gallery knows them from ListImages alone.
+    async with AsyncImagegenClient(site.planner, site.executor) as backend:
+        portrait = await backend.generate(
+            "Portrait of Thora, our dwarf cleric", session_id="table-5", image_type="portrait", style="ink-sketch"
+        )
+        scene = await backend.generate(
+            "Thora holds the rope bridge against the goblins", session_id="table-5", image_type="scene",
+            style="pixel-art",
+        )  # fmt: skip
+        page = await browser.new_page(viewport={"width": 1100, "height": 900})
+        await page.goto(f"{site.url}/sessions/table-5")
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('#gallery figure img')].filter(i => i.complete && i.naturalWidth > 0).length == 2",
+            timeout=30_000,
+        )  # fmt: skip
+        cells = "cells => cells.map(c => c.textContent)"
+        assert await page.eval_on_selector_all("#gallery dd.type", cells) == ["scene", "portrait"]  # newest first
+        assert await page.eval_on_selector_all("#gallery dd.style", cells) == ["pixel-art", "ink-sketch"]
+        prompts = await page.eval_on_selector_all("#gallery .prompt", cells)
+        assert prompts == [scene.plan.enhanced_prompt, portrait.plan.enhanced_prompt]  # the original is not known
+        assert "Thora" in prompts[1] and "goblins" in prompts[0]
+        assert await page.eval_on_selector_all("#gallery dd.provider", cells) == ["offline · offline-renderer-1"] * 2
+        assert await page.eval_on_selector_all("#gallery dd.cost", cells) == ["—", "—"]  # the offline renderer is free
+        sources = await page.eval_on_selector_all("#gallery figure img", "images => images.map(i => i.src)")
+        assert sources == [scene.result.proxy_url, portrait.result.proxy_url]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "gallery-listed.png"), full_page=True)
+
+        await backend.executor.delete_image(portrait.result.storage_path)
+        await page.reload()
+        await page.wait_for_function("() => document.querySelectorAll('#gallery figure').length == 1", timeout=30_000)
+        assert await page.eval_on_selector_all("#gallery dd.style", cells) == ["pixel-art"]
+        await backend.executor.delete_image(scene.result.storage_path)
+        await page.reload()
+        await page.wait_for_selector("#empty", state="visible", timeout=30_000)
+        assert await page.eval_on_selector_all("#gallery figure", "figures => figures.length") == 0
+
+
+async def test_a_gallery_whose_executor_is_down_says_so(browser: Browser) -> None:
+    (port, nobody) = free_ports(2)
+    client = AsyncImagegenClient(f"127.0.0.1:{nobody}", f"127.0.0.1:{nobody}")  # nothing listens there
+    web = await WebServer(create_app(client), "127.0.0.1", port).start()
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{web.url}/sessions/table-6")
+        await page.wait_for_function("() => document.getElementById('empty').textContent.includes('cannot be listed')")
+        assert await page.text_content("#empty") == "The images cannot be listed right now (UNAVAILABLE)."
+        assert await page.is_visible("#empty")
+    finally:
+        await web.stop()
+        await client.close()

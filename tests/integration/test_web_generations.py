@@ -1,6 +1,7 @@
 """The gallery's JSON endpoints over real services, through HTTP: the generation stream's
 events (a success, a planning failure, an execution failure that surfaces the plan), the
-listing, and what a request may not be."""
+listing (the executor's ListImages, with the estimated cost in dollars), and what a
+request may not be."""
 
 from __future__ import annotations
 
@@ -13,15 +14,21 @@ import pytest
 
 from clients import AsyncImagegenClient
 from clients.web import create_app
-from clients.web.gallery import MAX_BODY_BYTES, MAX_IMAGES_PER_SESSION, MAX_SESSIONS_SEEN, SeenImages
+from clients.web.gallery import MAX_BODY_BYTES, dollars
 from clients.web.server import WebServer
 from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
+from executor_service.pricing import PriceTable
 from planner_service.bootstrap import create_server as create_planner_server
 from planner_service.config import PlannerSettings
 from tests.support.fake_openai import FakeOpenAI, error, images_b64, make_png
+from tests.support.s3_server import free_ports
 
 pytestmark = pytest.mark.integration
+
+PRICES = {"openai/gpt-image-2": {"input_per_million": 5, "output_per_million": 40}}
+# The loopback server reports 50 input and 272 output tokens per image: USD per 1M tokens x tokens.
+COST_MICROS = 50 * 5 + 272 * 40
 
 
 @pytest.fixture
@@ -31,6 +38,7 @@ async def http(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[httpx.A
     executor = await create_executor_server(ExecutorSettings(
         address="127.0.0.1:0", local_store_dir=tmp_path / "store", public_base_url="http://game.test/images",
         providers=("openai",), openai_base_url=fake_openai.base_url, openai_api_key="test", openai_max_retries=0,
+        openai_model="gpt-image-2", price_table=PriceTable.from_json(json.dumps(PRICES)),
     ))  # fmt: skip
     client = AsyncImagegenClient(f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
     web = await WebServer(create_app(client), "127.0.0.1", 0).start()
@@ -59,10 +67,14 @@ async def test_a_generation_streams_its_stages_and_the_listing_shows_it(
     image = events[-1]["image"]
     assert (image["image_type"], image["style"], image["provider"], image["prompt"]) == (
         "item", "heroic", "openai", "A rusty longsword")
-    assert image["plan_id"] == events[1]["plan"]["plan_id"] and image["cost"] is None
+    assert image["plan_id"] == events[1]["plan"]["plan_id"]
+    assert (image["cost"], image["cost_micros"]) == ("$0.01113", COST_MICROS) == (dollars(COST_MICROS), COST_MICROS)
     assert image["proxy_url"].startswith("http://game.test/images/t1/item/")
     listed = (await http.get("/sessions/t1/images")).json()["images"]
-    assert listed == [image] and (await http.get("/sessions/t2/images")).json()["images"] == []
+    # The listing is the executor's: the plan kept beside the image, not the words typed.
+    assert listed == [{**image, "prompt": events[1]["plan"]["enhanced_prompt"]}]
+    assert listed[0]["enhanced_prompt"] == image["enhanced_prompt"] != "A rusty longsword"
+    assert (await http.get("/sessions/t2/images")).json()["images"] == []
 
 
 async def test_an_execution_failure_surfaces_the_plan(http: httpx.AsyncClient, fake_openai: FakeOpenAI) -> None:
@@ -96,12 +108,25 @@ async def test_what_a_generation_request_may_not_be(http: httpx.AsyncClient) -> 
     assert (await http.get("/static/gallery.js")).status_code == 200
 
 
-def test_what_the_gallery_remembers_is_bounded() -> None:
-    seen = SeenImages()
-    for session in range(MAX_SESSIONS_SEEN + 5):
-        seen.add(f"s{session}", {"proxy_url": f"u{session}"})
-    assert seen.newest_first("s0") == [] and seen.newest_first(f"s{MAX_SESSIONS_SEEN + 4}") != []
-    for n in range(MAX_IMAGES_PER_SESSION + 5):
-        seen.add("busy", {"proxy_url": f"u{n}"})
-    images = seen.newest_first("busy")
-    assert len(images) == MAX_IMAGES_PER_SESSION and images[0]["proxy_url"] == f"u{MAX_IMAGES_PER_SESSION + 4}"
+@pytest.mark.parametrize(
+    ("micros", "shown"),
+    [(0, None), (1, "$0.000001"), (10_000, "$0.01"), (COST_MICROS, "$0.01113"), (250_000, "$0.25"),
+     (1_000_000, "$1.00"), (12_345_678, "$12.345678")],
+)
+def test_a_cost_is_shown_in_dollars_exactly_and_nothing_for_zero(micros: int, shown: str | None) -> None:
+    assert dollars(micros) == shown
+
+
+async def test_a_listing_the_executor_cannot_give_is_an_error_not_an_empty_gallery() -> None:
+    (nobody,) = free_ports(1)  # nothing listens there: the executor is down
+    client = AsyncImagegenClient(f"127.0.0.1:{nobody}", f"127.0.0.1:{nobody}")
+    web = await WebServer(create_app(client), "127.0.0.1", 0).start()
+    try:
+        async with httpx.AsyncClient(base_url=web.url, trust_env=False, timeout=30) as http:
+            response = await http.get("/sessions/t1/images")
+    finally:
+        await web.stop()
+        await client.close()
+    assert response.status_code == 503 and response.headers["cache-control"] == "no-store"
+    error = response.json()["error"]
+    assert (error["code"], error["retryable"]) == ("UNAVAILABLE", True) and "images" not in response.json()

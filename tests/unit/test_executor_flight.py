@@ -45,7 +45,7 @@ async def test_one_caller_leaving_does_not_stop_the_render_the_others_wait_for(
     result = await staying
     assert leaving.cancelled() and not held.cancelled.is_set()
     assert held.calls == 1 and not result.reused
-    assert len(files_under(tmp_path / "store")) == 2  # the image and its sidecar
+    assert len(files_under(tmp_path / "store")) == 4  # the image, its plan, and the store's sidecar of each
 
 
 async def test_when_the_last_caller_leaves_the_render_is_cancelled_and_nothing_stored(
@@ -115,6 +115,7 @@ def test_a_stored_image_path_gives_its_key(path: str) -> None:
         "images/table-3/creature/" + "a" * 31 + ".png",
         "images/table-3/selfie/" + "a" * 32 + ".png",
         f"images/{KEY}.meta.json",
+        f"images/{KEY}.plan.json",  # the plan kept beside the image is never served as one
         "images/table-3/creature/" + "a" * 32 + ".gif",
         "images/.hidden/creature/" + "a" * 32 + ".png",
     ],

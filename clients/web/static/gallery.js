@@ -1,4 +1,5 @@
-// The session gallery: lists the session's images and runs one generation at a time,
+// The session gallery: lists the session's images (the executor's ListImages, through
+// GET .../images: every image of the session, whoever stored it) and runs one generation at a time,
 // reading its stages from the NDJSON stream that POST .../generations answers with.
 "use strict";
 
@@ -16,8 +17,9 @@ function figure(image) {
   const prompt = document.createElement("p");
   prompt.className = "prompt";
   prompt.textContent = image.prompt;
+  prompt.title = image.enhanced_prompt || image.prompt;  // the whole prompt the image was painted from
   const facts = document.createElement("dl");
-  const cost = image.cost == null ? "—" : String(image.cost);
+  const cost = image.cost == null ? "—" : String(image.cost);  // dollars, as the server formats them
   for (const [name, value] of [["type", image.image_type], ["style", image.style],
                                ["provider", `${image.provider}${image.model ? " · " + image.model : ""}`],
                                ["cost", cost]]) {
@@ -41,7 +43,15 @@ function show(images) {
 
 async function load() {
   const response = await fetch(`${base}/images`, { cache: "no-store" });
-  if (response.ok) show((await response.json()).images);
+  if (response.ok) {
+    show((await response.json()).images);
+    return;
+  }
+  // The executor could not list: say so rather than show an empty session.
+  const empty = document.getElementById("empty");
+  const error = (await response.json().catch(() => ({}))).error;
+  empty.textContent = `The images cannot be listed right now${error?.code ? ` (${error.code})` : ""}.`;
+  empty.hidden = false;
 }
 
 function stage(name, state) {

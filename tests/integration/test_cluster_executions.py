@@ -15,7 +15,7 @@ from clients import AsyncExecutorClient, ExecutionFailed
 from executor_service.executor import object_key
 from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionState
-from tests.integration.test_cluster_executor import Cluster, cluster, clients, stored, until  # noqa: F401 - the fixture
+from tests.integration.test_cluster_executor import Cluster, cluster, clients, kept_plan, stored, until  # noqa: F401 - the fixture
 from tests.integration.test_openai_images import image_bytes, make_plan
 from tests.support import fake_openai as fo
 from tests.support.s3_server import ExternalS3, S3Server
@@ -47,7 +47,8 @@ async def test_an_execution_outlives_its_caller_and_another_replica_returns_its_
         assert (await other.start_execution(plan, request_id="turn-7")).name == started.name
     assert events[-1].execution.state == S.EXECUTION_STATE_SUCCEEDED == done.state
     assert done.result.storage_path == f"{s3_bucket}/{object_key(with_fingerprint(plan), 'image/png')}"
-    assert stored(s3_server, s3_bucket) == {object_key(with_fingerprint(plan), "image/png"): png}
+    key = object_key(with_fingerprint(plan), "image/png")
+    assert stored(s3_server, s3_bucket) == {key: png, key + ".plan.json": kept_plan(plan)}
     assert len(fake_openai.image_requests) == 1 and not fake_openai.hung_up
 
 
@@ -72,7 +73,8 @@ async def test_the_replica_running_it_killed_another_completes_it_once(
     took = time.monotonic() - killed
     assert events[-1].execution.state == S.EXECUTION_STATE_SUCCEEDED
     assert len(fake_openai.image_requests) == 2
-    assert stored(s3_server, s3_bucket) == {object_key(with_fingerprint(plan), "image/png"): png}  # whole, once
+    key = object_key(with_fingerprint(plan), "image/png")
+    assert stored(s3_server, s3_bucket) == {key: png, key + ".plan.json": kept_plan(plan)}  # whole, once
     # The entry idles past the lease, is claimed at the survivor's next look (a third of
     # the lease), waits out the dead render lease, then one render of 1 s.
     assert took <= 2 * lease + 1.0 + 5.0

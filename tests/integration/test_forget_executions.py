@@ -1,0 +1,155 @@
+"""DeleteSessionImages forgets the session's executions too: those not ended are cancelled
+first (a running render is hung up and stores nothing), then every record of the session
+goes, and other sessions' executions run on. In one process (a real executor server on
+127.0.0.1 with a provider held mid-render) and across replicas on a real Valkey
+(executor processes, the real openai SDK against the loopback fake, real S3)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as redis
+
+from clients import AsyncExecutorClient, ExecutionFailed
+from executor_service.bootstrap import create_server
+from executor_service.config import ExecutorSettings
+from executor_service.executor import Executor
+from executor_service.providers.offline_renderer import OfflineRenderer
+from executor_service.stores.local_store import LocalObjectStore
+from imagegen.v1.executor_service_pb2 import Execution, ExecutionState
+from tests.conftest import PUBLIC_BASE
+from tests.integration.test_cluster_executor import Cluster, cluster, clients, stored  # noqa: F401 - the fixture
+from tests.integration.test_openai_images import image_bytes
+from tests.integration.test_openai_images import make_plan as openai_plan
+from tests.support import fake_openai as fo
+from tests.support.executor_server import HeldProvider
+from tests.support.plans import plan_maker
+from tests.support.s3_server import ExternalS3, S3Server
+
+pytestmark = pytest.mark.integration
+
+S = ExecutionState
+make_plan = plan_maker(enhanced_prompt="A drowned bell tower", session_id="coast-1")
+
+
+async def _not_found(client: AsyncExecutorClient, name: str) -> None:
+    with pytest.raises(ExecutionFailed) as caught:
+        await client.get_execution(name)
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def _ended(client: AsyncExecutorClient, name: str) -> Execution:
+    return [event async for event in client.watch_execution(name, timeout=60)][-1].execution
+
+
+def _files(root: Path, session_id: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and session_id in p.parts]
+
+
+@pytest.fixture
+async def one_worker(tmp_path: Path) -> AsyncIterator[tuple[str, HeldProvider, Path]]:
+    """An executor with one execution worker, so a second execution waits QUEUED."""
+    root = tmp_path / "images"
+    store = LocalObjectStore(root, "imagegen")
+    store.ensure_ready()
+    provider = HeldProvider(inner=OfflineRenderer(), hold=True)
+    executor = Executor(provider, store, PUBLIC_BASE)
+    running = await create_server(ExecutorSettings(address="127.0.0.1:0", execution_workers=1), executor)
+    try:
+        yield f"127.0.0.1:{running.port}", provider, root
+    finally:
+        provider.release.set()
+        await running.stop(None)
+        await executor.aclose()
+
+
+async def test_deleting_a_session_cancels_and_forgets_its_executions_only(one_worker) -> None:
+    target, provider, root = one_worker
+    async with AsyncExecutorClient(target) as client:
+        # One that succeeded (its image stored), one held mid-render, one QUEUED behind it.
+        provider.release.set()
+        done = await client.start_execution(make_plan(enhanced_prompt="A lantern"), request_id="turn-1")
+        assert (await _ended(client, done.name)).state == S.EXECUTION_STATE_SUCCEEDED
+        provider.release.clear()
+        provider.started.clear()
+        running = await client.start_execution(make_plan(enhanced_prompt="A gull"), request_id="turn-2")
+        await provider.started.wait()
+        queued = await client.start_execution(make_plan(enhanced_prompt="A wreck"))
+        other = await client.start_execution(make_plan(session_id="coast-2"), request_id="turn-9")
+        assert (await client.get_execution(running)).state == S.EXECUTION_STATE_RUNNING
+        assert (await client.get_execution(queued)).state == S.EXECUTION_STATE_QUEUED
+        assert _files(root, "coast-1")  # the image and its plan
+
+        assert await client.delete_session_images("coast-1") == 1
+        assert provider.cancelled.is_set()  # the held render was hung up
+        for name in (done.name, running.name, queued.name):
+            await _not_found(client, name)
+        assert list((await client.list_executions("coast-1")).executions) == []
+        # The other session's execution was left alone: it runs once the worker is free.
+        provider.release.set()
+        assert (await _ended(client, other.name)).state == S.EXECUTION_STATE_SUCCEEDED
+        assert (await client.start_execution(make_plan(session_id="coast-2"), request_id="turn-9")).name == other.name
+        assert _files(root, "coast-1") == []  # the cancelled render stored nothing, then or later
+
+        # Safe to repeat; the session's request_ids are free again.
+        assert await client.delete_session_images("coast-1") == 0
+        again = await client.start_execution(make_plan(enhanced_prompt="A gull"), request_id="turn-2")
+        assert again.name != running.name
+        assert (await _ended(client, again.name)).state == S.EXECUTION_STATE_SUCCEEDED
+        assert [e.name for e in (await client.list_executions("coast-1")).executions] == [again.name]
+
+
+async def test_a_bad_session_id_is_invalid_argument_and_forgets_nothing(one_worker) -> None:
+    target, provider, _ = one_worker
+    async with AsyncExecutorClient(target) as client:
+        started = await client.start_execution(make_plan())
+        await provider.started.wait()
+        with pytest.raises(ExecutionFailed) as caught:
+            await client.delete_session_images("not a session/..")
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert (await client.get_execution(started)).state == S.EXECUTION_STATE_RUNNING
+        assert not provider.cancelled.is_set()
+        await client.cancel_execution(started)
+
+
+@pytest.mark.slow
+async def test_across_replicas_on_valkey_nothing_of_the_session_is_left(
+    cluster: Cluster,  # noqa: F811 - the fixture
+    fake_openai: fo.FakeOpenAI,
+    s3_server: S3Server | ExternalS3,
+    s3_bucket: str,
+    raw: redis.Redis,
+) -> None:
+    png = image_bytes()
+    # The session's render and the other session's, both long; then a short one.
+    fake_openai.script_images(fo.delay(60, fo.images_b64(png)), fo.delay(60, fo.images_b64(png)), fo.images_b64(png))
+    replicas = await cluster(2, EXECUTOR_EXECUTION_WORKERS="1")
+    async with clients(replicas) as (first, second):
+        running = await first.start_execution(openai_plan(session_id="table-9"), request_id="turn-1")
+        await asyncio.to_thread(fake_openai.wait_for_requests, 1)
+        other = await first.start_execution(openai_plan(session_id="table-8"), request_id="turn-8")
+        await asyncio.to_thread(fake_openai.wait_for_requests, 2)  # both replicas' workers are busy
+        queued = await first.start_execution(openai_plan(enhanced_prompt="A mimic", session_id="table-9"))
+        assert (await second.get_execution(queued)).state == S.EXECUTION_STATE_QUEUED
+        ids = [running.name.removeprefix("executions/"), queued.name.removeprefix("executions/")]
+
+        assert await second.delete_session_images("table-9") == 0
+        await asyncio.to_thread(fake_openai.wait_for_hang_ups, 1)  # the running render was hung up
+        for client in (first, second):
+            for name in (running.name, queued.name):
+                await _not_found(client, name)
+            assert list((await client.list_executions("table-9")).executions) == []
+        assert (await first.get_execution(other)).state == S.EXECUTION_STATE_RUNNING
+        keys = [key.decode() for key in await raw.keys("*")]
+        left = [key for key in keys if any(i in key for i in ids) or key.endswith((":table-9", ":turn-1"))]
+        assert left == []
+        assert any(key.endswith(":turn-8") for key in keys)  # the other session's binding stays
+
+        assert await first.delete_session_images("table-9") == 0
+        assert (await first.start_execution(openai_plan(session_id="table-8"), request_id="turn-8")).name == other.name
+        assert (await second.cancel_execution(other)).state == S.EXECUTION_STATE_CANCELLED
+    assert stored(s3_server, s3_bucket) == {}

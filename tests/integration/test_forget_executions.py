@@ -7,6 +7,7 @@ goes, and other sessions' executions run on. In one process (a real executor ser
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,10 +18,13 @@ import redis.asyncio as redis
 from clients import AsyncExecutorClient, ExecutionFailed
 from executor_service.bootstrap import create_server
 from executor_service.config import ExecutorSettings
+from executor_service.coordination.in_process_executions import InProcessExecutionQueue
+from executor_service.coordination.valkey_executions import FORGET_BATCH, ValkeyExecutionQueue
 from executor_service.executor import Executor
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.v1.executor_service_pb2 import Execution, ExecutionState
+from imagegen_runtime.valkey import Valkey
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_cluster_executor import Cluster, cluster, clients, stored  # noqa: F401 - the fixture
 from tests.integration.test_openai_images import image_bytes
@@ -153,3 +157,59 @@ async def test_across_replicas_on_valkey_nothing_of_the_session_is_left(
         assert (await first.start_execution(openai_plan(session_id="table-8"), request_id="turn-8")).name == other.name
         assert (await second.cancel_execution(other)).state == S.EXECUTION_STATE_CANCELLED
     assert stored(s3_server, s3_bucket) == {}
+
+
+# -- the ExecutionQueue port, both adapters, without workers ----------------------------
+
+
+@pytest.fixture(params=["in_process", "valkey"])
+async def queue(request: pytest.FixtureRequest) -> AsyncIterator[InProcessExecutionQueue | ValkeyExecutionQueue]:
+    if request.param == "in_process":
+        yield InProcessExecutionQueue(ttl_seconds=600)
+        return
+    server = request.getfixturevalue("valkey_server")
+    valkey = Valkey(server.url, prefix=f"test:{uuid.uuid4().hex[:12]}", retry_interval=0.05)
+    adapter = ValkeyExecutionQueue(valkey, workers=1, ttl_seconds=600)
+    try:
+        yield adapter
+    finally:
+        await adapter.aclose()
+        await valkey.aclose()
+
+
+def _queued(session_id: str, n: int) -> Execution:
+    execution = Execution(
+        name=f"executions/{uuid.uuid4().hex}",
+        state=S.EXECUTION_STATE_QUEUED,
+        session_id=session_id,
+        request_id=f"{session_id}-{n}",
+    )
+    execution.create_time.FromMicroseconds(1_796_000_000_000_000 + n)
+    return execution
+
+
+async def test_the_queue_forgets_a_session_of_more_than_a_batch_cancelling_first(queue) -> None:
+    count = FORGET_BATCH * 2 + 7  # several batches
+    mine, theirs = [_queued("big", n) for n in range(count)], [_queued("small", n) for n in range(3)]
+    for execution in mine + theirs:
+        ids = execution.name.removeprefix("executions/")
+        assert await queue.bind_request(execution.request_id, execution.session_id, "p", ids) is None
+        await queue.create(execution)
+    watched = mine[0].name.removeprefix("executions/")
+    async with queue.watch(watched) as events:
+        assert await queue.forget_session("big") == count
+        async with asyncio.timeout(10):
+            heard = await anext(events)  # a QUEUED one ended CANCELLED before it was forgotten
+        assert heard.execution.state == S.EXECUTION_STATE_CANCELLED
+    for execution in mine:
+        assert await queue.get(execution.name.removeprefix("executions/")) is None
+    assert await queue.page("big", 1000, None) == []
+    # Its request_ids are free again; the other session's records and bindings are untouched.
+    assert await queue.bind_request(mine[0].request_id, "big", "p", "f" * 32) is None
+    assert [e.name for e in await queue.page("small", 1000, None)] == [e.name for e in reversed(theirs)]
+    for execution in theirs:
+        found = await queue.get(execution.name.removeprefix("executions/"))
+        assert found is not None and found.state == S.EXECUTION_STATE_QUEUED
+        ids = execution.name.removeprefix("executions/")
+        assert await queue.bind_request(execution.request_id, "small", "p", "0" * 32) == ids
+    assert await queue.forget_session("big") == 0  # safe to repeat

@@ -26,13 +26,14 @@ from executor_service.stores.local_store import LocalObjectStore
 from imagegen.v1.executor_service_pb2 import Execution, ExecutionState
 from imagegen_runtime.valkey import Valkey
 from tests.conftest import PUBLIC_BASE
-from tests.integration.test_cluster_executor import Cluster, cluster, clients, stored  # noqa: F401 - the fixture
+from tests.integration.test_cluster_executor import Cluster, cluster, clients, stored, until  # noqa: F401 - the fixture
 from tests.integration.test_openai_images import image_bytes
 from tests.integration.test_openai_images import make_plan as openai_plan
 from tests.support import fake_openai as fo
 from tests.support.executor_server import HeldProvider
 from tests.support.plans import plan_maker
 from tests.support.s3_server import ExternalS3, S3Server
+from tests.support.valkey_server import ValkeyServer
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +214,31 @@ async def test_the_queue_forgets_a_session_of_more_than_a_batch_cancelling_first
         ids = execution.name.removeprefix("executions/")
         assert await queue.bind_request(execution.request_id, "small", "p", "0" * 32) == ids
     assert await queue.forget_session("big") == 0  # safe to repeat
+
+
+@pytest.mark.slow
+async def test_while_valkey_is_down_deleting_a_session_is_unavailable_and_deletes_nothing(
+    cluster: Cluster,  # noqa: F811 - the fixture
+    fake_openai: fo.FakeOpenAI,
+    s3_server: S3Server | ExternalS3,
+    s3_bucket: str,
+    valkey_server: ValkeyServer,
+) -> None:
+    fake_openai.script_images(fo.images_b64(image_bytes()))
+    (replica,) = await cluster(1)
+    async with AsyncExecutorClient(replica.target, timeout=30) as client:
+        started = await client.start_execution(openai_plan(session_id="table-5"))
+        assert (await _ended(client, started.name)).state == S.EXECUTION_STATE_SUCCEEDED
+        kept = stored(s3_server, s3_bucket)
+        assert kept
+        valkey_server.kill()
+        with pytest.raises(ExecutionFailed) as caught:
+            await client.delete_session_images("table-5")
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.reason == "EXECUTIONS_UNAVAILABLE"
+        assert stored(s3_server, s3_bucket) == kept  # nothing deleted: call again later
+        valkey_server.start()
+        await until(lambda: replica.metric("imagegen_executor_coordination_up") == 1)
+        assert await client.delete_session_images("table-5") == 1
+        await _not_found(client, started.name)
+    assert stored(s3_server, s3_bucket) == {}

@@ -159,7 +159,9 @@ class InProcessExecutionQueue:
         then forget every one of its records and its request_id bindings; how many
         records there were. A walk of the records: at most max_records."""
         self._expire()
-        mine = [execution_id for execution_id, (execution, _) in self._records.items() if execution.session_id == session_id]
+        mine = [
+            execution_id for execution_id, (execution, _) in self._records.items() if execution.session_id == session_id
+        ]
         for execution_id in mine:
             await self.request_cancel(execution_id)
         for execution_id in mine:

@@ -279,7 +279,8 @@ class ValkeyExecutionQueue:
         the announcement, at its next lease renewal."""
         index = self._session_index(session_id)
         forgotten = 0
-        while ids := [_text(member) for member in await self._run(lambda client: client.zrange(index, 0, FORGET_BATCH - 1))]:
+        while members := await self._run(lambda client: client.zrange(index, 0, FORGET_BATCH - 1)):
+            ids = [_text(member) for member in members]
             found = await self._get_many(ids)
             running: set[str] = set()
             for execution_id, execution in zip(ids, found, strict=True):
@@ -287,9 +288,7 @@ class ValkeyExecutionQueue:
                     after = await self.request_cancel(execution_id)
                     if after is not None and after.state not in _TERMINAL:
                         running.add(execution_id)
-            bindings = [
-                (execution.request_id, _id(execution)) for execution in found if execution is not None and execution.request_id
-            ]
+            bindings = [(e.request_id, _id(e)) for e in found if e is not None and e.request_id]
 
             async def forget(client, ids=ids, running=running, bindings=bindings):  # type: ignore[no-untyped-def]
                 async with client.pipeline(transaction=True) as pipe:
@@ -300,9 +299,7 @@ class ValkeyExecutionQueue:
                     pipe.zrem(self._queued_key, *ids)
                     pipe.zrem(index, *ids)
                     for request_id, execution_id in bindings:
-                        await self._unbind_script(
-                            keys=[self._binding(request_id)], args=[execution_id], client=pipe
-                        )
+                        await self._unbind_script(keys=[self._binding(request_id)], args=[execution_id], client=pipe)
                     await pipe.execute()
 
             await self._run(forget)

@@ -212,7 +212,8 @@ class AsyncExecutorClient(_AsyncServiceClient):
             await self._stub.DeleteImage(delete_image_request(storage_path), timeout=timeout or self._image_timeout)
 
     async def delete_session_images(self, session_id: str, *, timeout: float | None = None) -> int:
-        """Delete all of session_id's images and request records; how many images were deleted."""
+        """Delete all of session_id's images and request and execution records (its executions
+        not ended are cancelled first); how many images were deleted."""
         request = delete_session_images_request(session_id)
         with execution_errors(None):
             return (await self._stub.DeleteSessionImages(request, timeout=timeout or self._image_timeout)).deleted_count

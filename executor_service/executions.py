@@ -42,6 +42,7 @@ from imagegen.catalogue import (
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
 from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview, ExecutionStage, ExecutionState
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
+from imagegen.validation import session_id_violations
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,46 @@ class Executions:
                         if is_terminal(event.execution):
                             return event.execution
         return (await self._queue.get(wanted)) or current
+
+    async def delete_session(self, session_id: str) -> int:
+        """DeleteSessionImages: cancel session_id's executions that have not ended and wait
+        (up to the cancel wait) for the running ones to end, forget all its executions
+        (records, request_id bindings), then delete its images and request records
+        (Executor.delete_session_images); how many images were deleted (0 when repeated).
+        Executions first, so a render cancelled here stores nothing after its session's
+        images are gone; one already writing its image when cancelled may still store it
+        (docs/executions.md, "Deleting a session"). InvalidRequest for a bad session_id
+        (nothing deleted); ExecutionsUnavailable when executions cannot be reached
+        (nothing deleted yet: call again)."""
+        violations = session_id_violations("session_id", session_id)
+        if violations:
+            raise InvalidRequest(violations)
+        async with self._queue.watch_session(session_id) as events:
+            running = await self._cancel_session(session_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._cancel_wait):
+                    while running:
+                        event = await anext(events)
+                        if is_terminal(event.execution):
+                            running.discard(execution_id(event.execution.name))
+        await self._queue.forget_session(session_id)
+        return await self._executor.delete_session_images(session_id)
+
+    async def _cancel_session(self, session_id: str) -> set[str]:
+        """Cancel every execution of session_id not yet ended, a page at a time; the ids of
+        those still running after (their workers have been told)."""
+        running: set[str] = set()
+        after: PageCursor | None = None
+        while page := await self._queue.page(session_id, MAX_EXECUTIONS_PAGE_SIZE, after):
+            for execution in page:
+                if not is_terminal(execution):
+                    now = await self._queue.request_cancel(execution_id(execution.name))
+                    if now is not None and not is_terminal(now):
+                        running.add(execution_id(now.name))
+            after = PageCursor(_micros(page[-1]), execution_id(page[-1].name))
+            if len(page) < MAX_EXECUTIONS_PAGE_SIZE:
+                break
+        return running
 
     # -- the worker --------------------------------------------------------------------
 

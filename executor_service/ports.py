@@ -281,7 +281,8 @@ class ExecutionCoordination(Protocol):
 
     async def forget_session(self, session_id: str) -> None:
         """Forget every request_id record of session_id, so a retried request_id executes
-        again (DeleteSessionImages). Execution records are forgotten here too."""
+        again (DeleteSessionImages). Its executions are forgotten by
+        ExecutionQueue.forget_session, before this."""
         ...
 
     async def aclose(self) -> None:
@@ -349,6 +350,15 @@ class ExecutionQueue(Protocol):
         """Cancel: a QUEUED execution ends CANCELLED at once; a RUNNING one's worker (on
         whichever replica) has its cancel event set. The execution as recorded after
         that; None when unknown."""
+        ...
+
+    async def forget_session(self, session_id: str) -> int:
+        """Forget every execution of session_id (DeleteSessionImages): those not ended are
+        cancelled first, as request_cancel does (a QUEUED one ends at once, a RUNNING one's
+        worker is told and stores nothing), then their records, ended markers, cancel
+        flags, request_id bindings and the session's index are removed, a bounded batch at
+        a time; how many executions were forgotten (0 when repeated). Other sessions are
+        untouched."""
         ...
 
     def watch(self, execution_id: str) -> AbstractAsyncContextManager[AsyncIterator[ExecutionEvent]]:

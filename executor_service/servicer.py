@@ -157,7 +157,7 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
     async def DeleteSessionImages(
         self, request: executor_service_pb2.DeleteSessionImagesRequest, context: grpc.aio.ServicerContext
     ) -> executor_service_pb2.DeleteSessionImagesResponse:
-        deleted = await self._executor.delete_session_images(request.session_id)
+        deleted = await self._executions.delete_session(request.session_id)
         return executor_service_pb2.DeleteSessionImagesResponse(deleted_count=deleted)
 
 

@@ -12,7 +12,7 @@
   imagegen generate PROMPT --session-id S [...] [--reference [ROLE:]STORAGE_PATH ...]
   imagegen images --session-id S [--image-type T] [--page-size N] [--page-token T] [--all]
   imagegen delete STORAGE_PATH      one stored image
-  imagegen delete-session --session-id S   all of a session's images and request records
+  imagegen delete-session --session-id S   all of a session's images, requests and executions
   imagegen start PROMPT --session-id S [...] [--reference ...]   plan, start its execution, print both at once
   imagegen watch EXECUTION                     each change of an execution, one JSON line each, to its end
   imagegen cancel EXECUTION                    cancel an execution (nothing is stored)
@@ -463,7 +463,7 @@ def _parser() -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", help="delete one stored image (its storage_path)")
     delete.add_argument("storage_path")
     targets(delete)
-    delete_session = commands.add_parser("delete-session", help="delete all of a session's images and request records")
+    delete_session = commands.add_parser("delete-session", help="delete all of a session's images, request records and executions")
     delete_session.add_argument("--session-id", required=True)
     targets(delete_session)
 

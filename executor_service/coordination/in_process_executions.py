@@ -154,6 +154,22 @@ class InProcessExecutionQueue:
         await self.save(ExecutionEvent(found))
         return await self.get(execution_id)
 
+    async def forget_session(self, session_id: str) -> int:
+        """Cancel the session's executions that have not ended (as request_cancel does),
+        then forget every one of its records and its request_id bindings; how many
+        records there were. A walk of the records: at most max_records."""
+        self._expire()
+        mine = [
+            execution_id for execution_id, (execution, _) in self._records.items() if execution.session_id == session_id
+        ]
+        for execution_id in mine:
+            await self.request_cancel(execution_id)
+        for execution_id in mine:
+            self._records.pop(execution_id, None)
+            self._queued.pop(execution_id, None)  # a worker taking it finds nothing to run
+        self._requests = {k: v for k, v in self._requests.items() if v[0] != session_id}
+        return len(mine)
+
     def watch(self, execution_id: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[ExecutionEvent]]:
         return self._by_execution.watch(execution_id)
 

@@ -89,6 +89,15 @@ end
 return redis.call('hmget', KEYS[1], 'session', 'plan', 'execution')
 """
 
+# KEYS binding; ARGV execution id. Deletes the request_id binding only while it still names
+# that execution (once expired, the request_id may have been bound again by another session).
+_UNBIND = """
+if redis.call('hget', KEYS[1], 'execution') == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+# A session's index is read this many executions at a time when it is forgotten.
+FORGET_BATCH = 100
+
 
 def consumer_name() -> str:
     """This process's consumer name: unique per process, readable in XINFO."""
@@ -129,6 +138,7 @@ class ValkeyExecutionQueue:
         self._create_script = client.register_script(_CREATE)
         self._save_script = client.register_script(_SAVE)
         self._bind_script = client.register_script(_BIND)
+        self._unbind_script = client.register_script(_UNBIND)
         self._running: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._group_ready = False
@@ -136,7 +146,7 @@ class ValkeyExecutionQueue:
     # -- records ---------------------------------------------------------------------
 
     async def bind_request(self, request_id: str, session_id: str, plan_id: str, execution_id: str) -> str | None:
-        key = self._valkey.key("execution-request", request_id)
+        key = self._binding(request_id)
         bound = await self._run(lambda _: self._bind_script(keys=[key], args=[session_id, plan_id, execution_id, self._ttl_ms]))
         if bound is None:
             return None
@@ -260,6 +270,41 @@ class ValkeyExecutionQueue:
             found.update_time.GetCurrentTime()
             await self.save(ExecutionEvent(found))
         return await self.get(execution_id)
+
+    async def forget_session(self, session_id: str) -> int:
+        """FORGET_BATCH index entries at a time: cancel those not ended (as request_cancel
+        does), then delete their records, ended markers, queue positions, request_id
+        bindings and index entries; how many there were. The cancel flag of one still
+        running is kept (it expires with the TTL): it is what stops a worker that missed
+        the announcement, at its next lease renewal."""
+        index = self._session_index(session_id)
+        forgotten = 0
+        while members := await self._run(lambda client: client.zrange(index, 0, FORGET_BATCH - 1)):
+            ids = [_text(member) for member in members]
+            found = await self._get_many(ids)
+            running: set[str] = set()
+            for execution_id, execution in zip(ids, found, strict=True):
+                if execution is not None and execution.state not in _TERMINAL:
+                    after = await self.request_cancel(execution_id)
+                    if after is not None and after.state not in _TERMINAL:
+                        running.add(execution_id)
+            bindings = [(e.request_id, _id(e)) for e in found if e is not None and e.request_id]
+
+            async def forget(client, ids=ids, running=running, bindings=bindings):  # type: ignore[no-untyped-def]
+                async with client.pipeline(transaction=True) as pipe:
+                    for execution_id in ids:
+                        pipe.delete(self._record(execution_id), self._ended(execution_id))
+                        if execution_id not in running:
+                            pipe.delete(self._cancel_flag(execution_id))
+                    pipe.zrem(self._queued_key, *ids)
+                    pipe.zrem(index, *ids)
+                    for request_id, execution_id in bindings:
+                        await self._unbind_script(keys=[self._binding(request_id)], args=[execution_id], client=pipe)
+                    await pipe.execute()
+
+            await self._run(forget)
+            forgotten += len(ids)
+        return forgotten
 
     # -- watching --------------------------------------------------------------------
 
@@ -474,6 +519,9 @@ class ValkeyExecutionQueue:
 
     def _cancel_flag(self, execution_id: str) -> str:
         return self._valkey.key("execution", execution_id, "cancel")
+
+    def _binding(self, request_id: str) -> str:
+        return self._valkey.key("execution-request", request_id)
 
     def _session_index(self, session_id: str) -> str:
         return self._valkey.key("session-executions", session_id)

@@ -199,13 +199,15 @@ class ExecutorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSessionImages(self, request, context):
-        """Deletes all of a session's stored images and its request records (a
-        retried request_id then executes again); other sessions are untouched.
-        Safe to repeat: a second call deletes nothing and returns 0.
+        """Deletes all of a session's stored images and its request and execution
+        records (a retried request_id then executes again); other sessions are
+        untouched. Its executions that have not ended are cancelled first, as
+        CancelExecution does, and then forgotten: GetExecution answers NOT_FOUND
+        for them. Safe to repeat: a second call deletes nothing and returns 0.
 
-        Returns INVALID_ARGUMENT for a malformed session_id and UNAVAILABLE when
-        the store cannot be reached (some images may be deleted already; call
-        again).
+        Returns INVALID_ARGUMENT for a malformed session_id (nothing is deleted),
+        and UNAVAILABLE when the store cannot be reached or executions cannot be
+        reached (some images or executions may be deleted already; call again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -108,11 +108,18 @@ async def _up(args: argparse.Namespace) -> None:
     print(f"planner listening on {_host(planner.address)}:{running_planner.port}", flush=True)
     print(f"executor listening on {_host(executor.address)}:{running_executor.port}", flush=True)
     print(f"images are stored under {executor.local_store_dir.resolve()}", flush=True)
-    async with _web_edge(args, planner, executor, running_planner, running_executor):
-        await serve_until_signalled(
-            (running_planner, planner.shutdown_grace_seconds),
-            (running_executor, executor.shutdown_grace_seconds),
-        )
+    drained = False
+    try:
+        async with _web_edge(args, planner, executor, running_planner, running_executor):
+            await serve_until_signalled(
+                (running_planner, planner.shutdown_grace_seconds),
+                (running_executor, executor.shutdown_grace_seconds),
+            )
+            drained = True
+    finally:
+        if not drained:  # the web edge did not start (its port taken, say): stop both servers in this loop
+            await running_planner.stop(None)
+            await running_executor.stop(None)
 
 
 @contextlib.asynccontextmanager

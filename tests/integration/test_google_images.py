@@ -142,7 +142,7 @@ async def test_a_silent_server_times_out_and_is_hung_up_on(fake: fg.FakeGoogle) 
     fake.script(GEMINI, fo.hang())
     with pytest.raises(ProviderUnavailable, match="in time"):
         await gemini(fake, google_timeout_seconds=0.5).render(make_plan())
-    assert await asyncio.to_thread(fake.hung_up.wait, 10)
+    assert await asyncio.to_thread(fake.wait_for_hang_ups, 1)
 
 
 async def test_cancelling_a_render_hangs_up_on_the_server(fake: fg.FakeGoogle) -> None:
@@ -152,7 +152,7 @@ async def test_cancelling_a_render_hangs_up_on_the_server(fake: fg.FakeGoogle) -
     render.cancel()
     with pytest.raises(asyncio.CancelledError):
         await render
-    assert await asyncio.to_thread(fake.hung_up.wait, 10)
+    assert await asyncio.to_thread(fake.wait_for_hang_ups, 1)
 
 
 async def test_plans_beyond_the_model_are_refused_without_a_request(fake: fg.FakeGoogle) -> None:

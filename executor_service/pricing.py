@@ -75,8 +75,10 @@ class PriceTable:
         ValueError saying what is wrong otherwise."""
         try:
             raw = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ValueError(f"not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ValueError("not JSON (nested deeper than the parser goes)") from None
         if not isinstance(raw, dict):
             raise ValueError('expected an object of "provider/model" or "model" to prices')
         if len(raw) > MAX_PRICED_MODELS:

@@ -189,7 +189,9 @@ def test_the_price_table_estimates_micros_from_tokens_or_per_image() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["[]", "{", '{"m": {"per_image": -1}}', '{"m": {"per_token": 1}}', '{"m": {"per_image": "1"}}', '{"m": 3}'],
+    ["[]", "{", '{"m": {"per_image": -1}}', '{"m": {"per_token": 1}}', '{"m": {"per_image": "1"}}', '{"m": 3}',
+     '{"m": ' * 3_000],
+    ids=["list", "unclosed", "negative", "unknown-price", "string-price", "number", "nested-past-the-parsers-depth"],
 )
 def test_a_bad_price_table_is_refused_at_start(raw: str) -> None:
     with pytest.raises(ConfigError, match="EXECUTOR_PRICE_TABLE"):

@@ -21,7 +21,7 @@ from executor_service.coordination.valkey import ValkeyCoordination
 from executor_service.executor import Executor
 from executor_service.page_tokens import NotOurs, PageTokens
 from executor_service.ports import QuotaLimit, Usage
-from executor_service.pricing import Price, PriceTable
+from executor_service.pricing import MAX_ESTIMATE_MICROS, Price, PriceTable
 from executor_service.stores.local_store import LocalObjectStore
 from imagegen.errors import InvalidRequest, QuotaExceeded
 from imagegen.v1.image_plan_pb2 import ImageType
@@ -185,6 +185,14 @@ def test_the_price_table_estimates_micros_from_tokens_or_per_image() -> None:
     assert table.estimate_micros("other", "gpt-image-2", usage) == 0  # priced for openai only
     assert PriceTable().estimate_micros("openai", "gpt-image-2", usage) == 0
     assert table.price("x", "offline-1") == Price(per_image=0.001)
+
+
+def test_an_estimate_past_any_sensible_cost_is_capped_not_an_overflow() -> None:
+    # Finite prices a table accepts, times the most tokens a provider's usage may report.
+    table = PriceTable.from_json('{"offline-1": {"per_image": 1e303}, "gpt-image-2": {"output_per_million": 1e300}}')
+    usage = Usage(input_tokens=0, input_image_tokens=0, output_tokens=2**53 - 1, total_tokens=2**53 - 1)
+    assert table.estimate_micros("offline", "offline-1", None) == MAX_ESTIMATE_MICROS  # 1e309: inf as a float
+    assert table.estimate_micros("openai", "gpt-image-2", usage) == MAX_ESTIMATE_MICROS
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from executor_service.page_tokens import NotOurs, PageTokens
 from executor_service.ports import QuotaLimit, Usage
 from executor_service.pricing import MAX_ESTIMATE_MICROS, Price, PriceTable
 from executor_service.stores.local_store import LocalObjectStore
+from imagegen import catalogue
 from imagegen.errors import InvalidRequest, QuotaExceeded
 from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen_runtime.error_mapping import to_status
@@ -167,6 +168,17 @@ def test_a_page_token_opens_only_for_its_listing_and_key_and_unchanged() -> None
     with pytest.raises(NotOurs):
         PageTokens(b"another key").open(token, "s/")
     assert PageTokens(b"k" * 32).open(token, "s/") == (123, "s/portrait/a.png")  # replicas sharing the key
+
+
+def test_the_longest_page_token_fits_the_catalogues_limit_and_a_longer_one_is_not_read() -> None:
+    tokens = PageTokens(b"k" * 32)
+    session = "s" * catalogue.MAX_SESSION_ID_CHARS
+    listing, key = f"{session}/character/", f"{session}/character/{'f' * 32}.webp"
+    longest = tokens.issue((2**53, key), listing)  # the longest listing, key and create time
+    assert len(longest) <= catalogue.MAX_PAGE_TOKEN_CHARS
+    assert tokens.open(longest, listing) == (2**53, key)
+    with pytest.raises(NotOurs, match="too long"):  # refused before it is decoded or signed
+        tokens.open("A" * (catalogue.MAX_PAGE_TOKEN_CHARS + 1), listing)
 
 
 # -- prices -----------------------------------------------------------------------------

@@ -245,7 +245,9 @@ async def _check_rows(client: AsyncImagegenClient, args: argparse.Namespace) -> 
         except PlanningFailed as error:
             rows.append([name, "", "", "", *([""] if args.execute else []), f"failed: {error.code.name} {error.reason}"])
             continue
-        prompt = plan.enhanced_prompt.replace("\n", " ")
+        # For a terminal: line breaks and control characters (escapes an LLM or a caller put
+        # in the prompt) shown as spaces, never sent to the terminal to run.
+        prompt = "".join(char if char.isprintable() else " " for char in plan.enhanced_prompt)
         if len(prompt) > CHECK_PROMPT_CHARS:
             prompt = prompt[: CHECK_PROMPT_CHARS - 1] + "…"
         row = [name, plan.size, plan.style, prompt, plan.plan_id]

@@ -123,7 +123,7 @@ def parse_arguments(arguments: str | Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidRequest([FieldViolation("arguments", f"longer than {MAX_ARGUMENTS_CHARS} characters")])
         try:
             arguments = json.loads(arguments)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             raise InvalidRequest([FieldViolation("arguments", "not valid JSON")]) from None
     if not isinstance(arguments, Mapping):
         raise InvalidRequest([FieldViolation("arguments", "must be a JSON object")])
@@ -159,7 +159,7 @@ def arguments_from_text(text: str) -> dict[str, Any]:
         raise InvalidRequest([FieldViolation("arguments", "the answer holds no JSON object")])
     try:
         found, _ = json.JSONDecoder().raw_decode(text[start : start + MAX_ARGUMENTS_CHARS])
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest([FieldViolation("arguments", "the answer's JSON object does not parse")]) from None
     return parse_arguments(found)
 

@@ -173,7 +173,7 @@ class ExecutorSettings(ServerSettings):
             store=env_choice(env, "EXECUTOR_STORE", cls.store, STORES),
             local_store_dir=Path(env_str(env, "EXECUTOR_LOCAL_STORE_DIR", str(cls.local_store_dir))),
             bucket=env_str(env, "EXECUTOR_BUCKET", cls.bucket),
-            public_base_url=env_str(env, "EXECUTOR_PUBLIC_BASE_URL", cls.public_base_url),
+            public_base_url=_public_base_url(env, "EXECUTOR_PUBLIC_BASE_URL", cls.public_base_url),
             minio_endpoint=minio_endpoint,
             minio_access_key=env_str(env, "EXECUTOR_MINIO_ACCESS_KEY", ""),
             minio_secret_key=env_str(env, "EXECUTOR_MINIO_SECRET_KEY", ""),
@@ -285,6 +285,29 @@ class ExecutorSettings(ServerSettings):
             ):
                 if not value:
                     raise ConfigError(f"EXECUTOR_STORE='minio': set {name}")
+
+
+def _public_base_url(env: Mapping[str, str], name: str, default: str) -> str:
+    """The backend's image route. proxy_url is this + "/" + key, so it must be an http(s)
+    URL with a host, a port from 1 to 65535 if one is given, and nothing a key cannot
+    follow: no query, fragment, user info or spaces."""
+    raw = env_str(env, name, default)
+    parts = urlsplit(raw)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if parts.scheme not in ("http", "https"):
+        problem = "an http:// or https:// scheme"
+    elif not parts.hostname or "@" in parts.netloc:
+        problem = "a host, and no user info"
+    elif port == 0 or parts.netloc.endswith(":"):
+        problem = "a port from 1 to 65535, or none"
+    elif "?" in raw or "#" in raw or not raw.isprintable() or any(c.isspace() for c in raw):
+        problem = "no query, fragment or spaces: proxy_url is this + / + key"
+    else:
+        return raw
+    raise ConfigError(f"{name}={raw!r}: expected http(s)://host[:port][/path], with {problem}")
 
 
 def _session_quota(env: Mapping[str, str], name: str) -> tuple[QuotaLimit, ...]:

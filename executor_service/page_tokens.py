@@ -17,8 +17,8 @@ import hmac
 import json
 import secrets
 
-# A token is a few hundred characters; anything much longer is not one of ours.
-MAX_TOKEN_CHARS = 2048
+from imagegen.catalogue import MAX_PAGE_TOKEN_CHARS
+
 _DIGEST_BYTES = 32
 
 
@@ -39,7 +39,7 @@ class PageTokens:
 
     def open(self, token: str, listing: str) -> tuple[int, str]:
         """The position after which the next page starts; NotOurs otherwise."""
-        if len(token) > MAX_TOKEN_CHARS:
+        if len(token) > MAX_PAGE_TOKEN_CHARS:  # longer than any this issues: not read
             raise NotOurs("too long")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))

@@ -18,6 +18,9 @@ from executor_service.ports import Usage
 
 # A price table has at most this many models: it is configuration, not data.
 MAX_PRICED_MODELS = 256
+# The largest estimate given: a finite price times the usage a provider reports (up to
+# 2**53 tokens) may pass int64, or float's range; what the executor reads back is below 2**62.
+MAX_ESTIMATE_MICROS = 2**62 - 1
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class PriceTable:
         return self._prices.get(f"{provider}/{model}") or self._prices.get(model)
 
     def estimate_micros(self, provider: str, model: str, usage: Usage | None) -> int:
-        """The estimated cost of one image in USD micros; 0 when the table has no price."""
+        """The estimated cost of one image in USD micros, at most MAX_ESTIMATE_MICROS; 0 when
+        the table has no price."""
         price = self.price(provider, model)
         if price is None:
             return 0
@@ -67,7 +71,7 @@ class PriceTable:
                 + usage.input_image_tokens * price.input_image_per_million
                 + usage.output_tokens * price.output_per_million
             )
-        return round(dollars_per_million)
+        return round(dollars_per_million) if dollars_per_million < MAX_ESTIMATE_MICROS else MAX_ESTIMATE_MICROS
 
     @classmethod
     def from_json(cls, text: str) -> PriceTable:
@@ -75,8 +79,10 @@ class PriceTable:
         ValueError saying what is wrong otherwise."""
         try:
             raw = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ValueError(f"not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ValueError("not JSON (nested deeper than the parser goes)") from None
         if not isinstance(raw, dict):
             raise ValueError('expected an object of "provider/model" or "model" to prices')
         if len(raw) > MAX_PRICED_MODELS:

@@ -104,7 +104,7 @@ def _parse_problem(exc: Exception) -> str:
 def plan_from_json(text: str | bytes) -> ImageGenerationPlan:
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser's depth
         raise InvalidRequest([FieldViolation("plan", f"not valid JSON: {exc}")]) from None
     return plan_from_dict(data)
 

@@ -207,7 +207,10 @@ def plan_violations(plan: ImageGenerationPlan, path: str = "plan") -> list[Field
         if not plan.reference_images:
             violations.append(FieldViolation(f"{path}.mask", "needs a reference image to apply to"))
     seed = plan.metadata.get(SEED_KEY)
-    if seed is not None and not (seed.isascii() and seed.isdigit() and int(seed) <= MAX_SEED):
+    # Digits counted before int(): Python refuses to convert more than 4300 (CVE-2020-10735).
+    if seed is not None and not (
+        seed.isascii() and seed.isdigit() and len(seed.lstrip("0")) <= len(str(MAX_SEED)) and int(seed) <= MAX_SEED
+    ):
         violations.append(
             FieldViolation(f"{path}.metadata[{SEED_KEY}]", f"must be a decimal integer from 0 to {MAX_SEED}")
         )

@@ -108,11 +108,18 @@ async def _up(args: argparse.Namespace) -> None:
     print(f"planner listening on {_host(planner.address)}:{running_planner.port}", flush=True)
     print(f"executor listening on {_host(executor.address)}:{running_executor.port}", flush=True)
     print(f"images are stored under {executor.local_store_dir.resolve()}", flush=True)
-    async with _web_edge(args, planner, executor, running_planner, running_executor):
-        await serve_until_signalled(
-            (running_planner, planner.shutdown_grace_seconds),
-            (running_executor, executor.shutdown_grace_seconds),
-        )
+    drained = False
+    try:
+        async with _web_edge(args, planner, executor, running_planner, running_executor):
+            await serve_until_signalled(
+                (running_planner, planner.shutdown_grace_seconds),
+                (running_executor, executor.shutdown_grace_seconds),
+            )
+            drained = True
+    finally:
+        if not drained:  # the web edge did not start (its port taken, say): stop both servers in this loop
+            await running_planner.stop(None)
+            await running_executor.stop(None)
 
 
 @contextlib.asynccontextmanager
@@ -238,7 +245,9 @@ async def _check_rows(client: AsyncImagegenClient, args: argparse.Namespace) -> 
         except PlanningFailed as error:
             rows.append([name, "", "", "", *([""] if args.execute else []), f"failed: {error.code.name} {error.reason}"])
             continue
-        prompt = plan.enhanced_prompt.replace("\n", " ")
+        # For a terminal: line breaks and control characters (escapes an LLM or a caller put
+        # in the prompt) shown as spaces, never sent to the terminal to run.
+        prompt = "".join(char if char.isprintable() else " " for char in plan.enhanced_prompt)
         if len(prompt) > CHECK_PROMPT_CHARS:
             prompt = prompt[: CHECK_PROMPT_CHARS - 1] + "…"
         row = [name, plan.size, plan.style, prompt, plan.plan_id]

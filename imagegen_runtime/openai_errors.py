@@ -82,8 +82,9 @@ class CallTimedOut(Exception):
 
 
 # What the SDK raises when a body labelled JSON is not JSON (it decodes it outside its
-# own error handling).
-UNDECODABLE_BODY_ERRORS: tuple[type[Exception], ...] = (json.JSONDecodeError, UnicodeDecodeError)
+# own error handling); RecursionError: JSON nested deeper than the parser goes (the json
+# module raises it, not JSONDecodeError, from about a thousand levels).
+UNDECODABLE_BODY_ERRORS: tuple[type[Exception], ...] = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
 # Everything classify_openai_error sorts: an adapter catches these around a call and
 # the reading of its answer, and nothing else (its own bugs stay INTERNAL).
 OPENAI_FAILURES: tuple[type[Exception], ...] = (openai.APIError, AnswerUnreadable, CallTimedOut,

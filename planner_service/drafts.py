@@ -81,7 +81,7 @@ def parse_draft(answer: str) -> PlanDraft:
     reports them with every problem of the values in the same repair."""
     try:
         data = json.loads(_json_text(answer))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
         raise DraftUnusable(answer, [f"the answer is not valid JSON: {exc}"]) from None
     if not isinstance(data, Mapping):
         raise DraftUnusable(answer, ["the answer must be one JSON object"])

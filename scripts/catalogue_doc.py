@@ -134,7 +134,7 @@ def render() -> str:
         f"| kept plan | {catalogue.MAX_PLAN_SIDECAR_BYTES} bytes (the largest valid plan's JSON, with room) | the `{{key}}.plan.json` the executor keeps beside each image; a larger one is not read |",
         f"| execution name | `executions/{catalogue.EXECUTION_ID_PATTERN}` | `Execution.name`, `name` of GetExecution, WatchExecution, CancelExecution |",
         f"| executions page | 1 to {catalogue.MAX_EXECUTIONS_PAGE_SIZE}, default {catalogue.DEFAULT_EXECUTIONS_PAGE_SIZE} | `ListExecutionsRequest.page_size` |",
-        f"| page token | {catalogue.MAX_PAGE_TOKEN_CHARS} characters | `ListExecutionsRequest.page_token` |",
+        f"| page token | {catalogue.MAX_PAGE_TOKEN_CHARS} characters | `ListExecutionsRequest.page_token`, `ListImagesRequest.page_token` |",
         f"| preview | {catalogue.MAX_PREVIEW_SIDE} pixels on the long side, {catalogue.MAX_PREVIEW_BYTES} bytes | `ExecutionPreview` |",
         f"| retry delay | at most {_seconds(catalogue.MAX_RETRY_AFTER)} | a peer's Retry-After, `RetryInfo`, the provider pause |",
         f"| gRPC message | {catalogue.MAX_MESSAGE_BYTES} bytes | both directions, servers and clients |",

@@ -319,7 +319,7 @@ class ComfyUIProvider:
                 kind, data = event["type"], event.get("data") or {}
                 if not isinstance(data, dict):
                     continue
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: nested past the parser's depth
                 raise _Failed(self._unavailable("sent a websocket message that is not ComfyUI's")) from None
             if data.get("prompt_id") != prompt_id:
                 continue  # the queue's status, or another client's work
@@ -374,7 +374,7 @@ class ComfyUIProvider:
         body = await self._bytes(method, path, MAX_JSON_BYTES, **kwargs)
         try:
             answer = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             raise _Failed(self._unavailable(f"answered {path} with something that is not JSON")) from None
         if not isinstance(answer, dict):
             raise _Failed(self._unavailable(f"answered {path} with JSON of another shape"))

@@ -211,7 +211,8 @@ class GoogleImageProvider:
             raise ProviderMisconfigured(
                 f"the image provider ({self.model}) has no usable Google credentials", metadata=self._meta()
             ) from None
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError):  # JSON, or of another shape
+        # Not JSON (RecursionError: nested past the parser's depth), or JSON of another shape.
+        except (ValueError, RecursionError, TypeError, AttributeError, KeyError, IndexError):
             raise self._unavailable("answered with something that is not an API answer") from None
         if mime_type != "image/png":
             raise self._unavailable("returned an image of another media type than image/png")

@@ -228,7 +228,7 @@ def _read_sidecar(path: Path) -> tuple[str, dict[str, str]]:
         raise _NotOurs(f"{path.name} is larger than any sidecar the store writes")
     try:
         sidecar = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         raise _NotOurs(f"{path.name} is not JSON") from None
     content_type = sidecar.get("content_type") if isinstance(sidecar, dict) else None
     metadata = sidecar.get("metadata") if isinstance(sidecar, dict) else None

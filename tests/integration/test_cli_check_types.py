@@ -50,3 +50,13 @@ def test_against_running_services_and_a_refused_plan_fails_the_command(tmp_path:
     assert list(_rows(result.stdout)) == list(catalogue.IMAGE_TYPE_NAMES)
     assert refused.returncode == 1
     assert all(line.endswith("failed: INVALID_ARGUMENT INVALID_REQUEST") for line in refused.stdout.splitlines()[2:])
+
+
+def test_the_table_shows_no_control_characters_a_prompt_carries(tmp_path: Path) -> None:
+    # An enhanced prompt (the caller's words, or an LLM's) may hold terminal escapes: a title
+    # change, colours. The table is for a terminal, so they are shown as spaces, not run.
+    result = cli.run(["check-types", "Thora\x1b]0;owned\x07 the \x1b[31mdwarf", "--offline"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert len(result.stdout.splitlines()) == 2 + len(catalogue.IMAGE_TYPE_NAMES)  # one line a type
+    assert _rows(result.stdout)["scene"][3] == "Thora"

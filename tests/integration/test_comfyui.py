@@ -117,8 +117,11 @@ async def test_reference_images_are_uploaded_and_named_in_the_workflow(fake: fc.
         (fc.fails("NSFWContentDetected", "SafetyChecker"), ContentRejected, "refused the content"),
         (fc.fails("torch.OutOfMemoryError"), ProviderUnavailable, "OutOfMemoryError"),
         (fc.renders(png(), history={"x": {}}), ProviderUnavailable, "no output image"),
+        (fc.answers(200, b"[" * 10_000 + b"]" * 10_000), ProviderUnavailable, "not JSON"),
+        (fc.sends_text("[" * 10_000 + "]" * 10_000), ProviderUnavailable, "websocket message that is not ComfyUI's"),
     ],
-    ids=["rate-limit", "5xx", "bad-workflow", "content-rejected", "execution-error", "no-output"],
+    ids=["rate-limit", "5xx", "bad-workflow", "content-rejected", "execution-error", "no-output",
+         "json-nested-past-the-parsers-depth", "websocket-json-nested-past-the-parsers-depth"],
 )
 async def test_failures_fall_into_the_shared_families(
     fake: fc.FakeComfyUI, outcome: object, error: type[Exception], words: str

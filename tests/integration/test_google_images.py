@@ -110,8 +110,9 @@ async def test_imagen_renders_on_vertex_with_the_aspect_ratio_and_seed(fake: fg.
         (fg.gemini_blocked("PROHIBITED_CONTENT"), ContentRejected, "PROHIBITED_CONTENT"),
         (fg.gemini_finished("IMAGE_SAFETY"), ContentRejected, "IMAGE_SAFETY"),
         (fo.raw(200, "<html>captive portal</html>", content_type="text/html"), ProviderUnavailable, "not an API answer"),
+        (fo.raw(200, "[" * 10_000 + "]" * 10_000), ProviderUnavailable, "not an API answer"),
     ],
-    ids=["rate-limit", "5xx", "bad-key", "prompt-blocked", "image-filtered", "not-json"],
+    ids=["rate-limit", "5xx", "bad-key", "prompt-blocked", "image-filtered", "not-json", "json-nested-past-the-parsers-depth"],
 )
 async def test_gemini_failures_fall_into_the_shared_families(
     fake: fg.FakeGoogle, reply: fo.Reply, error: type[Exception], words: str

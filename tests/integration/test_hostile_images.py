@@ -77,6 +77,7 @@ BROKEN = {
     "null": (fo.raw(200, "null"), "png"),
     "html with 200": (fo.raw(200, "<html><body>Sign in to the Wi-Fi</body></html>", content_type="text/html"), "png"),
     "invalid json": (fo.raw(200, '{"data": [{"b64_json": "iVBOR'), "png"),
+    "json nested past the parser's depth": (fo.raw(200, '{"data": ' + "[" * 10_000 + "]" * 10_000 + "}"), "png"),
     "not utf-8": (fo.raw(200, b"\xff\xfe\xfd garbage"), "png"),
     "404 html": (fo.raw(404, "<html><body>404 Not Found</body></html>", content_type="text/html"), "png"),
     "502 html": (fo.raw(502, "<html><body>Bad Gateway</body></html>", content_type="text/html"), "png"),

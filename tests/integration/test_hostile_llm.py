@@ -74,6 +74,7 @@ NOT_THE_APIS = {
     "choices a list of strings": completion({"choices": ["x"]}),
     "a list": completion([]),
     "null": fo.raw(200, "null"),
+    "json nested past the parser's depth": fo.raw(200, "[" * 10_000 + "]" * 10_000),
     "a redirect": fo.redirect("http://127.0.0.1:9/v1/chat/completions", status=307),
     "404 html": fo.raw(404, "<html><body>404 Not Found</body></html>", content_type="text/html"),
     "more than the planner reads": fo.chat_tool_call(
@@ -122,6 +123,8 @@ NOTHING_USABLE = {
                                                   "tool_calls": [{"id": "t", "type": "function"}]}),
     "arguments not a string": with_message({"role": "assistant", "content": None, "tool_calls": [
         {"id": "t", "type": "function", "function": {"name": TOOL_NAME, "arguments": {"size": 5}}}]}),
+    "arguments nested past the parser's depth": with_message({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "t", "type": "function", "function": {"name": TOOL_NAME, "arguments": "[" * 10_000 + "]" * 10_000}}]}),
     "a refusal of 100 000 characters": with_message({"role": "assistant", "content": None, "refusal": "no " * 33_334}),
 }
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -78,3 +79,15 @@ def test_imagegen_up_serves_the_proxy_urls_and_gallery_where_the_public_base_url
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 0
+
+
+def test_imagegen_up_with_its_web_port_taken_stops_both_servers_and_says_why(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run(["up", "--planner-address", "127.0.0.1:0", "--executor-address", "127.0.0.1:0",
+                    "--web-address", f"127.0.0.1:{port}"], tmp_path,
+                   env={"EXECUTOR_LOCAL_STORE_DIR": str(tmp_path / "store")})  # fmt: skip
+    assert done.returncode == 2
+    assert "Address already in use" in done.stderr or "address already in use" in done.stderr
+    # The gRPC servers were stopped in the loop that ran them, not left to the garbage collector.
+    assert "never awaited" not in done.stderr and "Event loop is closed" not in done.stderr

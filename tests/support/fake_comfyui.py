@@ -56,6 +56,17 @@ class Hangs:
     pass
 
 
+@dataclass(frozen=True)
+class SendsText:
+    """Accepts the prompt, then sends text on the websocket as its one message."""
+
+    text: str
+
+
+def sends_text(text: str) -> SendsText:
+    return SendsText(text)
+
+
 def renders(image: bytes, *, previews: tuple[bytes, ...] = (), history: Any = None) -> Renders:
     return Renders(image, previews, history)
 
@@ -144,7 +155,7 @@ class FakeComfyUI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def script(self, *outcomes: Renders | Answers | Fails | Hangs) -> None:
+    def script(self, *outcomes: Renders | Answers | Fails | Hangs | SendsText) -> None:
         with self._lock:
             self._script.extend(outcomes)
 
@@ -172,6 +183,9 @@ class FakeComfyUI:
         self.prompts.append(body)
         with self._lock:
             outcome = self._script.popleft() if self._script else answers(500, {"error": "fake ComfyUI: no scripted outcome"})
+        if isinstance(outcome, Answers) and isinstance(outcome.body, bytes):  # as is: JSON or not
+            return web.Response(body=outcome.body, status=outcome.status, headers=outcome.headers,
+                                content_type="application/json")
         if isinstance(outcome, Answers):
             return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
         prompt_id = str(uuid.uuid4())
@@ -179,11 +193,15 @@ class FakeComfyUI:
         asyncio.get_running_loop().create_task(self._run(prompt_id, outcome, ws))
         return web.json_response({"prompt_id": prompt_id, "number": len(self.prompts), "node_errors": {}})
 
-    async def _run(self, prompt_id: str, outcome: Renders | Fails | Hangs, ws: web.WebSocketResponse | None) -> None:
+    async def _run(self, prompt_id: str, outcome: Renders | Fails | Hangs | SendsText, ws: web.WebSocketResponse | None) -> None:
         async def send(kind: str, **data: Any) -> None:
             if ws is not None and not ws.closed:
                 await ws.send_json({"type": kind, "data": {**data, "prompt_id": prompt_id}})
 
+        if isinstance(outcome, SendsText):
+            if ws is not None and not ws.closed:
+                await ws.send_str(outcome.text)
+            return
         await send("execution_start", timestamp=0)
         await send("executing", node="3", display_node="3")
         await send("progress", value=1, max=2, node="3")

@@ -51,6 +51,8 @@ def test_arguments_parse_from_the_models_json() -> None:
     ('{"prompt": "x", "image_type": "selfie"}', "arguments.image_type"),
     ('{"prompt": 3}', "arguments.prompt"), ('{"prompt": "x", "context": {"a": 1}}', "arguments.context"),
     ('{"prompt": "' + "x" * agent_tool.MAX_ARGUMENTS_CHARS + '"}', "arguments"),
+    pytest.param("[" * 50_000, "arguments", id="nested-past-the-parsers-depth"),
+    pytest.param('{"prompt": "x", "context": ' + '{"a": ' * 20_000, "arguments", id="nested-object"),
 ])  # fmt: skip
 def test_bad_arguments_are_an_invalid_request_naming_the_field(arguments: str, field: str) -> None:
     with pytest.raises(InvalidRequest) as raised:
@@ -65,3 +67,5 @@ def test_the_no_tools_answer_is_read_from_a_fence_or_after_a_sentence() -> None:
         agent_tool.arguments_from_text("I would rather not draw that.")
     with pytest.raises(InvalidRequest):
         agent_tool.arguments_from_text('{"prompt": "unterminated')
+    with pytest.raises(InvalidRequest):  # nested past the parser's depth: not a RecursionError
+        agent_tool.arguments_from_text("Sure: " + '{"a": ' * 20_000)

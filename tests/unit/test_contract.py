@@ -108,7 +108,8 @@ def test_plan_from_dict_names_every_unknown_key_and_wrong_type() -> None:
     assert fields == {"plan.prompt", "plan.size", "plan.metadata", "plan.image_type"}
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", "not json", '"a string"'])
+@pytest.mark.parametrize("text", ["[1, 2]", "not json", '"a string"', '{"plan": ' * 10_000],
+                         ids=["list", "not-json", "string", "nested-past-the-parsers-depth"])
 def test_plan_from_json_rejects_non_objects(text: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         plan_from_json(text)

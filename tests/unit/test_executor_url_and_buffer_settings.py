@@ -70,3 +70,24 @@ def test_a_getimage_buffer_below_one_message_is_refused_by_name(value: str) -> N
     assert ExecutorSettings.from_env(
         {"EXECUTOR_GETIMAGE_BUFFER_BYTES": str(IMAGE_CHUNK_BYTES)}
     ).getimage_buffer_bytes == IMAGE_CHUNK_BYTES
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://127.0.0.1:8000/images", "https://game.example.com/api/images", "http://[::1]:8000/images/",
+     "http://backend.imagegen.svc.cluster.local:8000/images", "https://game.example.com"],
+)
+def test_the_public_base_url_is_an_http_url_with_a_host(value: str) -> None:
+    assert ExecutorSettings.from_env({"EXECUTOR_PUBLIC_BASE_URL": value}).public_base_url == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ftp://game.example.com/images", "images", "/api/images", "http:///images", "http://h:0/images",
+     "http://h:99999/images", "http://h:x/images", "https://game.example.com/images?sig=1",
+     "https://game.example.com/images#top", "https://user:pw@game.example.com/images", "http://h/im ages"],
+)
+def test_a_public_base_url_that_makes_no_working_proxy_url_is_refused_by_name(value: str) -> None:
+    # proxy_url is this + "/" + key: a query, fragment or another scheme gives links that never open.
+    with pytest.raises(ConfigError, match="EXECUTOR_PUBLIC_BASE_URL"):
+        ExecutorSettings.from_env({"EXECUTOR_PUBLIC_BASE_URL": value})

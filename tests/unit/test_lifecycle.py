@@ -21,8 +21,9 @@ from executor_service.coordination.valkey import ValkeyCoordination
 from executor_service.executor import Executor
 from executor_service.page_tokens import NotOurs, PageTokens
 from executor_service.ports import QuotaLimit, Usage
-from executor_service.pricing import Price, PriceTable
+from executor_service.pricing import MAX_ESTIMATE_MICROS, Price, PriceTable
 from executor_service.stores.local_store import LocalObjectStore
+from imagegen import catalogue
 from imagegen.errors import InvalidRequest, QuotaExceeded
 from imagegen.v1.image_plan_pb2 import ImageType
 from imagegen_runtime.error_mapping import to_status
@@ -169,6 +170,17 @@ def test_a_page_token_opens_only_for_its_listing_and_key_and_unchanged() -> None
     assert PageTokens(b"k" * 32).open(token, "s/") == (123, "s/portrait/a.png")  # replicas sharing the key
 
 
+def test_the_longest_page_token_fits_the_catalogues_limit_and_a_longer_one_is_not_read() -> None:
+    tokens = PageTokens(b"k" * 32)
+    session = "s" * catalogue.MAX_SESSION_ID_CHARS
+    listing, key = f"{session}/character/", f"{session}/character/{'f' * 32}.webp"
+    longest = tokens.issue((2**53, key), listing)  # the longest listing, key and create time
+    assert len(longest) <= catalogue.MAX_PAGE_TOKEN_CHARS
+    assert tokens.open(longest, listing) == (2**53, key)
+    with pytest.raises(NotOurs, match="too long"):  # refused before it is decoded or signed
+        tokens.open("A" * (catalogue.MAX_PAGE_TOKEN_CHARS + 1), listing)
+
+
 # -- prices -----------------------------------------------------------------------------
 
 
@@ -187,9 +199,19 @@ def test_the_price_table_estimates_micros_from_tokens_or_per_image() -> None:
     assert table.price("x", "offline-1") == Price(per_image=0.001)
 
 
+def test_an_estimate_past_any_sensible_cost_is_capped_not_an_overflow() -> None:
+    # Finite prices a table accepts, times the most tokens a provider's usage may report.
+    table = PriceTable.from_json('{"offline-1": {"per_image": 1e303}, "gpt-image-2": {"output_per_million": 1e300}}')
+    usage = Usage(input_tokens=0, input_image_tokens=0, output_tokens=2**53 - 1, total_tokens=2**53 - 1)
+    assert table.estimate_micros("offline", "offline-1", None) == MAX_ESTIMATE_MICROS  # 1e309: inf as a float
+    assert table.estimate_micros("openai", "gpt-image-2", usage) == MAX_ESTIMATE_MICROS
+
+
 @pytest.mark.parametrize(
     "raw",
-    ["[]", "{", '{"m": {"per_image": -1}}', '{"m": {"per_token": 1}}', '{"m": {"per_image": "1"}}', '{"m": 3}'],
+    ["[]", "{", '{"m": {"per_image": -1}}', '{"m": {"per_token": 1}}', '{"m": {"per_image": "1"}}', '{"m": 3}',
+     '{"m": ' * 3_000],
+    ids=["list", "unclosed", "negative", "unknown-price", "string-price", "number", "nested-past-the-parsers-depth"],
 )
 def test_a_bad_price_table_is_refused_at_start(raw: str) -> None:
     with pytest.raises(ConfigError, match="EXECUTOR_PRICE_TABLE"):

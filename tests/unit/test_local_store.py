@@ -55,6 +55,7 @@ SIDECARS = {
     "a number for content type": b'{"content_type": 5, "metadata": {}}',
     "metadata not strings": b'{"content_type": "image/png", "metadata": {"width": 1024}}',
     "metadata a list": b'{"content_type": "image/png", "metadata": []}',
+    "nested past the parser's depth": b'{"metadata": ' * 3_000,  # within the 64 KiB read
     "too large": b'{"content_type": "image/png", "metadata": {"x": "' + b"y" * (1 << 20) + b'"}}',
 }
 

@@ -53,6 +53,12 @@ def test_a_seed_must_be_a_decimal_integer_in_range(seed: str) -> None:
     assert violation.field == "plan.metadata[seed]"
 
 
+def test_a_seed_of_more_digits_than_python_converts_is_a_violation_not_an_error() -> None:
+    fields = {v.field for v in plan_violations(make_plan(metadata={"seed": "1" * 5000}))}
+    assert "plan.metadata[seed]" in fields
+    assert plan_violations(make_plan(metadata={"seed": "0" * 20 + "7"})) == []  # leading zeros: still 7
+
+
 def test_a_valid_seed_is_read_from_the_plan() -> None:
     plan = make_plan(metadata={"seed": str(catalogue.MAX_SEED)})
     assert plan_violations(plan) == [] and plan_seed(plan) == catalogue.MAX_SEED

@@ -251,9 +251,10 @@ def build_execution_queue(
     return InProcessExecutionQueue(workers=settings.execution_workers, ttl_seconds=settings.execution_ttl_seconds)
 
 
-def build_executions(executor: Executor, queue: ExecutionQueue) -> Executions:
-    """The executions use case over executor, its errors described as the calls' statuses."""
-    return Executions(executor, queue, describe_error=status_message)
+def build_executions(executor: Executor, queue: ExecutionQueue, settings: ExecutorSettings) -> Executions:
+    """The executions use case over executor, its errors described as the calls' statuses,
+    its page tokens signed like ListImages' (page_token_key)."""
+    return Executions(executor, queue, describe_error=status_message, page_token_key=page_token_key(settings))
 
 
 async def create_server(
@@ -273,7 +274,7 @@ async def create_server(
             served = build_executor(settings, metrics, coordination)
         else:
             served = executor
-        executions = build_executions(served, build_execution_queue(settings, served.coordination))
+        executions = build_executions(served, build_execution_queue(settings, served.coordination), settings)
 
         async def close() -> None:
             try:

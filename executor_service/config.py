@@ -116,7 +116,7 @@ class ExecutorSettings(ServerSettings):
     retention_days: int = 0  # images older than this are deleted; 0: kept for ever
     retention_sweep_seconds: float = 3600.0  # how often the sweep runs, where the store has no lifecycle rule
     price_table: PriceTable = field(default_factory=PriceTable)
-    page_token_key: str = field(default="", repr=False)  # signs ListImages page tokens; empty: random per process
+    page_token_key: str = field(default="", repr=False)  # signs ListImages and ListExecutions page tokens
     # Executions (docs/executions.md): how long a record is kept after its last change,
     # and how many executions this replica runs at once.
     execution_ttl_seconds: int = 86_400

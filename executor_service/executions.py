@@ -19,8 +19,6 @@ and announced as PREVIEW events; they are not recorded.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import logging
@@ -30,13 +28,13 @@ from collections.abc import AsyncIterator, Callable
 from google.rpc import code_pb2, status_pb2
 
 from executor_service.executor import Executor, accepted_plan
+from executor_service.page_tokens import NotOurs, PageTokens
 from executor_service.ports import ExecutionEvent, ExecutionQueue, PageCursor
 from executor_service.previews import downsize
 from imagegen.catalogue import (
     DEFAULT_EXECUTIONS_PAGE_SIZE,
     EXECUTION_NAME,
     MAX_EXECUTIONS_PAGE_SIZE,
-    MAX_PAGE_TOKEN_CHARS,
     SESSION_ID,
 )
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
@@ -88,7 +86,9 @@ def _check_session(session_id: str) -> None:
 class Executions:
     """The executions use case over executor (which renders and stores) and queue (which
     records, queues, announces and cancels). describe_error turns a failure into the
-    Execution's error; clock gives the wall-clock time of create_time and update_time."""
+    Execution's error; clock gives the wall-clock time of create_time and update_time;
+    page_token_key signs ListExecutions page tokens (executor_service.page_tokens: the
+    same on every replica, or empty for a random key that only this process knows)."""
 
     def __init__(
         self,
@@ -98,7 +98,9 @@ class Executions:
         describe_error: DescribeError = _plain_status,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         cancel_wait_seconds: float = DEFAULT_CANCEL_WAIT_SECONDS,
+        page_token_key: bytes = b"",
     ) -> None:
+        self._page_tokens = PageTokens(page_token_key)
         self._executor = executor
         self._queue = queue
         self._describe_error = describe_error
@@ -163,14 +165,14 @@ class Executions:
                 [FieldViolation("page_size", f"must be 1 to {MAX_EXECUTIONS_PAGE_SIZE}, or 0 for {DEFAULT_EXECUTIONS_PAGE_SIZE}")]
             )
         limit = page_size or DEFAULT_EXECUTIONS_PAGE_SIZE
-        after = _parse_token(page_token, session_id) if page_token else None
+        after = self._open_token(page_token, session_id) if page_token else None
         page = await self._queue.page(session_id, limit + 1, after)
         if len(page) <= limit:
             return page, ""
         page = page[:limit]
         last = page[-1]
         cursor = PageCursor(_micros(last), execution_id(last.name))
-        return page, _token(session_id, cursor)
+        return page, self._page_tokens.issue((cursor.create_us, cursor.execution_id), _listing(session_id))
 
     async def watch(self, name: str) -> AsyncIterator[ExecutionEvent]:
         """The execution as it is, then every change until it ends."""
@@ -255,6 +257,17 @@ class Executions:
                 break
         return running
 
+    def _open_token(self, token: str, session_id: str) -> PageCursor:
+        """Where the page a token continues starts (AIP-158: opaque to callers, and signed, so a
+        changed or forged token, or one of another session's listing, is INVALID_ARGUMENT)."""
+        try:
+            create_us, wanted = self._page_tokens.open(token, _listing(session_id))
+        except NotOurs:
+            wanted = ""
+        if not EXECUTION_NAME.fullmatch(f"executions/{wanted}"):
+            raise InvalidRequest([FieldViolation("page_token", "is not a next_page_token of this session's listing")])
+        return PageCursor(create_us, wanted)
+
     # -- the worker --------------------------------------------------------------------
 
     async def run(self, wanted: str, cancel: asyncio.Event) -> None:
@@ -337,22 +350,6 @@ def _micros_update(execution: Execution) -> int:
     return execution.update_time.ToMicroseconds()
 
 
-def _token(session_id: str, cursor: PageCursor) -> str:
-    """Opaque to callers (AIP-158): the session and where the page ended, base64url."""
-    raw = f"{session_id}\n{cursor.create_us}\n{cursor.execution_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _parse_token(token: str, session_id: str) -> PageCursor:
-    bad = InvalidRequest([FieldViolation("page_token", "is not a next_page_token of this session's listing")])
-    if len(token) > MAX_PAGE_TOKEN_CHARS:
-        raise bad
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        session, create_us, wanted = raw.split("\n")
-        cursor = PageCursor(int(create_us), wanted)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise bad from None
-    if session != session_id or not EXECUTION_NAME.fullmatch(f"executions/{wanted}"):
-        raise bad
-    return cursor
+def _listing(session_id: str) -> str:
+    """What a ListExecutions page token is issued for: never a ListImages listing."""
+    return f"executions\0{session_id}"

@@ -3,6 +3,7 @@ page tokens bound to their session, names, and the settings that size it."""
 
 from __future__ import annotations
 
+import base64
 import io
 import random
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from executor_service.config import ExecutorSettings
-from executor_service.executions import _parse_token, _token, execution_id
+from executor_service.executions import Executions, _listing, execution_id
 from executor_service.ports import PageCursor
 from executor_service.previews import downsize
 from imagegen.catalogue import MAX_PREVIEW_BYTES, MAX_PREVIEW_SIDE
@@ -43,12 +44,20 @@ def test_a_partial_image_that_does_not_decode_gives_no_preview() -> None:
 
 
 def test_a_page_token_round_trips_and_is_bound_to_its_session() -> None:
+    executions = Executions(None, None, page_token_key=b"k" * 32)  # type: ignore[arg-type]  # tokens only
     cursor = PageCursor(1_796_000_000_123_456, "ab" * 16)
-    token = _token("table-1", cursor)
-    assert _parse_token(token, "table-1") == cursor
-    for bad_session, bad_token in (("table-2", token), ("table-1", "not-a-token"), ("table-1", "x" * 600)):
+    token = executions._page_tokens.issue((cursor.create_us, cursor.execution_id), _listing("table-1"))
+    assert executions._open_token(token, "table-1") == cursor
+    forged = base64.urlsafe_b64encode(f"table-1\n-5\n{'0123456789abcdef' * 2}".encode()).decode()
+    images = executions._page_tokens.issue((cursor.create_us, cursor.execution_id), "table-1/")
+    other_key = Executions(None, None, page_token_key=b"x" * 32)  # type: ignore[arg-type]
+    foreign = other_key._page_tokens.issue((cursor.create_us, cursor.execution_id), _listing("table-1"))
+    for bad_session, bad_token in (
+        ("table-2", token), ("table-1", "not-a-token"), ("table-1", "x" * 600), ("table-1", forged),
+        ("table-1", images), ("table-1", foreign), ("table-1", token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]),
+    ):
         with pytest.raises(InvalidRequest) as caught:
-            _parse_token(bad_token, bad_session)
+            executions._open_token(bad_token, bad_session)
         assert caught.value.violations[0].field == "page_token"
 
 

@@ -1,15 +1,21 @@
 """The session gallery: /sessions/{session_id}, a page of the session's images, newest
-first, and a form that plans and executes a prompt and shows its stages live.
+first, and a form that plans and executes a prompt and shows its stages and previews live.
 
 The page (static/gallery.html, .css, .js: no build step) reads two JSON endpoints:
 
   GET  /sessions/{session_id}/images       {"images": [card, ...]}, newest first
   POST /sessions/{session_id}/generations  {"prompt", "image_type"?, "style"?} ->
        application/x-ndjson, one event a line, as it happens:
-       {"stage": "PLANNING"}, {"stage": "PLANNED", "plan": {...}},
-       {"stage": "ACCEPTED"}, {"stage": "QUEUED"}, {"stage": "RENDERING"}, {"stage": "STORING"}
-       (from StreamExecutePlan), then {"stage": "COMPLETED", "image": card}
-       or {"stage": "FAILED", "failed": "planning" | "execution", "error": {...}, "plan": {...}?}
+       {"stage": "PLANNING"}, {"stage": "PLANNED", "plan": {...}}, then the execution's
+       changes (StartExecution, then WatchExecution), each {"stage", "state", "execution",
+       "queue_position"}: {"stage": "ACCEPTED", "state": "QUEUED", ...}, RENDERING,
+       {"stage": "PREVIEW", ..., "preview": {"url": "data:image/webp;base64,...", "width",
+       "height"}} (at most MAX_PREVIEW_BYTES), STORING, then {"stage": "COMPLETED", "state":
+       "SUCCEEDED", ..., "image": card} or {"stage": "FAILED", "failed": "planning" |
+       "execution", "error": {...}, "plan": {...}?, "execution": name?}
+
+The execution is detached: a browser that leaves ends its watch, not the render, and the
+image is listed once stored. A plan stored already answers COMPLETED at once.
 
 A card is {prompt, enhanced_prompt, image_type, style, provider, model, cost, cost_micros,
 proxy_url, plan_id, created_at, reused}. prompt is what was asked when this app asked it
@@ -20,24 +26,34 @@ in US dollars ("$0.01113"), null when it estimated nothing (0 micros).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
+from google.rpc import code_pb2, status_pb2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from clients._common import legacy_payload
 from clients.aio import AsyncImagegenClient
-from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed
-from imagegen.catalogue import IMAGE_TYPE_NAMES, MAX_PROMPT_CHARS, SESSION_ID
+from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed, execution_error
+from imagegen.catalogue import IMAGE_TYPE_NAMES, MAX_PREVIEW_BYTES, MAX_PROMPT_CHARS, SESSION_ID
 from imagegen.json_mapping import plan_to_dict
-from imagegen.v1.executor_service_pb2 import ExecutionStage
+from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview, ExecutionStage, ExecutionState
 from imagegen.v1.image_plan_pb2 import ImageGenerationResult
 
 log = logging.getLogger(__name__)
+
+# The states an execution ends in; its watch ends after them.
+ENDED = frozenset({ExecutionState.EXECUTION_STATE_SUCCEEDED, ExecutionState.EXECUTION_STATE_FAILED,
+                   ExecutionState.EXECUTION_STATE_CANCELLED})  # fmt: skip
+# What a watch that closes before its execution ends is taken for (the execution may run on).
+WATCH_ENDED_EARLY = status_pb2.Status(code=code_pb2.UNAVAILABLE, message="the watch ended before the execution did")
+# The preview media types forwarded as data: URLs (the executor writes WebP previews; the rest is room).
+PREVIEW_MIME_TYPES = frozenset({"image/webp", "image/png", "image/jpeg"})
 
 # What a generation request's body may be: a prompt at the limit in 4-byte UTF-8, and room.
 MAX_BODY_BYTES = 4 * MAX_PROMPT_CHARS + 1024
@@ -131,17 +147,56 @@ class Gallery:
             yield {"stage": "FAILED", "failed": "planning", "error": _error(error)}
             return
         yield {"stage": "PLANNED", "plan": plan_to_dict(plan)}
+        execution = Execution()
         try:
-            async for event in self._client.executor.stream_execute_plan(plan):
-                stage = ExecutionStage.Name(event.stage).removeprefix("EXECUTION_STAGE_")
-                if event.stage != ExecutionStage.EXECUTION_STAGE_COMPLETED:
-                    yield {"stage": stage}
-                    continue
-                yield {"stage": stage, "image": card(event.result, prompt)}
+            # Detached: the execution runs on when the browser leaves (closing the watch ends
+            # the watch, not the execution), and the listing shows its image once stored.
+            execution = await self._client.executor.start_execution(plan)
+            if execution.state != ExecutionState.EXECUTION_STATE_SUCCEEDED:  # else stored already: no watch
+                yield execution_event(execution)
+                seen = (execution.state, execution.stage)
+                async for change in self._client.executor.watch_execution(execution):
+                    execution = change.execution
+                    if change.HasField("preview"):
+                        if (preview := preview_event(execution, change.preview)) is not None:
+                            yield preview
+                    elif execution.state in ENDED:
+                        break
+                    elif (execution.state, execution.stage) != seen:  # the watch opens with it as it is
+                        seen = (execution.state, execution.stage)
+                        yield execution_event(execution)
+            if execution.state != ExecutionState.EXECUTION_STATE_SUCCEEDED:
+                status = execution.error if execution.state in ENDED else WATCH_ENDED_EARLY
+                raise execution_error(status, execution.plan if execution.HasField("plan") else plan)
+            yield {**execution_event(execution), "image": card(execution.result, prompt)}
         except ExecutionFailed as error:
             # The plan stays on screen: what was asked for, to retry or to show.
+            # An execution the watch lost (execution names it) may still end and be listed.
             yield {"stage": "FAILED", "failed": "execution", "error": _error(error),
-                   "plan": plan_to_dict(error.plan or plan)}  # fmt: skip
+                   "plan": plan_to_dict(error.plan or plan), "execution": execution.name}  # fmt: skip
+
+
+def execution_event(execution: Execution) -> dict[str, Any]:
+    """One change of an execution as the page reads it: {"stage", "state", "execution",
+    "queue_position"} (stage and state without their enum prefixes)."""
+    return {
+        "stage": ExecutionStage.Name(execution.stage).removeprefix("EXECUTION_STAGE_"),
+        "state": ExecutionState.Name(execution.state).removeprefix("EXECUTION_STATE_"),
+        "execution": execution.name,
+        "queue_position": execution.queue_position,
+    }
+
+
+def preview_event(execution: Execution, preview: ExecutionPreview) -> dict[str, Any] | None:
+    """A PREVIEW change with its image as a data: URL (RFC 2397), {"stage": "PREVIEW", ...,
+    "preview": {"url", "width", "height"}}; None (not forwarded) for a preview over the
+    catalogue's MAX_PREVIEW_BYTES, or in a media type the executor does not write."""
+    if len(preview.image_data) > MAX_PREVIEW_BYTES or preview.mime_type not in PREVIEW_MIME_TYPES:
+        return None
+    data = base64.b64encode(preview.image_data).decode("ascii")
+    return {**execution_event(execution), "stage": "PREVIEW",
+            "preview": {"url": f"data:{preview.mime_type};base64,{data}", "width": preview.width,
+                        "height": preview.height}}  # fmt: skip
 
 
 def _error(error: Exception) -> dict[str, Any]:

@@ -1,27 +1,36 @@
 """The gallery's JSON endpoints over real services, through HTTP: the generation stream's
-events (a success, a planning failure, an execution failure that surfaces the plan), the
-listing (the executor's ListImages, with the estimated cost in dollars), and what a
-request may not be."""
+events (a success with its states, stages and a preview as a data: URL, a planning
+failure, an execution failure that surfaces the plan), a render that runs on when the
+browser leaves, the listing (the executor's ListImages, with the estimated cost in
+dollars), and what a request may not be."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import io
+import itertools
 import json
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from clients import AsyncImagegenClient
 from clients.web import create_app
-from clients.web.gallery import MAX_BODY_BYTES, dollars
+from clients.web.gallery import MAX_BODY_BYTES, dollars, preview_event
 from clients.web.server import WebServer
 from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
 from executor_service.pricing import PriceTable
+from imagegen.catalogue import MAX_PREVIEW_BYTES, MAX_PREVIEW_SIDE
+from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview
 from planner_service.bootstrap import create_server as create_planner_server
 from planner_service.config import PlannerSettings
-from tests.support.fake_openai import FakeOpenAI, error, images_b64, make_png
+from tests.support.fake_openai import FakeOpenAI, RecordedRequest, Reply, error, images_stream, make_png
 from tests.support.s3_server import free_ports
 
 pytestmark = pytest.mark.integration
@@ -52,18 +61,61 @@ async def http(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[httpx.A
         await executor.stop(None)
 
 
-async def _events(http: httpx.AsyncClient, session: str, body: dict) -> list[dict]:
+async def _events(http: httpx.AsyncClient, session: str, body: dict, *, running: threading.Event | None = None) -> list[dict]:
+    """The stream's events; running (when given) is set once an event says RUNNING."""
+    events = []
     async with http.stream("POST", f"/sessions/{session}/generations", json=body) as response:
         assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
-        return [json.loads(line) async for line in response.aiter_lines() if line]
+        async for line in response.aiter_lines():
+            if line:
+                events.append(json.loads(line))
+                if running is not None and events[-1].get("state") == "RUNNING":
+                    running.set()
+    return events
 
 
-async def test_a_generation_streams_its_stages_and_the_listing_shows_it(
+def _runs(values: Iterable[str]) -> list[str]:
+    """values with each run of equal ones as one."""
+    return [value for value, _ in itertools.groupby(values)]
+
+
+def _held_render(release: threading.Event, partials: tuple[bytes, ...] = ()) -> Callable[[RecordedRequest], Reply]:
+    """An images answer that waits for release (the watch is open by then), streamed
+    with partial images when the executor asked for them."""
+
+    def answer(request: RecordedRequest) -> Reply:
+        assert release.wait(30), "the test never released the render"
+        return images_stream(make_png(1024, 1024), partials)
+
+    return answer
+
+
+async def test_a_generation_streams_its_states_stages_and_preview_then_the_listing_shows_it(
     http: httpx.AsyncClient, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.script_images(images_b64(make_png(1024, 1024)))
-    events = await _events(http, "t1", {"prompt": "A rusty longsword", "image_type": "item", "style": "heroic"})
-    assert [e["stage"] for e in events] == ["PLANNING", "PLANNED", "ACCEPTED", "RENDERING", "STORING", "COMPLETED"]
+    running = threading.Event()
+    fake_openai.script_images(_held_render(running, partials=(make_png(512, 512, rgb=(30, 90, 200)),)))
+    events = await _events(
+        http, "t1", {"prompt": "A rusty longsword", "image_type": "item", "style": "heroic"}, running=running
+    )
+    # Each change once: the stages in order (a worker taking it is RUNNING still ACCEPTED, when
+    # the watch catches that), the states in order and never going back; one execution throughout.
+    assert _runs(e["stage"] for e in events) == [
+        "PLANNING", "PLANNED", "ACCEPTED", "RENDERING", "PREVIEW", "STORING", "COMPLETED"]
+    assert _runs(e["state"] for e in events[2:]) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert len(events) == len({(e["stage"], e.get("state")) for e in events})
+    assert len({e["execution"] for e in events[2:]}) == 1 and events[2]["execution"].startswith("executions/")
+    preview = next(e["preview"] for e in events if e["stage"] == "PREVIEW")
+    assert fake_openai.image_requests[0].body["stream"] is True  # someone listened: previews were asked for
+
+    head, _, data = preview["url"].partition(",")
+    assert head == "data:image/webp;base64"
+    image_bytes = base64.b64decode(data, validate=True)
+    assert len(image_bytes) <= MAX_PREVIEW_BYTES
+    with Image.open(io.BytesIO(image_bytes)) as shown:
+        assert shown.format == "WEBP" and shown.size == (preview["width"], preview["height"])
+        assert max(shown.size) <= MAX_PREVIEW_SIDE
+
     image = events[-1]["image"]
     assert (image["image_type"], image["style"], image["provider"], image["prompt"]) == (
         "item", "heroic", "openai", "A rusty longsword")
@@ -76,6 +128,38 @@ async def test_a_generation_streams_its_stages_and_the_listing_shows_it(
     assert listed[0]["enhanced_prompt"] == image["enhanced_prompt"] != "A rusty longsword"
     assert (await http.get("/sessions/t2/images")).json()["images"] == []
 
+    # The same plan again: stored already, so the image at once, nothing rendered.
+    again = await _events(http, "t1", {"prompt": "A rusty longsword", "image_type": "item", "style": "heroic"})
+    assert [e["stage"] for e in again] == ["PLANNING", "PLANNED", "COMPLETED"]
+    assert again[-1]["image"]["reused"] is True and again[-1]["image"]["proxy_url"] == image["proxy_url"]
+    assert len(fake_openai.image_requests) == 1
+
+
+async def test_the_render_runs_on_when_the_browser_leaves(http: httpx.AsyncClient, fake_openai: FakeOpenAI) -> None:
+    running = threading.Event()
+    fake_openai.script_images(_held_render(running))
+    seen = []
+    async with http.stream("POST", "/sessions/t3/generations", json={"prompt": "A lantern", "image_type": "item"}) as response:
+        async for line in response.aiter_lines():
+            if line:
+                seen.append(json.loads(line)["stage"])
+            if "RENDERING" in seen:
+                break  # the browser leaves mid-render
+    running.set()
+    assert _runs(seen) == ["PLANNING", "PLANNED", "ACCEPTED", "RENDERING"]
+    async with asyncio.timeout(30):  # the image is stored all the same, and listed
+        while not (listed := (await http.get("/sessions/t3/images")).json()["images"]):
+            await asyncio.sleep(0.05)
+    assert listed[0]["image_type"] == "item" and listed[0]["provider"] == "openai"
+    assert fake_openai.hung_up == []  # the provider call was never abandoned
+
+
+def test_a_preview_over_the_bound_or_of_another_type_is_not_forwarded() -> None:
+    execution = Execution(name="executions/" + "a" * 32)
+    assert preview_event(execution, ExecutionPreview(image_data=b"x" * MAX_PREVIEW_BYTES, mime_type="image/webp"))
+    assert preview_event(execution, ExecutionPreview(image_data=b"x" * (MAX_PREVIEW_BYTES + 1), mime_type="image/webp")) is None
+    assert preview_event(execution, ExecutionPreview(image_data=b"<svg/>", mime_type="image/svg+xml")) is None
+
 
 async def test_an_execution_failure_surfaces_the_plan(http: httpx.AsyncClient, fake_openai: FakeOpenAI) -> None:
     fake_openai.script_images(error(400, "blocked by moderation", code="moderation_blocked"))
@@ -84,6 +168,7 @@ async def test_an_execution_failure_surfaces_the_plan(http: httpx.AsyncClient, f
     failed = events[-1]
     assert failed["failed"] == "execution" and failed["error"]["reason"] == "CONTENT_REJECTED"
     assert failed["plan"]["plan_id"] == events[1]["plan"]["plan_id"]  # what was asked, to show or retry
+    assert failed["execution"].startswith("executions/") and failed["error"]["retryable"] is False
     assert (await http.get("/sessions/t1/images")).json()["images"] == []
 
 

@@ -1,18 +1,38 @@
 // The session gallery: lists the session's images (the executor's ListImages, through
 // GET .../images: every image of the session, whoever stored it) and runs one generation at a time,
-// reading its stages from the NDJSON stream that POST .../generations answers with.
+// reading its stages, states and previews from the NDJSON stream that POST .../generations answers
+// with. The render is an execution on the server: leaving the page ends the stream, not the render.
 "use strict";
 
 const sessionId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
 const base = `/sessions/${encodeURIComponent(sessionId)}`;
 
-function figure(image) {
+// A preview shown in a figure until its image has loaded (then hidden, kept for what it was).
+function previewImage(url) {
+  const preview = document.createElement("img");
+  preview.className = "preview";
+  preview.alt = "a preview of the image being painted";
+  if (url) preview.src = url;
+  else preview.hidden = true;
+  return preview;
+}
+
+function figure(image, previewUrl) {
   const fig = document.createElement("figure");
   fig.dataset.planId = image.plan_id;
+  const frame = document.createElement("div");
+  frame.className = "frame";
   const img = document.createElement("img");
-  img.src = image.proxy_url;
+  img.className = "image";
   img.alt = image.prompt;
   img.loading = "lazy";
+  frame.append(img);
+  if (previewUrl) {  // the preview stays in place until the image has loaded from proxy_url
+    const preview = previewImage(previewUrl);
+    frame.append(preview);
+    img.addEventListener("load", () => { preview.hidden = true; }, { once: true });
+  }
+  img.src = image.proxy_url;
   const caption = document.createElement("figcaption");
   const prompt = document.createElement("p");
   prompt.className = "prompt";
@@ -31,7 +51,26 @@ function figure(image) {
     facts.append(dt, dd);
   }
   caption.append(prompt, facts);
-  fig.append(img, caption);
+  fig.append(frame, caption);
+  return fig;
+}
+
+// The figure of the image being painted: its prompt, "painting…", and each preview as it comes.
+function pendingFigure(prompt) {
+  const fig = document.createElement("figure");
+  fig.className = "pending";
+  const frame = document.createElement("div");
+  frame.className = "frame";
+  const painting = document.createElement("p");
+  painting.className = "painting";
+  painting.textContent = "painting…";
+  frame.append(painting, previewImage(""));
+  const caption = document.createElement("figcaption");
+  const text = document.createElement("p");
+  text.className = "prompt";
+  text.textContent = prompt;
+  caption.append(text);
+  fig.append(frame, caption);
   return fig;
 }
 
@@ -56,12 +95,24 @@ async function load() {
 
 function stage(name, state) {
   const stages = document.getElementById("stages");
+  // One item a stage: several previews, or a state change within a stage, add none.
+  if (stages.lastElementChild?.dataset.stage === name) return;
   for (const item of stages.children) item.classList.add("done");
   const item = document.createElement("li");
   item.textContent = name.toLowerCase();
   item.dataset.stage = name;
   if (state) item.classList.add(state);
   stages.append(item);
+}
+
+// The execution's state in words: queued (and how many before it), running, succeeded...
+function status(update) {
+  const line = document.getElementById("status");
+  if (!update.state) return;
+  const ahead = update.state === "QUEUED" && update.queue_position > 0 ? ` (${update.queue_position} ahead)` : "";
+  line.textContent = `${update.state.toLowerCase()}${ahead}`;
+  line.dataset.state = update.state;
+  line.hidden = false;
 }
 
 async function* events(response) {
@@ -86,9 +137,14 @@ async function generate(event) {
   const form = event.target;
   const button = document.getElementById("submit");
   const failure = document.getElementById("failure");
+  const gallery = document.getElementById("gallery");
+  const line = document.getElementById("status");
   document.getElementById("stages").replaceChildren();
   failure.hidden = true;
+  line.hidden = true;
   button.disabled = true;
+  let pending = null;
+  let previewUrl = "";
   try {
     const response = await fetch(`${base}/generations`, {
       method: "POST",
@@ -104,6 +160,8 @@ async function generate(event) {
     for await (const update of events(response)) {
       if (update.stage === "FAILED") {
         stage("FAILED", "failed");
+        pending?.remove();
+        pending = null;
         const { error, plan } = update;
         failure.textContent = `${update.failed} failed: ${error.code} ${error.reason}\n${error.message}` +
           (plan ? `\n\nThe plan:\n${JSON.stringify(plan, null, 2)}` : "");
@@ -111,14 +169,34 @@ async function generate(event) {
         return;
       }
       stage(update.stage, update.stage === "COMPLETED" ? "done" : "");
+      status(update);
+      if (update.execution && !pending && update.stage !== "COMPLETED") {  // started: a place for it
+        pending = pendingFigure(form.prompt.value);
+        pending.dataset.execution = update.execution;
+        gallery.prepend(pending);
+        document.getElementById("empty").hidden = true;
+      }
+      if (update.stage === "PREVIEW" && pending) {
+        previewUrl = update.preview.url;
+        const preview = pending.querySelector("img.preview");
+        preview.src = previewUrl;
+        preview.width = update.preview.width;
+        preview.height = update.preview.height;
+        preview.hidden = false;
+        pending.querySelector(".painting").hidden = true;
+      }
       if (update.stage === "COMPLETED") {
-        const gallery = document.getElementById("gallery");
         gallery.querySelector(`figure[data-plan-id="${update.image.plan_id}"]`)?.remove();
-        gallery.prepend(figure(update.image));
+        const done = figure(update.image, previewUrl);
+        if (pending) pending.replaceWith(done);
+        else gallery.prepend(done);
+        pending = null;
         document.getElementById("empty").hidden = true;
       }
     }
   } finally {
+    // The stream ended without an end (the connection broke): the render may still finish.
+    if (pending) pending.querySelector(".painting").textContent = "still painting: reload to see it";
     button.disabled = false;
   }
 }

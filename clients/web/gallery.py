@@ -17,6 +17,13 @@ The page (static/gallery.html, .css, .js: no build step) reads two JSON endpoint
 The execution is detached: a browser that leaves ends its watch, not the render, and the
 image is listed once stored. A plan stored already answers COMPLETED at once.
 
+  GET  /sessions/{session_id}/events       text/event-stream (server-sent events): every
+       change of every execution of the session, whoever started it (WatchSessionExecutions),
+       one "data:" line each: the change as above plus "prompt" (the plan's enhanced prompt),
+       "plan_id", "image" once SUCCEEDED and "error" once FAILED or CANCELLED. From the moment
+       it opens; when the executor cannot be watched, one {"error": {...}} and the end (an
+       EventSource reconnects after the "retry:" delay).
+
 A card is {prompt, enhanced_prompt, image_type, style, provider, model, cost, cost_micros,
 proxy_url, plan_id, created_at, reused}. prompt is what was asked when this app asked it
 (the generation's own card), else the plan's enhanced prompt: the listing has the plan the
@@ -54,6 +61,9 @@ ENDED = frozenset({ExecutionState.EXECUTION_STATE_SUCCEEDED, ExecutionState.EXEC
 WATCH_ENDED_EARLY = status_pb2.Status(code=code_pb2.UNAVAILABLE, message="the watch ended before the execution did")
 # The preview media types forwarded as data: URLs (the executor writes WebP previews; the rest is room).
 PREVIEW_MIME_TYPES = frozenset({"image/webp", "image/png", "image/jpeg"})
+
+# How long an EventSource waits before it reconnects to /events (the SSE "retry:" field).
+SSE_RETRY_MILLISECONDS = 5000
 
 # What a generation request's body may be: a prompt at the limit in 4-byte UTF-8, and room.
 MAX_BODY_BYTES = 4 * MAX_PROMPT_CHARS + 1024
@@ -139,6 +149,27 @@ class Gallery:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    async def events(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if not SESSION_ID.fullmatch(session_id):
+            return JSONResponse({"error": "no such session"}, status_code=404)
+        return StreamingResponse(
+            self._session_events(session_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def _session_events(self, session_id: str) -> AsyncIterator[bytes]:
+        yield f"retry: {SSE_RETRY_MILLISECONDS}\n\n".encode()
+        try:
+            async for change in self._client.executor.watch_session(session_id):
+                event = session_change(change.execution, change.preview if change.HasField("preview") else None)
+                if event is not None:
+                    yield _sse(event)
+        except ExecutionFailed as error:
+            log.warning("gallery: cannot watch session %s: %s %s", session_id, error.code.name, error.reason)
+            yield _sse({"error": _error(error)})
+
     async def _events(self, session_id: str, prompt: str, options: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         yield {"stage": "PLANNING"}
         try:
@@ -197,6 +228,28 @@ def preview_event(execution: Execution, preview: ExecutionPreview) -> dict[str, 
     return {**execution_event(execution), "stage": "PREVIEW",
             "preview": {"url": f"data:{preview.mime_type};base64,{data}", "width": preview.width,
                         "height": preview.height}}  # fmt: skip
+
+
+def session_change(execution: Execution, preview: ExecutionPreview | None) -> dict[str, Any] | None:
+    """One change heard by the session watch, as /events sends it; None for a preview not
+    forwarded (see preview_event)."""
+    if preview is not None:
+        event = preview_event(execution, preview)
+        if event is None:
+            return None
+    else:
+        event = execution_event(execution)
+    event.update(prompt=execution.plan.enhanced_prompt, plan_id=execution.plan.plan_id)
+    if execution.state == ExecutionState.EXECUTION_STATE_SUCCEEDED:
+        event["image"] = card(execution.result)
+    elif execution.state in ENDED:
+        event["error"] = _error(execution_error(execution.error, None))
+    return event
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    """One server-sent event: a single "data:" line (JSON escapes every newline)."""
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
 def _error(error: Exception) -> dict[str, Any]:

@@ -12,6 +12,7 @@ gallery-listed.png of images another client stored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from clients import AsyncImagegenClient
 from clients.web import create_app
@@ -233,3 +235,42 @@ async def test_a_gallery_whose_executor_is_down_says_so(browser: Browser) -> Non
     finally:
         await web.stop()
         await client.close()
+
+
+async def test_an_image_started_elsewhere_in_the_session_is_painted_live(site: Site, browser: Browser) -> None:
+    site.provider.release.set()
+    page = await browser.new_page(viewport={"width": 1100, "height": 820})
+    await page.goto(f"{site.url}/sessions/table-7")
+    await page.wait_for_function("() => document.body.dataset.live === 'open'", timeout=30_000)
+    async with AsyncImagegenClient(site.planner, site.executor) as backend:  # the DM agent, say
+        # The page's session watch is open once it hears something: probe the session until it does.
+        probe = 0
+        while not await page.evaluate("() => Number(document.body.dataset.heard || 0) > 0"):
+            probe += 1
+            assert probe <= 30, "the page never heard the session"
+            await backend.generate(f"A probe, {probe}", session_id="table-7", image_type="item", wait=False)
+            with contextlib.suppress(PlaywrightTimeout):
+                await page.wait_for_function("() => Number(document.body.dataset.heard || 0) > 0", timeout=1_000)
+        site.provider.release.clear()  # the next render waits: the page shows it being painted
+        started = await backend.generate(
+            "Thora holds the rope bridge against the goblins", session_id="table-7", image_type="scene", wait=False
+        )
+        pending = f'#gallery figure.pending[data-execution="{started.execution.name}"]'
+        await page.wait_for_selector(f"{pending} .painting", state="visible", timeout=30_000)
+        assert await page.text_content(f"{pending} .prompt") == started.plan.enhanced_prompt
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "gallery-live.png"), full_page=True)  # being painted
+        site.provider.release.set()
+        done = f'#gallery figure[data-plan-id="{started.plan.plan_id}"]'
+        await page.wait_for_function(
+            f"() => {{ const img = document.querySelector('{done} img.image');"
+            " return img && img.complete && img.naturalWidth > 0; }", timeout=30_000,
+        )  # fmt: skip
+        got = await backend.executor.get_execution(started.execution.name)
+    assert await page.get_attribute(f"{done} img.image", "src") == got.result.proxy_url
+    # Its preview came through the session's events, and made way for the image.
+    assert (await page.get_attribute(f"{done} img.preview", "src")).startswith("data:image/webp;base64,")
+    assert not await page.is_visible(f"{done} img.preview")
+    assert await page.text_content(f"{done} dd.type") == "scene"
+    assert await page.eval_on_selector_all("#gallery figure.pending", "figures => figures.length") == 0
+    await page.screenshot(path=str(ARTIFACTS / "gallery-live-done.png"), full_page=True)

@@ -7,6 +7,7 @@ dollars), and what a request may not be."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import io
 import itertools
@@ -209,9 +210,90 @@ async def test_a_listing_the_executor_cannot_give_is_an_error_not_an_empty_galle
     try:
         async with httpx.AsyncClient(base_url=web.url, trust_env=False, timeout=30) as http:
             response = await http.get("/sessions/t1/images")
+            events = await http.get("/sessions/t1/events")  # the watch fails at once: one error, the end
     finally:
         await web.stop()
         await client.close()
     assert response.status_code == 503 and response.headers["cache-control"] == "no-store"
     error = response.json()["error"]
     assert (error["code"], error["retryable"]) == ("UNAVAILABLE", True) and "images" not in response.json()
+    assert events.status_code == 200 and events.text.startswith("retry: 5000\n\n")
+    (line,) = [line for line in events.text.splitlines() if line.startswith("data: ")]
+    assert json.loads(line.removeprefix("data: "))["error"]["code"] == "UNAVAILABLE"
+
+
+@pytest.fixture
+async def offline_site(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncImagegenClient]]:
+    """The app over a planner and an executor with the offline renderer (one preview a
+    render), and another client of the same services: the game backend, or the DM agent."""
+    planner = await create_planner_server(PlannerSettings(address="127.0.0.1:0"))
+    executor = await create_executor_server(ExecutorSettings(
+        address="127.0.0.1:0", local_store_dir=tmp_path / "store", public_base_url="http://game.test/images"
+    ))  # fmt: skip
+    client = AsyncImagegenClient(f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
+    backend = AsyncImagegenClient(f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
+    web = await WebServer(create_app(client), "127.0.0.1", 0).start()
+    try:
+        async with httpx.AsyncClient(base_url=web.url, trust_env=False, timeout=30) as http:
+            yield http, backend
+    finally:
+        await web.stop()
+        await client.close()
+        await backend.close()
+        await planner.stop(None)
+        await executor.stop(None)
+
+
+async def test_the_session_events_carry_an_execution_started_elsewhere_live(offline_site) -> None:
+    http, backend = offline_site
+    heard: list[dict] = []
+    changed = asyncio.Condition()
+
+    async def listen() -> None:
+        async with http.stream("GET", "/sessions/t5/events") as response:
+            assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    async with changed:
+                        heard.append(json.loads(line.removeprefix("data: ")))
+                        changed.notify_all()
+                else:
+                    assert line in ("", "retry: 5000")
+
+    listener = asyncio.ensure_future(listen())
+    try:
+        # The watch is open once it hears something: probe the session until it does.
+        async with asyncio.timeout(30):
+            probe = 0
+            while not heard:
+                probe += 1
+                await backend.generate(f"A probe, {probe}", session_id="t5", image_type="item", wait=False)
+                async with changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait_for(lambda: bool(heard)), 1)
+        started = await backend.generate("Thora's war hammer", session_id="t5", image_type="item", wait=False)
+        name = started.execution.name
+
+        def ended() -> bool:
+            return any(e["execution"] == name and e["state"] == "SUCCEEDED" for e in heard)
+
+        async with asyncio.timeout(30), changed:
+            await changed.wait_for(ended)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    mine = [e for e in heard if e["execution"] == name]
+    assert [e["state"] for e in mine] == sorted((e["state"] for e in mine), key=STATE_ORDER.index)
+    assert {e["prompt"] for e in mine} == {started.plan.enhanced_prompt}
+    assert {e["plan_id"] for e in mine} == {started.plan.plan_id}
+    (preview,) = [e["preview"] for e in mine if e["stage"] == "PREVIEW"]
+    head, _, data = preview["url"].partition(",")
+    assert head == "data:image/webp;base64" and len(base64.b64decode(data, validate=True)) <= MAX_PREVIEW_BYTES
+    image = mine[-1]["image"]
+    assert image["plan_id"] == started.plan.plan_id and image["prompt"] == started.plan.enhanced_prompt
+    assert image["proxy_url"].startswith("http://game.test/images/t5/item/")
+    assert (await http.get("/sessions/-bad/events")).status_code == 404
+
+
+STATE_ORDER = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]

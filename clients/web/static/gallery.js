@@ -74,10 +74,53 @@ function pendingFigure(prompt) {
   return fig;
 }
 
+// The executions being painted, by name ("executions/{id}"): their pending figures.
+const painting = new Map();
+// The executions this page started: their own stream draws them, not the session's events.
+const own = new Set();
+
+// The pending figure of an execution, made (first in the gallery) when it has none yet.
+function pendingFor(name, prompt) {
+  let pending = painting.get(name);
+  if (!pending) {
+    pending = pendingFigure(prompt);
+    pending.dataset.execution = name;
+    painting.set(name, pending);
+    document.getElementById("gallery").prepend(pending);
+    document.getElementById("empty").hidden = true;
+  }
+  return pending;
+}
+
+function showPreview(pending, preview) {
+  const img = pending.querySelector("img.preview");
+  img.src = preview.url;
+  img.hidden = false;
+  pending.querySelector(".painting").hidden = true;
+}
+
+// The image in its card, where its execution was painted (the preview kept until it loads).
+function finish(name, image) {
+  const gallery = document.getElementById("gallery");
+  const pending = painting.get(name);
+  painting.delete(name);
+  const preview = pending?.querySelector("img.preview:not([hidden])")?.src || "";
+  gallery.querySelector(`figure[data-plan-id="${image.plan_id}"]:not(.pending)`)?.remove();
+  const done = figure(image, preview);
+  if (pending) pending.replaceWith(done);
+  else gallery.prepend(done);
+  document.getElementById("empty").hidden = true;
+}
+
+function drop(name) {
+  painting.get(name)?.remove();
+  painting.delete(name);
+}
+
 function show(images) {
   const gallery = document.getElementById("gallery");
-  gallery.replaceChildren(...images.map(figure));
-  document.getElementById("empty").hidden = images.length > 0;
+  gallery.replaceChildren(...painting.values(), ...images.map(figure));  // being painted: first
+  document.getElementById("empty").hidden = images.length + painting.size > 0;
 }
 
 async function load() {
@@ -143,8 +186,7 @@ async function generate(event) {
   failure.hidden = true;
   line.hidden = true;
   button.disabled = true;
-  let pending = null;
-  let previewUrl = "";
+  let name = "";  // the execution, once started
   try {
     const response = await fetch(`${base}/generations`, {
       method: "POST",
@@ -160,8 +202,8 @@ async function generate(event) {
     for await (const update of events(response)) {
       if (update.stage === "FAILED") {
         stage("FAILED", "failed");
-        pending?.remove();
-        pending = null;
+        if (name) drop(name);
+        name = "";
         const { error, plan } = update;
         failure.textContent = `${update.failed} failed: ${error.code} ${error.reason}\n${error.message}` +
           (plan ? `\n\nThe plan:\n${JSON.stringify(plan, null, 2)}` : "");
@@ -170,37 +212,43 @@ async function generate(event) {
       }
       stage(update.stage, update.stage === "COMPLETED" ? "done" : "");
       status(update);
-      if (update.execution && !pending && update.stage !== "COMPLETED") {  // started: a place for it
-        pending = pendingFigure(form.prompt.value);
-        pending.dataset.execution = update.execution;
-        gallery.prepend(pending);
-        document.getElementById("empty").hidden = true;
-      }
-      if (update.stage === "PREVIEW" && pending) {
-        previewUrl = update.preview.url;
-        const preview = pending.querySelector("img.preview");
-        preview.src = previewUrl;
-        preview.width = update.preview.width;
-        preview.height = update.preview.height;
-        preview.hidden = false;
-        pending.querySelector(".painting").hidden = true;
-      }
       if (update.stage === "COMPLETED") {
-        gallery.querySelector(`figure[data-plan-id="${update.image.plan_id}"]`)?.remove();
-        const done = figure(update.image, previewUrl);
-        if (pending) pending.replaceWith(done);
-        else gallery.prepend(done);
-        pending = null;
-        document.getElementById("empty").hidden = true;
+        finish(name, update.image);
+        name = "";
+      } else if (update.execution) {  // started: its place in the gallery (the session's events may have made it)
+        name = update.execution;
+        own.add(name);
+        const pending = pendingFor(name, form.prompt.value);
+        pending.querySelector(".prompt").textContent = form.prompt.value;
+        if (update.stage === "PREVIEW") showPreview(pending, update.preview);
       }
     }
   } finally {
     // The stream ended without an end (the connection broke): the render may still finish.
-    if (pending) pending.querySelector(".painting").textContent = "still painting: reload to see it";
+    if (name && painting.has(name)) painting.get(name).querySelector(".painting").textContent = "still painting";
     button.disabled = false;
   }
+}
+
+// Every execution of the session, whoever started it (another player, the DM agent), as it
+// changes: painted in place like this page's own. An EventSource reconnects by itself.
+function follow() {
+  const source = new EventSource(`${base}/events`);
+  source.addEventListener("open", () => { document.body.dataset.live = "open"; });
+  source.addEventListener("message", (message) => {
+    const update = JSON.parse(message.data);
+    document.body.dataset.heard = String(Number(document.body.dataset.heard || 0) + 1);
+    if (update.error || own.has(update.execution)) return;
+    if (update.image) finish(update.execution, update.image);
+    else if (update.state === "FAILED" || update.state === "CANCELLED") drop(update.execution);
+    else {
+      const pending = pendingFor(update.execution, update.prompt);
+      if (update.stage === "PREVIEW") showPreview(pending, update.preview);
+    }
+  });
 }
 
 document.getElementById("session-id").textContent = sessionId;
 document.getElementById("generate").addEventListener("submit", generate);
 load();
+follow();

@@ -21,8 +21,9 @@ image is listed once stored. A plan stored already answers COMPLETED at once.
        change of every execution of the session, whoever started it (WatchSessionExecutions),
        one "data:" line each: the change as above plus "prompt" (the plan's enhanced prompt),
        "plan_id", "image" once SUCCEEDED and "error" once FAILED or CANCELLED. From the moment
-       it opens; when the executor cannot be watched, one {"error": {...}} and the end (an
-       EventSource reconnects after the "retry:" delay).
+       it opens; when the executor cannot be watched, or MAX_EVENT_STREAMS are open, one
+       {"error": {...}} and the end (an EventSource reconnects after the "retry:" delay).
+       A quiet stream sends ": keep-alive" every SSE_KEEPALIVE_SECONDS.
 
 A card is {prompt, enhanced_prompt, image_type, style, provider, model, cost, cost_micros,
 proxy_url, plan_id, created_at, reused}. prompt is what was asked when this app asked it
@@ -33,7 +34,9 @@ in US dollars ("$0.01113"), null when it estimated nothing (0 micros).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -64,6 +67,13 @@ PREVIEW_MIME_TYPES = frozenset({"image/webp", "image/png", "image/jpeg"})
 
 # How long an EventSource waits before it reconnects to /events (the SSE "retry:" field).
 SSE_RETRY_MILLISECONDS = 5000
+# /events streams open at once, each a WatchSessionExecutions call; one more gets an error
+# event (RESOURCE_EXHAUSTED) and the end, and its EventSource tries again after the retry.
+MAX_EVENT_STREAMS = 256
+# A quiet /events stream sends a comment line this often (proxies close idle connections).
+SSE_KEEPALIVE_SECONDS = 15.0
+# Changes a stream holds for a slow reader before the watch waits for it.
+SSE_QUEUED_CHANGES = 16
 
 # What a generation request's body may be: a prompt at the limit in 4-byte UTF-8, and room.
 MAX_BODY_BYTES = 4 * MAX_PROMPT_CHARS + 1024
@@ -107,10 +117,14 @@ def card(result: ImageGenerationResult, original_prompt: str = "") -> dict[str, 
 
 
 class Gallery:
-    """The page and its two endpoints, over the app's client."""
+    """The page and its endpoints, over the app's client. max_event_streams and
+    keepalive_seconds bound /events (MAX_EVENT_STREAMS, SSE_KEEPALIVE_SECONDS)."""
 
     def __init__(self, client: AsyncImagegenClient) -> None:
         self._client = client
+        self.max_event_streams = MAX_EVENT_STREAMS
+        self.keepalive_seconds = SSE_KEEPALIVE_SECONDS
+        self._event_streams = 0
 
     async def page(self, request: Request) -> Response:
         if not SESSION_ID.fullmatch(request.path_params["session_id"]):
@@ -161,14 +175,41 @@ class Gallery:
 
     async def _session_events(self, session_id: str) -> AsyncIterator[bytes]:
         yield f"retry: {SSE_RETRY_MILLISECONDS}\n\n".encode()
+        if self._event_streams >= self.max_event_streams:  # each holds a watch on the executor
+            yield _sse({"error": {"code": "RESOURCE_EXHAUSTED", "reason": "TOO_MANY_EVENT_STREAMS",
+                                  "message": f"this app serves at most {self.max_event_streams} event streams",
+                                  "retryable": True, "field_violations": []}})  # fmt: skip
+            return
+        self._event_streams += 1
+        # The watch feeds a small queue, so that a quiet session still sends a comment line
+        # every keepalive_seconds (proxies close idle connections) and a slow reader holds
+        # the watch back rather than piling changes up.
+        changes: asyncio.Queue[bytes] = asyncio.Queue(maxsize=SSE_QUEUED_CHANGES)
+        watch = asyncio.create_task(self._watch_session(session_id, changes))
+        try:
+            while not (watch.done() and changes.empty()):
+                try:
+                    async with asyncio.timeout(self.keepalive_seconds):
+                        chunk = await changes.get()
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield chunk
+        finally:
+            self._event_streams -= 1
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def _watch_session(self, session_id: str, changes: asyncio.Queue[bytes]) -> None:
         try:
             async for change in self._client.executor.watch_session(session_id):
                 event = session_change(change.execution, change.preview if change.HasField("preview") else None)
                 if event is not None:
-                    yield _sse(event)
+                    await changes.put(_sse(event))
         except ExecutionFailed as error:
             log.warning("gallery: cannot watch session %s: %s %s", session_id, error.code.name, error.reason)
-            yield _sse({"error": _error(error)})
+            await changes.put(_sse({"error": _error(error)}))
 
     async def _events(self, session_id: str, prompt: str, options: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         yield {"stage": "PLANNING"}

@@ -22,7 +22,7 @@ from PIL import Image
 
 from clients import AsyncImagegenClient
 from clients.web import create_app
-from clients.web.gallery import MAX_BODY_BYTES, dollars, preview_event
+from clients.web.gallery import MAX_BODY_BYTES, Gallery, dollars, preview_event
 from clients.web.server import WebServer
 from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
@@ -223,7 +223,7 @@ async def test_a_listing_the_executor_cannot_give_is_an_error_not_an_empty_galle
 
 
 @pytest.fixture
-async def offline_site(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncImagegenClient]]:
+async def offline_site(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncImagegenClient, Gallery]]:
     """The app over a planner and an executor with the offline renderer (one preview a
     render), and another client of the same services: the game backend, or the DM agent."""
     planner = await create_planner_server(PlannerSettings(address="127.0.0.1:0"))
@@ -232,10 +232,11 @@ async def offline_site(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient,
     ))  # fmt: skip
     client = AsyncImagegenClient(f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
     backend = AsyncImagegenClient(f"127.0.0.1:{planner.port}", f"127.0.0.1:{executor.port}")
-    web = await WebServer(create_app(client), "127.0.0.1", 0).start()
+    app = create_app(client)
+    web = await WebServer(app, "127.0.0.1", 0).start()
     try:
         async with httpx.AsyncClient(base_url=web.url, trust_env=False, timeout=30) as http:
-            yield http, backend
+            yield http, backend, app.state.gallery
     finally:
         await web.stop()
         await client.close()
@@ -245,7 +246,7 @@ async def offline_site(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient,
 
 
 async def test_the_session_events_carry_an_execution_started_elsewhere_live(offline_site) -> None:
-    http, backend = offline_site
+    http, backend, _ = offline_site
     heard: list[dict] = []
     changed = asyncio.Condition()
 
@@ -294,6 +295,26 @@ async def test_the_session_events_carry_an_execution_started_elsewhere_live(offl
     assert image["plan_id"] == started.plan.plan_id and image["prompt"] == started.plan.enhanced_prompt
     assert image["proxy_url"].startswith("http://game.test/images/t5/item/")
     assert (await http.get("/sessions/-bad/events")).status_code == 404
+
+
+async def test_a_quiet_event_stream_keeps_alive_and_event_streams_are_bounded(offline_site) -> None:
+    http, _, gallery = offline_site
+    gallery.keepalive_seconds, gallery.max_event_streams = 0.05, 1
+    async with http.stream("GET", "/sessions/t6/events") as first:
+        lines = first.aiter_lines()
+        assert [await anext(lines) for _ in range(4)] == ["retry: 5000", "", ": keep-alive", ""]
+        over = await http.get("/sessions/t6/events")  # one stream too many: an error, and the end
+    assert over.text.startswith("retry: 5000\n\ndata: ")
+    error = json.loads(over.text.split("data: ", 1)[1])["error"]
+    assert (error["code"], error["reason"], error["retryable"]) == ("RESOURCE_EXHAUSTED", "TOO_MANY_EVENT_STREAMS", True)
+    # The first has left: once the app has noticed, a stream is served again.
+    async with asyncio.timeout(30):
+        while True:
+            async with http.stream("GET", "/sessions/t6/events") as again:
+                lines = again.aiter_lines()
+                if [await anext(lines) for _ in range(3)][-1] == ": keep-alive":
+                    break
+            await asyncio.sleep(0.05)
 
 
 STATE_ORDER = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]

@@ -203,10 +203,11 @@ class Gallery:
 
     async def _watch_session(self, session_id: str, changes: asyncio.Queue[bytes]) -> None:
         try:
-            async for change in self._client.executor.watch_session(session_id):
-                event = session_change(change.execution, change.preview if change.HasField("preview") else None)
-                if event is not None:
-                    await changes.put(_sse(event))
+            async with contextlib.aclosing(self._client.executor.watch_session(session_id)) as watch:
+                async for change in watch:
+                    event = session_change(change.execution, change.preview if change.HasField("preview") else None)
+                    if event is not None:
+                        await changes.put(_sse(event))
         except ExecutionFailed as error:
             log.warning("gallery: cannot watch session %s: %s %s", session_id, error.code.name, error.reason)
             await changes.put(_sse({"error": _error(error)}))
@@ -227,16 +228,17 @@ class Gallery:
             if execution.state != ExecutionState.EXECUTION_STATE_SUCCEEDED:  # else stored already: no watch
                 yield execution_event(execution)
                 seen = (execution.state, execution.stage)
-                async for change in self._client.executor.watch_execution(execution):
-                    execution = change.execution
-                    if change.HasField("preview"):
-                        if (preview := preview_event(execution, change.preview)) is not None:
-                            yield preview
-                    elif execution.state in ENDED:
-                        break
-                    elif (execution.state, execution.stage) != seen:  # the watch opens with it as it is
-                        seen = (execution.state, execution.stage)
-                        yield execution_event(execution)
+                async with contextlib.aclosing(self._client.executor.watch_execution(execution)) as changes:
+                    async for change in changes:
+                        execution = change.execution
+                        if change.HasField("preview"):
+                            if (preview := preview_event(execution, change.preview)) is not None:
+                                yield preview
+                        elif execution.state in ENDED:
+                            break
+                        elif (execution.state, execution.stage) != seen:  # the watch opens with it as it is
+                            seen = (execution.state, execution.stage)
+                            yield execution_event(execution)
             if execution.state != ExecutionState.EXECUTION_STATE_SUCCEEDED:
                 status = execution.error if execution.state in ENDED else WATCH_ENDED_EARLY
                 raise execution_error(status, execution.plan if execution.HasField("plan") else plan)

@@ -96,9 +96,12 @@ def _status_proto(error: grpc.RpcError) -> status_pb2.Status | None:
 
 
 def _details(error: grpc.RpcError) -> _Details:
+    return _status_details(_status_proto(error))
+
+
+def _status_details(status: status_pb2.Status | None) -> _Details:
     reason, metadata, violations, retry_after, plan = "", {}, (), None, None
     quota: tuple[tuple[str, str], ...] = ()
-    status = _status_proto(error)
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -134,6 +137,21 @@ def execution_failed(error: grpc.RpcError, plan: ImageGenerationPlan | None) -> 
     if details.plan is None or details.metadata.get(PLAN_TRUNCATED) == "true":
         details = replace(details, plan=_sent_plan(plan, details.plan))
     return ExecutionFailed(error.code(), error.details() or "", details)  # type: ignore[attr-defined]
+
+
+def execution_error(status: status_pb2.Status, plan: ImageGenerationPlan | None) -> ExecutionFailed:
+    """The error an Execution ended with (its .error: FAILED, or CANCELLED) as the
+    ExecutionFailed ExecutePlan would have raised: the same code, reason, violations and
+    retry_after. plan: the execution's plan, the .plan when the details carry none (or a
+    truncated one)."""
+    try:
+        code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    except StopIteration:
+        code = grpc.StatusCode.UNKNOWN
+    details = _status_details(status)
+    if details.plan is None or details.metadata.get(PLAN_TRUNCATED) == "true":
+        details = replace(details, plan=_sent_plan(plan, details.plan))
+    return ExecutionFailed(code, status.message, details)
 
 
 def _sent_plan(

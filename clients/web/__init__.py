@@ -13,6 +13,7 @@ Routes (docs/backend.md):
   GET  /sessions/{session_id}              the gallery page (clients.web.gallery)
   GET  /sessions/{session_id}/images       its images as JSON, newest first
   POST /sessions/{session_id}/generations  plan and execute a prompt, stages as NDJSON
+  GET  /sessions/{session_id}/events       every execution of the session as it changes (SSE)
   GET  /static/...                         the page's CSS and JavaScript
 
 The app uses the client it is given and never closes it: its owner does.
@@ -48,6 +49,7 @@ def create_app(
             Route("/sessions/{session_id}", gallery.page, methods=["GET"]),
             Route("/sessions/{session_id}/images", gallery.images, methods=["GET"]),
             Route("/sessions/{session_id}/generations", gallery.generate, methods=["POST"]),
+            Route("/sessions/{session_id}/events", gallery.events, methods=["GET"]),
             Mount("/static", static, name="static"),
             # Last: with an empty prefix (a base URL with no path) it takes every other path.
             Route(image_prefix.rstrip("/") + "/{key:path}", image_route.serve, methods=["GET", "HEAD"]),

@@ -1,9 +1,11 @@
-"""docs/backend.md's DM agent loop runs as printed: the real openai SDK against the loopback
-OpenAI-compatible server, real planner and executor, in a separate Python process."""
+"""docs/backend.md's examples run as printed, each in a separate Python process against a
+real planner and executor: the DM agent loop (the real openai SDK against the loopback
+OpenAI-compatible server) and the session broadcaster (WatchSessionExecutions)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from clients import AsyncImagegenClient
 from tests.conftest import PUBLIC_BASE, Services
 from tests.support.fake_openai import FakeOpenAI, chat_content, chat_tool_call
 
@@ -58,3 +61,52 @@ async def test_the_dm_agent_loop_plans_in_the_turn_and_executes_after_it(
     refused = json.loads(third[-1]["content"])
     assert third[-1]["role"] == "tool" and refused["error"]["field_violations"][0]["field"] == "arguments.image_type"
     assert fake_openai.chat_requests[0].body["tools"][0]["function"]["name"] == "plan_image"
+
+
+async def test_the_session_broadcaster_forwards_progress_previews_and_the_image_of_any_caller(
+    services: Services, tmp_path: Path
+) -> None:
+    script = tmp_path / "session_broadcaster.py"
+    script.write_text(_example("session-broadcaster"))
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "SESSION": "table-9",
+           "IMAGEGEN_EXECUTOR": services.executor_target}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    events: list[dict] = []
+
+    async def next_event(seconds: float) -> dict:
+        line = await asyncio.wait_for(process.stdout.readline(), seconds)
+        assert line, (await process.stderr.read()).decode()
+        events.append(json.loads(line))
+        return events[-1]
+
+    try:
+        async with AsyncImagegenClient(services.planner_target, services.executor_target) as caller:
+            # The watch is open once it hears something: probe the session until it does.
+            async with asyncio.timeout(60):
+                probe = 0
+                while not events:
+                    probe += 1
+                    await caller.generate(f"A probe, {probe}", session_id="table-9", image_type="item", wait=False)
+                    with contextlib.suppress(TimeoutError):
+                        await next_event(1)
+            started = await caller.generate(
+                "A wyvern over the keep", session_id="table-9", image_type="scene", wait=False
+            )
+            name = started.execution.name
+            async with asyncio.timeout(60):
+                while not (events[-1]["execution"] == name and events[-1]["type"] == "image"):
+                    await next_event(60)
+    finally:
+        process.terminate()
+        await process.wait()
+    mine = [event for event in events if event["execution"] == name]
+    assert {event["plan_id"] for event in mine} == {started.plan.plan_id}
+    kinds = [event["type"] for event in mine]
+    assert kinds[0] == "image_progress" and kinds[-1] == "image" and "image_preview" in kinds
+    assert kinds.index("image_preview") < len(kinds) - 1
+    preview = next(event for event in mine if event["type"] == "image_preview")
+    assert preview["url"].startswith("data:image/webp;base64,")
+    assert mine[-1]["reused"] is False
+    assert (services.store_dir / mine[-1]["proxy_url"].removeprefix(PUBLIC_BASE + "/")).is_file()

@@ -1,18 +1,38 @@
 // The session gallery: lists the session's images (the executor's ListImages, through
 // GET .../images: every image of the session, whoever stored it) and runs one generation at a time,
-// reading its stages from the NDJSON stream that POST .../generations answers with.
+// reading its stages, states and previews from the NDJSON stream that POST .../generations answers
+// with. The render is an execution on the server: leaving the page ends the stream, not the render.
 "use strict";
 
 const sessionId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
 const base = `/sessions/${encodeURIComponent(sessionId)}`;
 
-function figure(image) {
+// A preview shown in a figure until its image has loaded (then hidden, kept for what it was).
+function previewImage(url) {
+  const preview = document.createElement("img");
+  preview.className = "preview";
+  preview.alt = "a preview of the image being painted";
+  if (url) preview.src = url;
+  else preview.hidden = true;
+  return preview;
+}
+
+function figure(image, previewUrl) {
   const fig = document.createElement("figure");
   fig.dataset.planId = image.plan_id;
+  const frame = document.createElement("div");
+  frame.className = "frame";
   const img = document.createElement("img");
-  img.src = image.proxy_url;
+  img.className = "image";
   img.alt = image.prompt;
   img.loading = "lazy";
+  frame.append(img);
+  if (previewUrl) {  // the preview stays in place until the image has loaded from proxy_url
+    const preview = previewImage(previewUrl);
+    frame.append(preview);
+    img.addEventListener("load", () => { preview.hidden = true; }, { once: true });
+  }
+  img.src = image.proxy_url;
   const caption = document.createElement("figcaption");
   const prompt = document.createElement("p");
   prompt.className = "prompt";
@@ -31,14 +51,76 @@ function figure(image) {
     facts.append(dt, dd);
   }
   caption.append(prompt, facts);
-  fig.append(img, caption);
+  fig.append(frame, caption);
   return fig;
+}
+
+// The figure of the image being painted: its prompt, "painting…", and each preview as it comes.
+function pendingFigure(prompt) {
+  const fig = document.createElement("figure");
+  fig.className = "pending";
+  const frame = document.createElement("div");
+  frame.className = "frame";
+  const painting = document.createElement("p");
+  painting.className = "painting";
+  painting.textContent = "painting…";
+  frame.append(painting, previewImage(""));
+  const caption = document.createElement("figcaption");
+  const text = document.createElement("p");
+  text.className = "prompt";
+  text.textContent = prompt;
+  caption.append(text);
+  fig.append(frame, caption);
+  return fig;
+}
+
+// The executions being painted, by name ("executions/{id}"): their pending figures.
+const painting = new Map();
+// The executions this page started: their own stream draws them, not the session's events.
+const own = new Set();
+
+// The pending figure of an execution, made (first in the gallery) when it has none yet.
+function pendingFor(name, prompt) {
+  let pending = painting.get(name);
+  if (!pending) {
+    pending = pendingFigure(prompt);
+    pending.dataset.execution = name;
+    painting.set(name, pending);
+    document.getElementById("gallery").prepend(pending);
+    document.getElementById("empty").hidden = true;
+  }
+  return pending;
+}
+
+function showPreview(pending, preview) {
+  const img = pending.querySelector("img.preview");
+  img.src = preview.url;
+  img.hidden = false;
+  pending.querySelector(".painting").hidden = true;
+}
+
+// The image in its card, where its execution was painted (the preview kept until it loads).
+function finish(name, image) {
+  const gallery = document.getElementById("gallery");
+  const pending = painting.get(name);
+  painting.delete(name);
+  const preview = pending?.querySelector("img.preview:not([hidden])")?.src || "";
+  gallery.querySelector(`figure[data-plan-id="${image.plan_id}"]:not(.pending)`)?.remove();
+  const done = figure(image, preview);
+  if (pending) pending.replaceWith(done);
+  else gallery.prepend(done);
+  document.getElementById("empty").hidden = true;
+}
+
+function drop(name) {
+  painting.get(name)?.remove();
+  painting.delete(name);
 }
 
 function show(images) {
   const gallery = document.getElementById("gallery");
-  gallery.replaceChildren(...images.map(figure));
-  document.getElementById("empty").hidden = images.length > 0;
+  gallery.replaceChildren(...painting.values(), ...images.map(figure));  // being painted: first
+  document.getElementById("empty").hidden = images.length + painting.size > 0;
 }
 
 async function load() {
@@ -56,12 +138,24 @@ async function load() {
 
 function stage(name, state) {
   const stages = document.getElementById("stages");
+  // One item a stage: several previews, or a state change within a stage, add none.
+  if (stages.lastElementChild?.dataset.stage === name) return;
   for (const item of stages.children) item.classList.add("done");
   const item = document.createElement("li");
   item.textContent = name.toLowerCase();
   item.dataset.stage = name;
   if (state) item.classList.add(state);
   stages.append(item);
+}
+
+// The execution's state in words: queued (and how many before it), running, succeeded...
+function status(update) {
+  const line = document.getElementById("status");
+  if (!update.state) return;
+  const ahead = update.state === "QUEUED" && update.queue_position > 0 ? ` (${update.queue_position} ahead)` : "";
+  line.textContent = `${update.state.toLowerCase()}${ahead}`;
+  line.dataset.state = update.state;
+  line.hidden = false;
 }
 
 async function* events(response) {
@@ -86,9 +180,13 @@ async function generate(event) {
   const form = event.target;
   const button = document.getElementById("submit");
   const failure = document.getElementById("failure");
+  const gallery = document.getElementById("gallery");
+  const line = document.getElementById("status");
   document.getElementById("stages").replaceChildren();
   failure.hidden = true;
+  line.hidden = true;
   button.disabled = true;
+  let name = "";  // the execution, once started
   try {
     const response = await fetch(`${base}/generations`, {
       method: "POST",
@@ -104,6 +202,8 @@ async function generate(event) {
     for await (const update of events(response)) {
       if (update.stage === "FAILED") {
         stage("FAILED", "failed");
+        if (name) drop(name);
+        name = "";
         const { error, plan } = update;
         failure.textContent = `${update.failed} failed: ${error.code} ${error.reason}\n${error.message}` +
           (plan ? `\n\nThe plan:\n${JSON.stringify(plan, null, 2)}` : "");
@@ -111,18 +211,44 @@ async function generate(event) {
         return;
       }
       stage(update.stage, update.stage === "COMPLETED" ? "done" : "");
+      status(update);
       if (update.stage === "COMPLETED") {
-        const gallery = document.getElementById("gallery");
-        gallery.querySelector(`figure[data-plan-id="${update.image.plan_id}"]`)?.remove();
-        gallery.prepend(figure(update.image));
-        document.getElementById("empty").hidden = true;
+        finish(name, update.image);
+        name = "";
+      } else if (update.execution) {  // started: its place in the gallery (the session's events may have made it)
+        name = update.execution;
+        own.add(name);
+        const pending = pendingFor(name, form.prompt.value);
+        pending.querySelector(".prompt").textContent = form.prompt.value;
+        if (update.stage === "PREVIEW") showPreview(pending, update.preview);
       }
     }
   } finally {
+    // The stream ended without an end (the connection broke): the render may still finish.
+    if (name && painting.has(name)) painting.get(name).querySelector(".painting").textContent = "still painting";
     button.disabled = false;
   }
+}
+
+// Every execution of the session, whoever started it (another player, the DM agent), as it
+// changes: painted in place like this page's own. An EventSource reconnects by itself.
+function follow() {
+  const source = new EventSource(`${base}/events`);
+  source.addEventListener("open", () => { document.body.dataset.live = "open"; });
+  source.addEventListener("message", (message) => {
+    const update = JSON.parse(message.data);
+    document.body.dataset.heard = String(Number(document.body.dataset.heard || 0) + 1);
+    if (update.error || own.has(update.execution)) return;
+    if (update.image) finish(update.execution, update.image);
+    else if (update.state === "FAILED" || update.state === "CANCELLED") drop(update.execution);
+    else {
+      const pending = pendingFor(update.execution, update.prompt);
+      if (update.stage === "PREVIEW") showPreview(pending, update.preview);
+    }
+  });
 }
 
 document.getElementById("session-id").textContent = sessionId;
 document.getElementById("generate").addEventListener("submit", generate);
 load();
+follow();

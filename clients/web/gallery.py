@@ -51,6 +51,7 @@ from clients._common import legacy_payload
 from clients.aio import AsyncImagegenClient
 from clients.errors import ExecutionFailed, ImagegenCallError, PlanningFailed, execution_error
 from imagegen.catalogue import IMAGE_TYPE_NAMES, MAX_PREVIEW_BYTES, MAX_PROMPT_CHARS, SESSION_ID
+from imagegen.errors import FieldViolation, InvalidRequest
 from imagegen.json_mapping import plan_to_dict
 from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview, ExecutionStage, ExecutionState
 from imagegen.v1.image_plan_pb2 import ImageGenerationResult
@@ -152,7 +153,7 @@ class Gallery:
             return JSONResponse({"error": f"the request body is over {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:
             form = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             form = None
         if not isinstance(form, dict) or not isinstance(form.get("prompt"), str):
             return JSONResponse({"error": 'expected a JSON object with a "prompt" string'}, status_code=400)
@@ -214,10 +215,18 @@ class Gallery:
 
     async def _events(self, session_id: str, prompt: str, options: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         yield {"stage": "PLANNING"}
+        if options.get("image_type", IMAGE_TYPE_NAMES[0]) not in IMAGE_TYPE_NAMES:
+            problem = FieldViolation("image_type", f"must be one of {', '.join(IMAGE_TYPE_NAMES)}")
+            yield {"stage": "FAILED", "failed": "planning", "error": _error(InvalidRequest([problem]))}
+            return
         try:
             plan = await self._client.planner.create_plan(prompt, session_id=session_id, **options)
-        except (PlanningFailed, ValueError) as error:  # ValueError: an image type the catalogue lacks
+        except PlanningFailed as error:
             yield {"stage": "FAILED", "failed": "planning", "error": _error(error)}
+            return
+        except ValueError as error:  # what the client refuses before sending (its own checks)
+            refused = InvalidRequest([FieldViolation("request", str(error)[:512])])
+            yield {"stage": "FAILED", "failed": "planning", "error": _error(refused)}
             return
         yield {"stage": "PLANNED", "plan": plan_to_dict(plan)}
         execution = Execution()
@@ -295,13 +304,13 @@ def _sse(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
-def _error(error: Exception) -> dict[str, Any]:
+def _error(error: ImagegenCallError | InvalidRequest) -> dict[str, Any]:
+    violations = [{"field": v.field, "description": v.description} for v in error.violations]
     if isinstance(error, ImagegenCallError):
         return {"code": error.code.name, "reason": error.reason, "message": error.message[:512],
-                "retryable": error.retryable,
-                "field_violations": [{"field": v.field, "description": v.description} for v in error.violations]}  # fmt: skip
-    return {"code": "INVALID_ARGUMENT", "reason": "INVALID_REQUEST", "message": str(error)[:512],
-            "retryable": False, "field_violations": []}  # fmt: skip
+                "retryable": error.retryable, "field_violations": violations}  # fmt: skip
+    return {"code": "INVALID_ARGUMENT", "reason": error.reason, "message": error.message[:512],
+            "retryable": False, "field_violations": violations}  # fmt: skip
 
 
 async def _ndjson(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -182,8 +182,23 @@ async def test_a_planning_failure_ends_before_anything_is_executed(
     assert "plan" not in events[-1] and fake_openai.image_requests == []
 
 
+async def test_an_image_type_the_catalogue_lacks_is_named_before_anything_is_planned(
+    http: httpx.AsyncClient, fake_openai: FakeOpenAI
+) -> None:
+    for image_type in ("selfie", "PORTRAIT", "x" * 4000):
+        events = await _events(http, "t1", {"prompt": "A sword", "image_type": image_type})
+        assert [e["stage"] for e in events] == ["PLANNING", "FAILED"]
+        error = events[-1]["error"]
+        assert events[-1]["failed"] == "planning" and error["code"] == "INVALID_ARGUMENT"
+        assert [v["field"] for v in error["field_violations"]] == ["image_type"]
+    assert fake_openai.image_requests == []
+
+
 async def test_what_a_generation_request_may_not_be(http: httpx.AsyncClient) -> None:
     assert (await http.post("/sessions/t1/generations", content=b"[1]")).status_code == 400
+    # Nested past the JSON parser's depth: refused like any other body that is not the object.
+    assert (await http.post("/sessions/t1/generations", content=b"[" * 17_000)).status_code == 400
+    assert (await http.post("/sessions/t1/generations", content=b'{"prompt": ' + b"[" * 16_000)).status_code == 400
     assert (await http.post("/sessions/t1/generations", json={"prompt": 3})).status_code == 400
     big = json.dumps({"prompt": "x" * (MAX_BODY_BYTES + 1)})
     assert (await http.post("/sessions/t1/generations", content=big)).status_code == 413

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from executor_service.ports import ImageProvider, RenderInputs
 from imagegen.catalogue import MAX_PROMPT_CHARS, OUTPUT_FORMATS, SEED_KEY, ProviderCapabilities
-from imagegen.errors import FieldViolation, ProviderNotCapable
+from imagegen.errors import FieldViolation, ProviderNotCapable, map_entry
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
 OUTPUT_FORMAT_KEY = "output_format"
@@ -38,7 +38,7 @@ def capability_problems(
     fmt = plan.metadata.get(OUTPUT_FORMAT_KEY)
     if fmt in OUTPUT_FORMATS and fmt not in capabilities.output_formats:
         problems.append(FieldViolation(
-            f"plan.metadata[{OUTPUT_FORMAT_KEY}]",
+            map_entry("plan.metadata", OUTPUT_FORMAT_KEY),
             f"the provider writes {', '.join(sorted(capabilities.output_formats))}, not {fmt}",
         ))
     if capabilities.sizes is not None and plan.size not in capabilities.sizes:

@@ -26,6 +26,8 @@ MAX_URL_EXPIRY_SECONDS = int(catalogue.MAX_URL_EXPIRY.total_seconds())
 DEFAULT_IMAGE_BUFFER_BYTES = 32 * 1024 * 1024
 DEFAULT_IMAGE_WRITE_TIMEOUT_SECONDS = 30.0
 MAX_EXECUTION_WORKERS = 1024
+# The shortest EXECUTOR_PAGE_TOKEN_KEY: SHA-256's output, as RFC 2104 section 3 advises.
+MIN_PAGE_TOKEN_KEY_BYTES = 32
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 QUOTA_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
 _QUOTA = re.compile(rf"([1-9][0-9]{{0,8}})/({'|'.join(QUOTA_WINDOWS)})")
@@ -223,6 +225,11 @@ class ExecutorSettings(ServerSettings):
             )
         if self.max_image_bytes < 1:
             raise ConfigError(f"EXECUTOR_MAX_IMAGE_BYTES={self.max_image_bytes}: must be at least 1")
+        if self.page_token_key and len(self.page_token_key.encode()) < MIN_PAGE_TOKEN_KEY_BYTES:
+            # RFC 2104 section 3: a key shorter than the hash's output weakens the HMAC.
+            raise ConfigError(
+                f"EXECUTOR_PAGE_TOKEN_KEY: must be at least {MIN_PAGE_TOKEN_KEY_BYTES} bytes (a random secret)"
+            )
         if self.getimage_buffer_bytes < catalogue.IMAGE_CHUNK_BYTES:
             raise ConfigError(
                 f"EXECUTOR_GETIMAGE_BUFFER_BYTES={self.getimage_buffer_bytes}: "

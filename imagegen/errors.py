@@ -22,6 +22,16 @@ class FieldViolation:
     description: str
 
 
+# How a map entry's key shows in a field path, its first characters only (so a path
+# stays short whatever the key): plan.metadata['quality'], context['race'].
+MAX_KEY_IN_PATH = 70
+
+
+def map_entry(field: str, key: str) -> str:
+    """The path of the entry key of the map field: f"{field}[{key!r}]", key cut to MAX_KEY_IN_PATH."""
+    return f"{field}[{key[:MAX_KEY_IN_PATH]!r}]"
+
+
 class ImagegenError(Exception):
     """Base of every error the services report on purpose.
 

@@ -29,7 +29,7 @@ from imagegen.catalogue import (
     SESSION_ID,
     STYLE_PATTERN,
 )
-from imagegen.errors import FieldViolation, InvalidRequest
+from imagegen.errors import FieldViolation, InvalidRequest, map_entry
 from imagegen.fingerprint import plan_fingerprint
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType, ReferenceImage, ReferenceRole
 
@@ -100,11 +100,11 @@ def _string_map(
     for key in sorted(entries):
         if not key_pattern.fullmatch(key):
             violations.append(
-                FieldViolation(f"{field}[{key[:70]!r}]", f"key must match {key_pattern.pattern}")
+                FieldViolation(map_entry(field, key), f"key must match {key_pattern.pattern}")
             )
         if len(entries[key]) > max_value:
             violations.append(
-                FieldViolation(f"{field}[{key[:70]!r}]", f"value must be at most {max_value} characters")
+                FieldViolation(map_entry(field, key), f"value must be at most {max_value} characters")
             )
     return violations
 
@@ -212,7 +212,7 @@ def plan_violations(plan: ImageGenerationPlan, path: str = "plan") -> list[Field
         seed.isascii() and seed.isdigit() and len(seed.lstrip("0")) <= len(str(MAX_SEED)) and int(seed) <= MAX_SEED
     ):
         violations.append(
-            FieldViolation(f"{path}.metadata[{SEED_KEY}]", f"must be a decimal integer from 0 to {MAX_SEED}")
+            FieldViolation(map_entry(f"{path}.metadata", SEED_KEY), f"must be a decimal integer from 0 to {MAX_SEED}")
         )
     if plan.image_type == ImageType.IMAGE_TYPE_UNSPECIFIED:
         violations.append(FieldViolation(f"{path}.image_type", "must be specified"))

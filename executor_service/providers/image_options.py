@@ -16,7 +16,7 @@ and any model this module does not know take only 1024x1024, 1536x1024 and
 from __future__ import annotations
 
 from imagegen.catalogue import MIME_TYPES
-from imagegen.errors import FieldViolation, InvalidRequest
+from imagegen.errors import FieldViolation, InvalidRequest, map_entry
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 
 QUALITIES = ("auto", "low", "medium", "high", "xhigh", "max")
@@ -60,7 +60,7 @@ def plan_option(plan: ImageGenerationPlan, key: str, default: str, allowed: obje
     value = plan.metadata.get(key, default)
     if value not in allowed:  # type: ignore[operator]
         raise InvalidRequest(
-            [FieldViolation(f"plan.metadata[{key!r}]", f"must be one of {', '.join(allowed)}")]  # type: ignore[call-overload]
+            [FieldViolation(map_entry("plan.metadata", key), f"must be one of {', '.join(allowed)}")]  # type: ignore[call-overload]
         )
     return value
 

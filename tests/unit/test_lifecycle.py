@@ -225,12 +225,22 @@ def test_lifecycle_settings_are_read_from_the_environment(tmp_path: Path) -> Non
         "EXECUTOR_SESSION_QUOTA": "10/hour, 50/day",
         "EXECUTOR_RETENTION_DAYS": "30",
         "EXECUTOR_PRICE_TABLE": str(prices),
-        "EXECUTOR_PAGE_TOKEN_KEY": "shared-secret",
+        "EXECUTOR_PAGE_TOKEN_KEY": SHARED_KEY,
     })
     assert settings.session_quota == (QuotaLimit(10, 3600, "10/hour"), QuotaLimit(50, 86_400, "50/day"))
-    assert settings.retention_days == 30 and settings.page_token_key == "shared-secret"
+    assert settings.retention_days == 30 and settings.page_token_key == SHARED_KEY
     assert settings.price_table.price("openai", "gpt-image-2") == Price(output_per_million=40)
-    assert "shared-secret" not in repr(settings)
+    assert SHARED_KEY not in repr(settings)
+
+
+SHARED_KEY = "a-shared-secret-of-32-bytes-or-more"
+
+
+@pytest.mark.parametrize("key", ["shared-secret", "x" * 31, "é" * 15])
+def test_a_page_token_key_shorter_than_the_hash_is_refused_at_start(key: str) -> None:
+    with pytest.raises(ConfigError, match="EXECUTOR_PAGE_TOKEN_KEY") as caught:
+        ExecutorSettings.from_env({"EXECUTOR_PAGE_TOKEN_KEY": key})
+    assert key not in str(caught.value)  # a secret is named, never shown
     defaults = ExecutorSettings.from_env({})
     assert (defaults.session_quota, defaults.retention_days, len(defaults.price_table)) == ((), 0, 0)
 

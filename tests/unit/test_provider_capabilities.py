@@ -46,7 +46,7 @@ def test_each_capability_names_the_field_it_cannot_render() -> None:
     inputs = RenderInputs(references=(REFERENCE, REFERENCE), mask=REFERENCE)
     narrow = ProviderCapabilities(max_reference_images=1, max_prompt_chars=10)
     assert [p.field for p in capability_problems(narrow, plan, inputs)] == [
-        "plan.reference_images", "plan.mask", "plan.enhanced_prompt", "plan.metadata[output_format]",
+        "plan.reference_images", "plan.mask", "plan.enhanced_prompt", "plan.metadata['output_format']",
     ]
     wide = ProviderCapabilities(max_reference_images=2, masks=True, output_formats=frozenset({"png", "webp"}))
     assert capability_problems(wide, plan, inputs) == []
@@ -118,5 +118,5 @@ async def test_the_executor_refuses_a_plan_its_provider_cannot_render_before_any
     executor = Executor(provider, store, "http://127.0.0.1:8000/images")
     with pytest.raises(InvalidRequest) as caught:
         await executor.execute(make_plan(metadata={"output_format": "jpeg"}))
-    assert [v.field for v in caught.value.violations] == ["plan.metadata[output_format]"]
+    assert [v.field for v in caught.value.violations] == ["plan.metadata['output_format']"]
     assert provider.calls == 0 and not any((tmp_path / "store").rglob("*.png"))

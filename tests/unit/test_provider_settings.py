@@ -50,12 +50,12 @@ def test_imagen_on_vertex_needs_no_key() -> None:
 @pytest.mark.parametrize("seed", ["-1", "abc", "1.5", str(catalogue.MAX_SEED + 1), "٣"])
 def test_a_seed_must_be_a_decimal_integer_in_range(seed: str) -> None:
     (violation,) = plan_violations(make_plan(metadata={"seed": seed}))
-    assert violation.field == "plan.metadata[seed]"
+    assert violation.field == "plan.metadata['seed']"
 
 
 def test_a_seed_of_more_digits_than_python_converts_is_a_violation_not_an_error() -> None:
     fields = {v.field for v in plan_violations(make_plan(metadata={"seed": "1" * 5000}))}
-    assert "plan.metadata[seed]" in fields
+    assert "plan.metadata['seed']" in fields
     assert plan_violations(make_plan(metadata={"seed": "0" * 20 + "7"})) == []  # leading zeros: still 7
 
 

@@ -56,6 +56,7 @@ from imagegen.errors import (
 )
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen.validation import parse_size
+from imagegen_runtime.bounded_http import BodyTooLarge, BoundedSend
 from imagegen_runtime.openai_errors import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -73,48 +74,13 @@ _WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 LONGEST_RETRY_WAIT = 20.0
 
 
-class AnswerTooLarge(Exception):
-    """An answer's body was over limit bytes, and was not read on (not retried)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"an answer larger than {limit} bytes")
-        self.limit = limit
-
-
-class _BoundedHttpClient(httpx2.AsyncClient):
-    """An httpx2 client (the SDK's, with our bounds): redirects off, a total time per
-    attempt, and no body read past max_response_bytes."""
+class _BoundedHttpClient(BoundedSend, httpx2.AsyncClient):
+    """An httpx2 client for the SDK with the bounds of imagegen_runtime.bounded_http:
+    redirects off, a total time per attempt, no body read past max_response_bytes."""
 
     def __init__(self, *, attempt_timeout: float, max_response_bytes: int) -> None:
         super().__init__(follow_redirects=False, timeout=attempt_timeout)
-        self._attempt_timeout = attempt_timeout
-        self._max_bytes = max_response_bytes
-
-    async def send(self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any) -> httpx2.Response:
-        attempt = asyncio.timeout(self._attempt_timeout)
-        try:
-            async with attempt:
-                response = await super().send(request, stream=True, **kwargs)
-                try:
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > self._max_bytes:
-                        raise AnswerTooLarge(self._max_bytes)
-                    if not stream:
-                        parts, size = [], 0
-                        async for part in response.aiter_bytes():
-                            size += len(part)
-                            if size > self._max_bytes:
-                                raise AnswerTooLarge(self._max_bytes)
-                            parts.append(part)
-                        response._content = b"".join(parts)
-                except BaseException:
-                    await response.aclose()
-                    raise
-                return response
-        except TimeoutError:
-            if attempt.expired():  # as httpx reports a slow read: the SDK retries it
-                raise httpx2.ReadTimeout(f"no whole answer within {self._attempt_timeout:g} s", request=request) from None
-            raise
+        self.bound(attempt_timeout=attempt_timeout, max_response_bytes=max_response_bytes)
 
 
 class GoogleImageProvider:
@@ -201,7 +167,7 @@ class GoogleImageProvider:
             raise self._unavailable("did not answer in time") from None
         except genai_errors.APIError as exc:
             raise self._api_error(exc) from None
-        except AnswerTooLarge as exc:
+        except BodyTooLarge as exc:
             raise self._unavailable(f"answered with {exc}") from None
         except httpx2.TimeoutException:
             raise self._unavailable("did not answer in time") from None

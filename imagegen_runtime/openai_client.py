@@ -45,11 +45,7 @@ def connect(
         api_key=api_key or "no-key",  # compatible servers may need none; the SDK insists
         timeout=timeout,
         max_retries=max_retries,
-        http_client=_BoundedHttpClient(
-            attempt_timeout=timeout,
-            max_response_bytes=max_response_bytes,
-            max_stream_bytes=max_stream_bytes if max_stream_bytes is not None else max_response_bytes,
-        ),
+        http_client=_BoundedHttpClient(timeout, max_response_bytes, max_stream_bytes),
     )
 
 
@@ -79,11 +75,7 @@ def connect_azure(
         api_version=api_version,
         timeout=timeout,
         max_retries=max_retries,
-        http_client=_BoundedHttpClient(
-            attempt_timeout=timeout,
-            max_response_bytes=max_response_bytes,
-            max_stream_bytes=max_stream_bytes if max_stream_bytes is not None else max_response_bytes,
-        ),
+        http_client=_BoundedHttpClient(timeout, max_response_bytes, max_stream_bytes),
         **credentials,
     )
 
@@ -116,7 +108,7 @@ class _BoundedHttpClient(BoundedSend, openai.DefaultAsyncHttpxClient):  # type: 
     of imagegen_runtime.bounded_http; a body over its limit is AnswerTooLarge, an
     openai.APIError, which the SDK passes on at once rather than retrying."""
 
-    def __init__(self, *, attempt_timeout: float, max_response_bytes: int, max_stream_bytes: int) -> None:
+    def __init__(self, attempt_timeout: float, max_response_bytes: int, max_stream_bytes: int | None) -> None:
         super().__init__(follow_redirects=False)
         self.bound(
             attempt_timeout=attempt_timeout, max_response_bytes=max_response_bytes, max_stream_bytes=max_stream_bytes

@@ -129,9 +129,7 @@ class OpenAIImageProvider:
             api_key=api_key,
             timeout=timeout,
             max_retries=max_retries,
-            max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES,
-            # A streamed answer carries the partial images too: each at most the image's size.
-            max_stream_bytes=(1 + PARTIAL_IMAGES) * (base64_length(max_image_bytes) + ENVELOPE_BYTES),
+            **_answer_bounds(max_image_bytes),
         )
         if call_timeout is None:
             call_timeout = openai_client.call_budget(timeout, max_retries)
@@ -163,8 +161,7 @@ class OpenAIImageProvider:
             token_provider=token_provider,
             timeout=timeout,
             max_retries=max_retries,
-            max_response_bytes=base64_length(max_image_bytes) + ENVELOPE_BYTES,
-            max_stream_bytes=(1 + PARTIAL_IMAGES) * (base64_length(max_image_bytes) + ENVELOPE_BYTES),
+            **_answer_bounds(max_image_bytes),
         )
         if call_timeout is None:
             call_timeout = openai_client.call_budget(timeout, max_retries)
@@ -325,6 +322,13 @@ def _mask_file(mask: ReferenceInput) -> tuple[str, bytes, str]:
 def base64_length(size: int) -> int:
     """How many base64 characters size bytes take (with padding)."""
     return 4 * -(-size // 3)
+
+
+def _answer_bounds(max_image_bytes: int) -> dict[str, int]:
+    """The SDK client's read limits for images of at most max_image_bytes: one answer, and a
+    streamed one, which carries the partial images too (each at most the image's size)."""
+    one = base64_length(max_image_bytes) + ENVELOPE_BYTES
+    return {"max_response_bytes": one, "max_stream_bytes": (1 + PARTIAL_IMAGES) * one}
 
 
 def _base64_image(body: bytes) -> tuple[bytes | memoryview | str, str, Usage | None]:

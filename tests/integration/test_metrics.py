@@ -17,7 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients import AsyncExecutorClient, AsyncPlannerClient, ExecutionFailed
 from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
+from executor_service.coordination.in_process_executions import InProcessExecutionQueue
 from executor_service.coordination.valkey_executions import ValkeyExecutionQueue
+from executor_service.executions import Executions
 from executor_service.executor import Executor
 from executor_service.metrics import ExecutorMetrics
 from executor_service.stores.local_store import LocalObjectStore
@@ -337,3 +339,25 @@ async def test_an_execution_left_by_a_replica_gone_quiet_is_counted_taken_over(v
         await survivor.aclose()
         await gone.aclose()
         await valkey.aclose()
+
+
+async def test_an_execution_its_stopping_replica_leaves_unended_is_no_longer_counted_running(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    provider = HeldProvider(hold=True)
+    executor = Executor(provider, LocalObjectStore(tmp_path), PUBLIC_BASE)
+    executions = Executions(
+        executor, InProcessExecutionQueue(workers=1, ttl_seconds=600), observer=ExecutorMetrics(registry)
+    )
+    try:
+        executions.start_workers()
+        await executions.start(make_plan(style="noir"))
+        await asyncio.wait_for(provider.started.wait(), 10)
+        assert registry.get_sample_value("imagegen_executor_executions_running") == 1
+        await executions.aclose()  # the workers stop mid-render
+    finally:
+        await executions.aclose()
+        await executor.aclose()
+    assert provider.cancelled.is_set()
+    assert registry.get_sample_value("imagegen_executor_executions_running") == 0
+    assert registry.get_sample_value("imagegen_executor_executions_started_total") == 1
+    assert registry.get_sample_value("imagegen_executor_execution_seconds_count", {"state": "cancelled"}) is None

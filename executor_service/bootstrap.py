@@ -237,24 +237,33 @@ async def keep_retention(executor: Executor, settings: ExecutorSettings) -> None
             log.warning("retention: the sweep failed", exc_info=True)
         await asyncio.sleep(settings.retention_sweep_seconds)
 def build_execution_queue(
-    settings: ExecutorSettings, coordination: ExecutionCoordination | None = None
+    settings: ExecutorSettings,
+    coordination: ExecutionCoordination | None = None,
+    metrics: ExecutorMetrics | None = None,
 ) -> ExecutionQueue:
     """Where executions are recorded and queued: on the coordination's Valkey, across every
-    replica, when it has one; else in this process (the embedded default)."""
+    replica, when it has one (its takeovers counted in metrics); else in this process (the
+    embedded default)."""
     if isinstance(coordination, ValkeyCoordination):
         return ValkeyExecutionQueue(
             coordination.valkey,
             workers=settings.execution_workers,
             ttl_seconds=settings.execution_ttl_seconds,
             lease_seconds=settings.lease_seconds,
+            observer=metrics,
         )
     return InProcessExecutionQueue(workers=settings.execution_workers, ttl_seconds=settings.execution_ttl_seconds)
 
 
-def build_executions(executor: Executor, queue: ExecutionQueue, settings: ExecutorSettings) -> Executions:
+def build_executions(
+    executor: Executor, queue: ExecutionQueue, settings: ExecutorSettings, metrics: ExecutorMetrics | None = None
+) -> Executions:
     """The executions use case over executor, its errors described as the calls' statuses,
-    its page tokens signed like ListImages' (page_token_key)."""
-    return Executions(executor, queue, describe_error=status_message, page_token_key=page_token_key(settings))
+    its page tokens signed like ListImages' (page_token_key), what its workers run counted
+    in metrics."""
+    return Executions(
+        executor, queue, describe_error=status_message, page_token_key=page_token_key(settings), observer=metrics
+    )
 
 
 async def create_server(
@@ -268,13 +277,15 @@ async def create_server(
 
     def serve(registry: CollectorRegistry) -> Served:
         coordination: InProcessCoordination | ValkeyCoordination | None = None
+        metrics: ExecutorMetrics | None = None
         if executor is None:
             metrics = ExecutorMetrics(registry)
             coordination = build_coordination(settings, metrics)  # connects at its first use, not here
             served = build_executor(settings, metrics, coordination)
         else:
             served = executor
-        executions = build_executions(served, build_execution_queue(settings, served.coordination), settings)
+        queue = build_execution_queue(settings, served.coordination, metrics)
+        executions = build_executions(served, queue, settings, metrics)
 
         async def close() -> None:
             try:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -29,7 +30,14 @@ from google.rpc import code_pb2, status_pb2
 
 from executor_service.executor import Executor, accepted_plan
 from executor_service.page_tokens import NotOurs, PageTokens
-from executor_service.ports import ExecutionEvent, ExecutionQueue, PageCursor
+from executor_service.ports import (
+    ExecutionEnd,
+    ExecutionEvent,
+    ExecutionQueue,
+    ExecutionsObserver,
+    NoExecutionsObserver,
+    PageCursor,
+)
 from executor_service.previews import downsize
 from imagegen.catalogue import (
     DEFAULT_EXECUTIONS_PAGE_SIZE,
@@ -64,6 +72,13 @@ def _plain_status(error: BaseException) -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
 
 
+_END: dict[int, ExecutionEnd] = {
+    ExecutionState.EXECUTION_STATE_SUCCEEDED: "succeeded",
+    ExecutionState.EXECUTION_STATE_FAILED: "failed",
+    ExecutionState.EXECUTION_STATE_CANCELLED: "cancelled",
+}
+
+
 def is_terminal(execution: Execution) -> bool:
     return execution.state in TERMINAL
 
@@ -88,7 +103,8 @@ class Executions:
     records, queues, announces and cancels). describe_error turns a failure into the
     Execution's error; clock gives the wall-clock time of create_time and update_time;
     page_token_key signs ListExecutions page tokens (executor_service.page_tokens: the
-    same on every replica, or empty for a random key that only this process knows)."""
+    same on every replica, or empty for a random key that only this process knows);
+    observer is told what the workers run (metrics, in the wiring)."""
 
     def __init__(
         self,
@@ -99,7 +115,9 @@ class Executions:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         cancel_wait_seconds: float = DEFAULT_CANCEL_WAIT_SECONDS,
         page_token_key: bytes = b"",
+        observer: ExecutionsObserver | None = None,
     ) -> None:
+        self._observer: ExecutionsObserver = observer or NoExecutionsObserver()
         self._page_tokens = PageTokens(page_token_key)
         self._executor = executor
         self._queue = queue
@@ -280,6 +298,22 @@ class Executions:
         execution.queue_position = 0
         if not await self._save(execution):
             return  # cancelled while it was being taken
+        self._observer.execution_started()
+        began = time.monotonic()
+        ended = False
+        try:
+            final, reason = await self._render(wanted, execution, cancel)
+            if await self._save(final):
+                ended = True
+                self._observer.execution_ended(_END[final.state], reason, time.monotonic() - began)
+        finally:
+            if not ended:
+                self._observer.execution_abandoned()
+
+    async def _render(self, wanted: str, execution: Execution, cancel: asyncio.Event) -> tuple[Execution, str]:
+        """Render execution's plan until it ends or cancel is set: the execution as it ended,
+        and for a failure the error's ErrorInfo reason, else ""."""
+        reason = ""
         updates: asyncio.Queue[tuple[int, bytes, str]] = asyncio.Queue()
         announcer = asyncio.ensure_future(self._announce(execution, updates))
         task = asyncio.ensure_future(
@@ -310,11 +344,12 @@ class Executions:
                 log.error("execution %s failed unexpectedly", wanted, exc_info=error)
             final.state = ExecutionState.EXECUTION_STATE_FAILED
             final.error.CopyFrom(self._describe_error(error))
+            reason = error.reason if isinstance(error, ImagegenError) else "INTERNAL"
         else:
             final.state = ExecutionState.EXECUTION_STATE_SUCCEEDED
             final.stage = ExecutionStage.EXECUTION_STAGE_COMPLETED
             final.result.CopyFrom(task.result())
-        await self._save(final)
+        return final, reason
 
     async def _announce(self, execution: Execution, updates: asyncio.Queue[tuple[int, bytes, str]]) -> None:
         """Record and announce stages and previews in the order they came, until told to stop (-1)."""

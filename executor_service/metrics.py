@@ -1,4 +1,5 @@
-"""The executor's Prometheus metrics: what the use case reports (ExecutionObserver),
+"""The executor's Prometheus metrics: what the use cases report (ExecutionObserver,
+ExecutionsObserver),
 what each image provider does (ObservedProvider wraps one) and what the Valkey
 coordination reports (its CoordinationObserver, and whether Valkey answers). Wiring
 only: the domain never imports this module."""
@@ -10,11 +11,15 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from executor_service.ports import NO_INPUTS, ImageProvider, RenderedImage, RenderInputs, ReuseKind
+from executor_service.ports import NO_INPUTS, ExecutionEnd, ImageProvider, RenderedImage, RenderInputs, ReuseKind
 from imagegen.catalogue import ProviderCapabilities
 from imagegen.errors import ImagegenError
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from imagegen_runtime.telemetry.metrics import LATENCY_BUCKETS
+
+# An execution runs from a stored image's fast path (a tenth of a second) to a slow
+# provider's render under a full queue (minutes); past ten minutes is +Inf.
+EXECUTION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 
 
 class ExecutorMetrics:
@@ -46,6 +51,33 @@ class ExecutorMetrics:
             "imagegen_executor_provider_errors",
             "Failed renders by provider and error reason (PROVIDER_UNAVAILABLE, PROVIDER_RATE_LIMITED, ...).",
             ("provider", "reason"), registry=registry,
+        )
+
+        self.executions_started = Counter(
+            "imagegen_executor_executions_started",
+            "Detached executions (StartExecution) a worker of this replica took and ran.",
+            registry=registry,
+        )
+        self.executions_ended = Counter(
+            "imagegen_executor_executions_ended",
+            "Detached executions this replica's workers ended, by final state (succeeded, failed, cancelled) "
+            "and, for failed, the error's ErrorInfo reason (PROVIDER_UNAVAILABLE, CONTENT_REJECTED, ...).",
+            ("state", "reason"), registry=registry,
+        )
+        self.execution_seconds = Histogram(
+            "imagegen_executor_execution_seconds",
+            "Time from a worker taking a detached execution (RUNNING) to its end, by final state.",
+            ("state",), buckets=EXECUTION_BUCKETS, registry=registry,
+        )
+        self.executions_running = Gauge(
+            "imagegen_executor_executions_running",
+            "Detached executions running on this replica now.",
+            registry=registry,
+        )
+        self.execution_takeovers = Counter(
+            "imagegen_executor_execution_takeovers",
+            "Detached executions this replica took over from a replica gone quiet (XAUTOCLAIM past the lease).",
+            registry=registry,
         )
 
         self.coordination_up = Gauge(
@@ -81,6 +113,23 @@ class ExecutorMetrics:
 
     def cost(self, provider: str, model: str, cost_micros: int) -> None:
         self.cost_micros.labels(provider, model).inc(cost_micros)
+
+    # ExecutionsObserver
+    def execution_started(self) -> None:
+        self.executions_started.inc()
+        self.executions_running.inc()
+
+    def execution_ended(self, state: ExecutionEnd, reason: str, seconds: float) -> None:
+        self.executions_running.dec()
+        self.executions_ended.labels(state, reason).inc()
+        self.execution_seconds.labels(state).observe(seconds)
+
+    def execution_abandoned(self) -> None:
+        self.executions_running.dec()
+
+    # ExecutionQueueObserver (executor_service.coordination.valkey_executions)
+    def execution_taken_over(self) -> None:
+        self.execution_takeovers.inc()
 
     def observed(self, provider: ImageProvider) -> ImageProvider:
         return ObservedProvider(provider, self)

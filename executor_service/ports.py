@@ -310,6 +310,42 @@ class PageCursor:
     execution_id: str
 
 
+# How an execution a worker ran ended (its final ExecutionState, in lower case).
+ExecutionEnd = Literal["succeeded", "failed", "cancelled"]
+
+
+class ExecutionsObserver(Protocol):
+    """What the executions use case tells an observer (metrics, in the wiring) about the
+    executions this replica's workers run. Every execution_started is followed by exactly
+    one execution_ended or execution_abandoned. The default does nothing."""
+
+    def execution_started(self) -> None:
+        """A worker of this replica took an execution and recorded it RUNNING."""
+        ...
+
+    def execution_ended(self, state: ExecutionEnd, reason: str, seconds: float) -> None:
+        """The worker recorded the execution's end after seconds (monotonic, from RUNNING).
+        reason: for "failed", the error's ErrorInfo reason (imagegen.errors: PROVIDER_UNAVAILABLE,
+        CONTENT_REJECTED, ..., INTERNAL for an unexpected error); empty otherwise."""
+        ...
+
+    def execution_abandoned(self) -> None:
+        """The worker stopped without recording an end (the replica is stopping, or the queue
+        does not answer): another replica takes the execution over."""
+        ...
+
+
+class NoExecutionsObserver:
+    def execution_started(self) -> None:
+        pass
+
+    def execution_ended(self, state: ExecutionEnd, reason: str, seconds: float) -> None:
+        pass
+
+    def execution_abandoned(self) -> None:
+        pass
+
+
 # What a worker runs for one execution id; cancel is set when CancelExecution asks for it.
 RunExecution = Callable[[str, asyncio.Event], Awaitable[None]]
 

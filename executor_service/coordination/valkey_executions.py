@@ -38,7 +38,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2
@@ -99,6 +99,18 @@ return 0
 FORGET_BATCH = 100
 
 
+class ExecutionQueueObserver(Protocol):
+    """What the Valkey queue tells the wiring's metrics."""
+
+    def execution_taken_over(self) -> None:
+        """This replica took an execution left pending by a consumer gone quiet (XAUTOCLAIM)."""
+
+
+class NoExecutionQueueObserver:
+    def execution_taken_over(self) -> None:
+        pass
+
+
 def consumer_name() -> str:
     """This process's consumer name: unique per process, readable in XINFO."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -110,7 +122,7 @@ class ValkeyExecutionQueue:
     workers: executions this replica runs at once; ttl_seconds: how long a record is
     kept after its last change; lease_seconds: how long an entry may idle before another
     replica takes it over (a running one is kept fresh every third of it). valkey is
-    the coordination's, closed by its owner."""
+    the coordination's, closed by its owner; observer is told of takeovers (metrics)."""
 
     def __init__(
         self,
@@ -121,7 +133,9 @@ class ValkeyExecutionQueue:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         consumer: str | None = None,
         block_seconds: float | None = None,
+        observer: ExecutionQueueObserver | None = None,
     ) -> None:
+        self._observer: ExecutionQueueObserver = observer or NoExecutionQueueObserver()
         self._valkey = valkey
         self._workers = max(1, workers)
         self._ttl_ms = max(1, round(ttl_seconds * 1000))
@@ -419,6 +433,7 @@ class ValkeyExecutionQueue:
         for entry_id, fields in entries:
             if fields:
                 log.info("executions: took over %s, left pending by a consumer gone quiet", _field(fields))
+                self._observer.execution_taken_over()
                 return _text(entry_id), _field(fields)
         return None
 

@@ -79,6 +79,12 @@ async def test_the_replica_running_it_killed_another_completes_it_once(
     # the lease), waits out the dead render lease, then one render of 1 s.
     assert took <= 2 * lease + 1.0 + 5.0
     assert survivor.messages("took over")
+    # The survivor counts the takeover and the run it finished (reported just after it is recorded).
+    ended = "imagegen_executor_executions_ended_total"
+    await until(lambda: survivor.metric(ended, state="succeeded", reason="") == 1)
+    assert survivor.metric("imagegen_executor_execution_takeovers_total") == 1
+    assert survivor.metric("imagegen_executor_executions_started_total") == 1
+    assert survivor.metric("imagegen_executor_executions_running") == 0
 
 
 async def test_cancel_mid_render_from_another_replica(

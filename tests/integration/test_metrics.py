@@ -5,27 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.request
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients import AsyncExecutorClient, AsyncPlannerClient, ExecutionFailed
 from executor_service.bootstrap import create_server as create_executor_server
 from executor_service.config import ExecutorSettings
+from executor_service.coordination.in_process_executions import InProcessExecutionQueue
+from executor_service.coordination.valkey_executions import ValkeyExecutionQueue
+from executor_service.executions import Executions
 from executor_service.executor import Executor
+from executor_service.metrics import ExecutorMetrics
 from executor_service.stores.local_store import LocalObjectStore
+from imagegen.v1.executor_service_pb2 import Execution, ExecutionState
 from imagegen_runtime.serving import RunningServer
 from imagegen_runtime.telemetry.settings import TelemetrySettings
+from imagegen_runtime.valkey import Valkey
 from planner_service.bootstrap import create_server as create_planner_server
 from planner_service.config import PlannerSettings
 from tests.conftest import PUBLIC_BASE
 from tests.integration.test_executor_rpcs import make_plan
+from tests.integration.test_openai_images import image_bytes
 from tests.support import fake_openai as fo
 from tests.support.calls import ClosingLines, closing_lines, codes
 from tests.support.executor_server import HeldProvider
+from tests.support.valkey_server import ValkeyServer
 
 pytestmark = pytest.mark.integration
 
@@ -233,3 +243,121 @@ async def test_a_call_its_client_cancels_is_counted_cancelled(tmp_path: Path) ->
             samples = await scrape(running)
     assert execute_plan_codes(lines) == ["CANCELLED"]
     assert (handled(samples, "CANCELLED"), handled(samples, "DEADLINE_EXCEEDED")) == (1, 0)
+
+
+# -- detached executions --------------------------------------------------------------
+
+
+@pytest.fixture
+async def openai_only(tmp_path: Path, fake_openai: fo.FakeOpenAI) -> AsyncIterator[RunningServer]:
+    """openai alone (the fake, no retries): what it answers is how an execution ends."""
+    settings = ExecutorSettings(
+        address="127.0.0.1:0", local_store_dir=tmp_path / "images", public_base_url=PUBLIC_BASE,
+        providers=("openai",), openai_base_url=fake_openai.base_url, openai_max_retries=0, telemetry=METRICS,
+    )
+    running = await create_executor_server(settings)
+    yield running
+    await running.stop(None)
+
+
+async def _scrape_until(running: RunningServer, done: Callable[[Samples], bool]) -> Samples:
+    """The metrics once done holds (a worker reports an end just after recording it, so a
+    watcher may see the end first); polled, for at most 10 s."""
+    async with asyncio.timeout(10):
+        while not done(samples := await scrape(running)):
+            await asyncio.sleep(0.02)
+    return samples
+
+
+async def test_executions_count_started_ended_by_state_and_reason_their_time_and_those_running(
+    openai_only: RunningServer, fake_openai: fo.FakeOpenAI
+) -> None:
+    blocked = fo.error(400, "blocked", type="image_generation_user_error", code="moderation_blocked")
+    fake_openai.script_images(fo.images_b64(image_bytes()), blocked, fo.hang())
+    async with AsyncExecutorClient(f"127.0.0.1:{openai_only.port}", timeout=30) as client:
+        ends = []
+        for style in ("noir", "watercolor"):  # one at a time: the fake answers in order
+            started = await client.start_execution(make_plan(style=style))
+            ends.append([event async for event in client.watch_execution(started)][-1].execution)
+        hung = await client.start_execution(make_plan(style="pixel"))
+        await asyncio.to_thread(fake_openai.wait_for_requests, 3)  # its render is under way
+        during = await scrape(openai_only)
+        ends.append(await client.cancel_execution(hung))
+    assert [e.state for e in ends] == [
+        ExecutionState.EXECUTION_STATE_SUCCEEDED, ExecutionState.EXECUTION_STATE_FAILED,
+        ExecutionState.EXECUTION_STATE_CANCELLED,
+    ]
+    assert value(during, "imagegen_executor_executions_running") == 1
+    assert value(during, "imagegen_executor_executions_started_total") == 3
+
+    ended = "imagegen_executor_executions_ended_total"
+    samples = await _scrape_until(
+        openai_only, lambda s: sum(v for (name, _), v in s.items() if name == ended) == 3
+    )
+    assert value(samples, "imagegen_executor_executions_started_total") == 3
+    assert {labels: v for (name, labels), v in samples.items() if name == ended} == {
+        frozenset({("state", "succeeded"), ("reason", "")}): 1,
+        frozenset({("state", "failed"), ("reason", "CONTENT_REJECTED")}): 1,
+        frozenset({("state", "cancelled"), ("reason", "")}): 1,
+    }
+    for state in ("succeeded", "failed", "cancelled"):
+        assert value(samples, "imagegen_executor_execution_seconds_count", state=state) == 1
+        assert value(samples, "imagegen_executor_execution_seconds_bucket", state=state, le="+Inf") == 1
+    # the cancelled one ran from its start until the cancel, after the scrape above
+    assert value(samples, "imagegen_executor_execution_seconds_sum", state="cancelled") > 0
+    assert value(samples, "imagegen_executor_executions_running") == 0
+    assert value(samples, "imagegen_executor_execution_takeovers_total") == 0  # in-process: none
+
+
+async def test_an_execution_left_by_a_replica_gone_quiet_is_counted_taken_over(valkey_server: ValkeyServer) -> None:
+    valkey = Valkey(valkey_server.url, prefix=f"test:{uuid.uuid4().hex[:12]}", retry_interval=0.05)
+    registry = CollectorRegistry()
+    metrics = ExecutorMetrics(registry)
+    lease = 0.6
+    gone = ValkeyExecutionQueue(valkey, workers=1, ttl_seconds=600, lease_seconds=lease)
+    survivor = ValkeyExecutionQueue(valkey, workers=1, ttl_seconds=600, lease_seconds=lease, observer=metrics)
+    taken, ran = asyncio.Event(), asyncio.Event()
+    try:
+        async def hold(execution_id: str, cancel: asyncio.Event) -> None:
+            taken.set()
+            await asyncio.Event().wait()  # until its replica stops
+
+        async def finish(execution_id: str, cancel: asyncio.Event) -> None:
+            ran.set()
+
+        gone.serve(hold)
+        execution = Execution(name=f"executions/{uuid.uuid4().hex}", state=ExecutionState.EXECUTION_STATE_QUEUED,
+                              session_id="crypt-1")
+        await gone.create(execution)
+        await asyncio.wait_for(taken.wait(), 10)
+        await gone.aclose()  # stopped mid-run: its entry stays pending, never acknowledged
+        assert registry.get_sample_value("imagegen_executor_execution_takeovers_total") == 0
+        survivor.serve(finish)
+        await asyncio.wait_for(ran.wait(), 10)
+        assert registry.get_sample_value("imagegen_executor_execution_takeovers_total") == 1
+    finally:
+        await survivor.aclose()
+        await gone.aclose()
+        await valkey.aclose()
+
+
+async def test_an_execution_its_stopping_replica_leaves_unended_is_no_longer_counted_running(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    provider = HeldProvider(hold=True)
+    executor = Executor(provider, LocalObjectStore(tmp_path), PUBLIC_BASE)
+    executions = Executions(
+        executor, InProcessExecutionQueue(workers=1, ttl_seconds=600), observer=ExecutorMetrics(registry)
+    )
+    try:
+        executions.start_workers()
+        await executions.start(make_plan(style="noir"))
+        await asyncio.wait_for(provider.started.wait(), 10)
+        assert registry.get_sample_value("imagegen_executor_executions_running") == 1
+        await executions.aclose()  # the workers stop mid-render
+    finally:
+        await executions.aclose()
+        await executor.aclose()
+    assert provider.cancelled.is_set()
+    assert registry.get_sample_value("imagegen_executor_executions_running") == 0
+    assert registry.get_sample_value("imagegen_executor_executions_started_total") == 1
+    assert registry.get_sample_value("imagegen_executor_execution_seconds_count", {"state": "cancelled"}) is None

@@ -34,8 +34,8 @@ from executor_service.ports import (
     ExecutionEnd,
     ExecutionEvent,
     ExecutionQueue,
-    ExecutionsObserver,
-    NoExecutionsObserver,
+    DetachedRunObserver,
+    NoDetachedRunObserver,
     PageCursor,
 )
 from executor_service.previews import downsize
@@ -115,9 +115,9 @@ class Executions:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         cancel_wait_seconds: float = DEFAULT_CANCEL_WAIT_SECONDS,
         page_token_key: bytes = b"",
-        observer: ExecutionsObserver | None = None,
+        observer: DetachedRunObserver | None = None,
     ) -> None:
-        self._observer: ExecutionsObserver = observer or NoExecutionsObserver()
+        self._observer: DetachedRunObserver = observer or NoDetachedRunObserver()
         self._page_tokens = PageTokens(page_token_key)
         self._executor = executor
         self._queue = queue

@@ -1,5 +1,5 @@
 """The executor's Prometheus metrics: what the use cases report (ExecutionObserver,
-ExecutionsObserver),
+DetachedRunObserver),
 what each image provider does (ObservedProvider wraps one) and what the Valkey
 coordination reports (its CoordinationObserver, and whether Valkey answers). Wiring
 only: the domain never imports this module."""
@@ -114,7 +114,7 @@ class ExecutorMetrics:
     def cost(self, provider: str, model: str, cost_micros: int) -> None:
         self.cost_micros.labels(provider, model).inc(cost_micros)
 
-    # ExecutionsObserver
+    # DetachedRunObserver
     def execution_started(self) -> None:
         self.executions_started.inc()
         self.executions_running.inc()

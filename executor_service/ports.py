@@ -314,7 +314,7 @@ class PageCursor:
 ExecutionEnd = Literal["succeeded", "failed", "cancelled"]
 
 
-class ExecutionsObserver(Protocol):
+class DetachedRunObserver(Protocol):
     """What the executions use case tells an observer (metrics, in the wiring) about the
     executions this replica's workers run. Every execution_started is followed by exactly
     one execution_ended or execution_abandoned. The default does nothing."""
@@ -335,7 +335,7 @@ class ExecutionsObserver(Protocol):
         ...
 
 
-class NoExecutionsObserver:
+class NoDetachedRunObserver:
     def execution_started(self) -> None:
         pass
 

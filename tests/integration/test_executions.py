@@ -78,6 +78,11 @@ async def test_watch_sees_queued_running_preview_then_succeeded_in_order(offline
     index = {e.execution.stage: i for i, e in reversed(list(enumerate(events)))}
     assert index[ExecutionStage.EXECUTION_STAGE_RENDERING] < index[ExecutionStage.EXECUTION_STAGE_PREVIEW]
     assert index[ExecutionStage.EXECUTION_STAGE_PREVIEW] < index[ExecutionStage.EXECUTION_STAGE_STORING]
+    # The offline renderer reports half its render done after the preview (its 100 is not shown).
+    assert [(e.execution.stage, e.execution.progress_percent) for e in events if e.execution.progress_percent] == [
+        (ExecutionStage.EXECUTION_STAGE_RENDERING, 50)
+    ]
+    assert done.progress_percent == 0
 
 
 async def test_a_comfyui_renders_sampler_steps_become_throttled_progress_then_0_when_done(tmp_path: Path) -> None:

@@ -13,7 +13,10 @@ its end whether or not anyone watches. Every change is recorded and announced:
 A plan whose image is already stored starts SUCCEEDED. request_id makes a retried
 start return the first start's Execution (bound to the session and plan, like
 ExecutePlan's). Previews a provider reports are downsized (executor_service.previews)
-and announced as PREVIEW events; they are not recorded.
+and announced as PREVIEW events; they are not recorded. The render's progress a provider
+reports becomes RENDERING events with progress_percent set, in steps of at least
+PROGRESS_STEP_PERCENT and never 100 while rendering (so at most 19 of them a render);
+progress_percent is 0 again once the stage leaves RENDERING.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +47,7 @@ from imagegen.catalogue import (
     DEFAULT_EXECUTIONS_PAGE_SIZE,
     EXECUTION_NAME,
     MAX_EXECUTIONS_PAGE_SIZE,
+    PROGRESS_STEP_PERCENT,
     SESSION_ID,
 )
 from imagegen.errors import FieldViolation, ImagegenError, InvalidRequest, NotFound
@@ -314,13 +319,18 @@ class Executions:
         """Render execution's plan until it ends or cancel is set: the execution as it ended,
         and for a failure the error's ErrorInfo reason, else ""."""
         reason = ""
-        updates: asyncio.Queue[tuple[int, bytes, str]] = asyncio.Queue()
+        # (stage, preview bytes, preview media type, progress percent): a stage, a preview
+        # (stage PREVIEW) or a progress step (stage RENDERING, percent > 0).
+        updates: asyncio.Queue[tuple[int, bytes, str, int]] = asyncio.Queue()
         announcer = asyncio.ensure_future(self._announce(execution, updates))
         task = asyncio.ensure_future(
             self._executor.execute(
                 execution.plan,
-                on_stage=lambda stage: updates.put_nowait((stage, b"", "")),
-                on_preview=lambda data, mime: updates.put_nowait((ExecutionStage.EXECUTION_STAGE_PREVIEW, data, mime)),
+                on_stage=lambda stage: updates.put_nowait((stage, b"", "", 0)),
+                on_preview=lambda data, mime: updates.put_nowait((ExecutionStage.EXECUTION_STAGE_PREVIEW, data, mime, 0)),
+                on_progress=ProgressSteps(
+                    lambda percent: updates.put_nowait((ExecutionStage.EXECUTION_STAGE_RENDERING, b"", "", percent))
+                ),
             )
         )
         cancelled = asyncio.ensure_future(cancel.wait())
@@ -332,10 +342,11 @@ class Executions:
                 task.cancel()  # the provider call is hung up; nothing is stored
             with contextlib.suppress(BaseException):
                 await task
-            updates.put_nowait((-1, b"", ""))
+            updates.put_nowait((-1, b"", "", 0))
             await announcer
         final = Execution()
         final.CopyFrom(execution)
+        final.progress_percent = 0
         if task.cancelled():
             final.state = ExecutionState.EXECUTION_STATE_CANCELLED
             final.error.CopyFrom(status_pb2.Status(code=code_pb2.CANCELLED, message="the execution was cancelled"))
@@ -351,12 +362,20 @@ class Executions:
             final.result.CopyFrom(task.result())
         return final, reason
 
-    async def _announce(self, execution: Execution, updates: asyncio.Queue[tuple[int, bytes, str]]) -> None:
-        """Record and announce stages and previews in the order they came, until told to stop (-1)."""
+    async def _announce(self, execution: Execution, updates: asyncio.Queue[tuple[int, bytes, str, int]]) -> None:
+        """Record and announce stages, previews and progress steps in the order they came,
+        until told to stop (-1). A preview keeps the progress reached; a stage other than
+        RENDERING sets it back to 0, and a progress step after the render is dropped."""
         while (update := await updates.get())[0] != -1:
-            stage, data, mime_type = update
+            stage, data, mime_type, percent = update
             try:
-                if stage == ExecutionStage.EXECUTION_STAGE_PREVIEW:
+                if percent:
+                    if execution.stage not in _RENDERING_STAGES:
+                        continue
+                    execution.stage = stage
+                    execution.progress_percent = percent
+                    await self._save(execution)
+                elif stage == ExecutionStage.EXECUTION_STAGE_PREVIEW:
                     preview = await asyncio.to_thread(downsize, data, mime_type)
                     if preview is None:
                         continue
@@ -364,6 +383,8 @@ class Executions:
                     await self._save(execution, preview)
                 else:
                     execution.stage = stage
+                    if stage != ExecutionStage.EXECUTION_STAGE_RENDERING:
+                        execution.progress_percent = 0
                     await self._save(execution)
             except ImagegenError:
                 log.info("execution %s: a progress update was not recorded", execution.name)
@@ -375,6 +396,31 @@ class Executions:
         snapshot = Execution()
         snapshot.CopyFrom(execution)
         return await self._queue.save(ExecutionEvent(snapshot, preview))
+
+
+# The stages during which a render's progress means something (a preview comes mid-render).
+_RENDERING_STAGES = frozenset({ExecutionStage.EXECUTION_STAGE_RENDERING, ExecutionStage.EXECUTION_STAGE_PREVIEW})
+
+
+class ProgressSteps:
+    """Turns a provider's progress (a fraction 0..1, as often as it tells it: ComfyUI once
+    a sampler step) into the whole percents worth recording: called with percent only when
+    it rose by at least PROGRESS_STEP_PERCENT since the last call, never with 100 (the
+    render is done when the stage says STORING). A value that is not finite is ignored;
+    one outside 0..1 is clamped. At most 100 // PROGRESS_STEP_PERCENT - 1 calls."""
+
+    def __init__(self, record: Callable[[int], None]) -> None:
+        self._record = record
+        self._last = 0
+
+    def __call__(self, fraction: float) -> None:
+        if not math.isfinite(fraction):
+            return
+        percent = math.floor(min(max(fraction, 0.0), 1.0) * 100 + 1e-9)
+        if percent >= 100 or percent - self._last < PROGRESS_STEP_PERCENT:
+            return
+        self._last = percent
+        self._record(percent)
 
 
 def _micros(execution: Execution) -> int:

@@ -39,6 +39,7 @@ from executor_service.ports import (
     ObjectReader,
     ObjectStore,
     OnPreview,
+    OnProgress,
     QuotaLimit,
     RenderedImage,
     RenderInputs,
@@ -79,6 +80,7 @@ class _Flight:
         self.stage: ExecutionStage.ValueType | None = None
         self.listeners: list[OnStage] = []
         self.preview_listeners: list[OnPreview] = []
+        self.progress_listeners: list[OnProgress] = []
 
     def report(self, stage: ExecutionStage.ValueType) -> None:
         self.stage = stage
@@ -93,19 +95,35 @@ class _Flight:
         for listener in list(self.preview_listeners):
             listener(data, mime_type)
 
-    def join(self, on_stage: OnStage | None, on_preview: OnPreview | None = None) -> None:
+    def wants_progress(self) -> bool:
+        """Whether anyone listens for the render's progress (then the provider is told to report it)."""
+        return bool(self.progress_listeners)
+
+    def progress(self, fraction: float) -> None:
+        for listener in list(self.progress_listeners):
+            listener(fraction)
+
+    def join(
+        self, on_stage: OnStage | None, on_preview: OnPreview | None = None, on_progress: OnProgress | None = None
+    ) -> None:
         self.waiters += 1
         if on_preview is not None:
             self.preview_listeners.append(on_preview)
+        if on_progress is not None:
+            self.progress_listeners.append(on_progress)
         if on_stage is not None:
             self.listeners.append(on_stage)
             if self.stage is not None:
                 on_stage(self.stage)
 
-    def leave(self, on_stage: OnStage | None, on_preview: OnPreview | None = None) -> int:
+    def leave(
+        self, on_stage: OnStage | None, on_preview: OnPreview | None = None, on_progress: OnProgress | None = None
+    ) -> int:
         self.waiters -= 1
         if on_preview is not None:
             self.preview_listeners.remove(on_preview)
+        if on_progress is not None:
+            self.progress_listeners.remove(on_progress)
         if on_stage is not None:
             self.listeners.remove(on_stage)
         return self.waiters
@@ -155,16 +173,19 @@ class Executor:
         request_id: str = "",
         on_stage: OnStage | None = None,
         on_preview: OnPreview | None = None,
+        on_progress: OnProgress | None = None,
     ) -> ImageGenerationResult:
         """Render and store plan (None: absent, refused), or return what is stored for it.
 
         request_id (optional, at most MAX_REQUEST_ID_CHARS) makes a retry return the
         first call's result; on_stage hears RENDERING and STORING when this call (or
         the shared render it joins) gets there; on_preview hears each partial image the
-        provider reports (bytes, media type; as the provider sent it, not downsized).
+        provider reports (bytes, media type; as the provider sent it, not downsized);
+        on_progress hears how much of the render is done, a fraction 0..1, where the
+        provider reports it (as told, not throttled).
         Raises InvalidRequest, the execution errors of imagegen.errors, each carrying the plan."""
         accepted = accepted_plan(plan, request_id)
-        return await self._run(request_id, accepted, on_stage, on_preview)
+        return await self._run(request_id, accepted, on_stage, on_preview, on_progress)
 
     async def stored_result(self, plan: ImageGenerationPlan) -> ImageGenerationResult | None:
         """The result for an accepted plan's image when it is already stored (reused), else None.
@@ -255,6 +276,7 @@ class Executor:
         plan: ImageGenerationPlan,
         on_stage: OnStage | None,
         on_preview: OnPreview | None = None,
+        on_progress: OnProgress | None = None,
     ) -> ImageGenerationResult:
         try:
             if request_id:
@@ -263,7 +285,7 @@ class Executor:
                     self._observer.reused("request_id")
                     return earlier
             try:
-                result = await self._execute_once(plan, on_stage, on_preview)
+                result = await self._execute_once(plan, on_stage, on_preview, on_progress)
             except BaseException:
                 if request_id:
                     await asyncio.shield(self._coordination.release_request(request_id))
@@ -276,7 +298,11 @@ class Executor:
             raise
 
     async def _execute_once(
-        self, plan: ImageGenerationPlan, on_stage: OnStage | None, on_preview: OnPreview | None = None
+        self,
+        plan: ImageGenerationPlan,
+        on_stage: OnStage | None,
+        on_preview: OnPreview | None = None,
+        on_progress: OnProgress | None = None,
     ) -> ImageGenerationResult:
         # Checked on every call, even when the image is stored already: a plan that names
         # an image this executor did not store (or one of another session) is refused alike.
@@ -288,14 +314,12 @@ class Executor:
         if flight is None:
             flight = self._in_flight[key] = _Flight()
             task = flight.task = asyncio.ensure_future(
-                self._stored_or_render(
-                    plan, key, mime_type, flight.report, references, flight.preview, flight.wants_previews
-                )
+                self._stored_or_render(plan, key, mime_type, flight, references)
             )
             task.add_done_callback(lambda _: self._land(key, task))
         task = flight.task
         assert task is not None
-        flight.join(on_stage, on_preview)
+        flight.join(on_stage, on_preview, on_progress)
         try:
             # Shielded: one caller going away must not cancel the others' render.
             result = await asyncio.shield(task)
@@ -303,7 +327,7 @@ class Executor:
                 self._observer.reused("in_flight")
             return result
         finally:
-            if flight.leave(on_stage, on_preview) == 0 and not task.done():
+            if flight.leave(on_stage, on_preview, on_progress) == 0 and not task.done():
                 # The last caller is gone: stop the render (nothing gets stored),
                 # and let the next caller of this plan start afresh.
                 task.cancel()
@@ -319,11 +343,10 @@ class Executor:
         plan: ImageGenerationPlan,
         key: str,
         mime_type: str,
-        report: OnStage,
+        flight: _Flight,
         references: Mapping[str, StoredObject],
-        preview: OnPreview,
-        wants_previews: Callable[[], bool],
     ) -> ImageGenerationResult:
+        report = flight.report
         existing = await self._store.stat(key)
         if existing is not None:
             self._observer.reused("stored")
@@ -338,7 +361,11 @@ class Executor:
             quota = await self._coordination.take_render_quota(plan.session_id, self._quotas) if self._quotas else ""
             try:
                 image, latency_ms = await self._render(
-                    plan, report, references, preview if wants_previews() else None
+                    plan,
+                    report,
+                    references,
+                    flight.preview if flight.wants_previews() else None,
+                    flight.progress if flight.wants_progress() else None,
                 )
                 if image.mime_type != mime_type:
                     raise RuntimeError(f"provider returned {image.mime_type}, announced {mime_type}")
@@ -372,13 +399,15 @@ class Executor:
         report: OnStage,
         references: Mapping[str, StoredObject],
         preview: OnPreview | None,
+        progress: OnProgress | None = None,
     ) -> tuple[RenderedImage, int]:
         """The provider's image and its latency in ms, within the provider slot; a rate
         limit pauses every caller's provider calls (on every replica with Valkey). The
         plan's references are read from the store once the provider can take them, inside
         the slot: only renders holding a slot hold reference bytes (each at most
         MAX_REFERENCE_IMAGES x MAX_REFERENCE_IMAGE_BYTES), not the callers queued behind.
-        preview, when someone listens and the provider can, hears its partial images."""
+        preview, when someone listens and the provider can, hears its partial images;
+        progress, when someone listens, how much of the render is done (0..1)."""
         problems = capability_problems(self._provider.capabilities(plan), plan, shape_inputs(plan))
         if problems:  # refused before any call: no provider slot, nothing read or sent
             raise InvalidRequest(problems)
@@ -386,6 +415,8 @@ class Executor:
             inputs: RenderInputs = await read_inputs(plan, self._store, references)
             if preview is not None and self._provider.capabilities(plan).previews:
                 inputs = dataclasses.replace(inputs, on_preview=preview)
+            if progress is not None:
+                inputs = dataclasses.replace(inputs, on_progress=progress)
             report(ExecutionStage.EXECUTION_STAGE_RENDERING)
             started = self._clock()
             try:

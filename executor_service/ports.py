@@ -68,17 +68,22 @@ class ReferenceInput:
 
 # Told each partial image a provider reports while it renders: (image bytes, media type).
 OnPreview = Callable[[bytes, str], None]
+# Told how much of a render is done as the provider reports it: a fraction from 0 to 1,
+# non-decreasing as the provider tells it (ComfyUI: its sampler's steps done / steps).
+OnProgress = Callable[[float], None]
 
 
 @dataclass(frozen=True)
 class RenderInputs:
     """What a render takes besides its plan: the reference images the plan names, in the
-    plan's order, the mask of an edit, and who to tell about partial images (providers
-    whose capabilities say previews; None: nobody listens)."""
+    plan's order, the mask of an edit, who to tell about partial images (providers
+    whose capabilities say previews; None: nobody listens) and who to tell how much of
+    the render is done (providers that know it; None: nobody listens)."""
 
     references: tuple[ReferenceInput, ...] = ()
     mask: ReferenceInput | None = None
     on_preview: OnPreview | None = None
+    on_progress: OnProgress | None = None
 
 
 NO_INPUTS = RenderInputs()

@@ -399,6 +399,10 @@ MAX_EXECUTIONS_PAGE_SIZE = 1000
 MAX_PAGE_TOKEN_CHARS = 512
 MAX_PREVIEW_SIDE = 256  # pixels, the long side
 MAX_PREVIEW_BYTES = 64 * 1024
+# An execution's progress_percent is recorded (and announced) only when it moved by at
+# least this many whole percent, and 100 never while rendering: at most 100 // 5 - 1 = 19
+# progress events per render, so a sampler's hundreds of steps do not flood the queue.
+PROGRESS_STEP_PERCENT = 5
 
 # The longest wait a peer's Retry-After (or retry-after-ms) is taken at: a longer one,
 # an infinite one or a number too large for a float becomes this (the error's RetryInfo).

@@ -136,6 +136,7 @@ def render() -> str:
         f"| executions page | 1 to {catalogue.MAX_EXECUTIONS_PAGE_SIZE}, default {catalogue.DEFAULT_EXECUTIONS_PAGE_SIZE} | `ListExecutionsRequest.page_size` |",
         f"| page token | {catalogue.MAX_PAGE_TOKEN_CHARS} characters | `ListExecutionsRequest.page_token`, `ListImagesRequest.page_token` |",
         f"| preview | {catalogue.MAX_PREVIEW_SIDE} pixels on the long side, {catalogue.MAX_PREVIEW_BYTES} bytes | `ExecutionPreview` |",
+        f"| progress | recorded in steps of at least {catalogue.PROGRESS_STEP_PERCENT} percent, below 100 while rendering | `Execution.progress_percent` |",
         f"| retry delay | at most {_seconds(catalogue.MAX_RETRY_AFTER)} | a peer's Retry-After, `RetryInfo`, the provider pause |",
         f"| gRPC message | {catalogue.MAX_MESSAGE_BYTES} bytes | both directions, servers and clients |",
         f"| GetImage chunk | {catalogue.IMAGE_CHUNK_BYTES} bytes | `GetImageResponse.chunk_data` |",

@@ -8,7 +8,7 @@ The page (static/gallery.html, .css, .js: no build step) reads two JSON endpoint
        application/x-ndjson, one event a line, as it happens:
        {"stage": "PLANNING"}, {"stage": "PLANNED", "plan": {...}}, then the execution's
        changes (StartExecution, then WatchExecution), each {"stage", "state", "execution",
-       "queue_position"}: {"stage": "ACCEPTED", "state": "QUEUED", ...}, RENDERING,
+       "queue_position", "progress_percent"}: {"stage": "ACCEPTED", "state": "QUEUED", ...}, RENDERING,
        {"stage": "PREVIEW", ..., "preview": {"url": "data:image/webp;base64,...", "width",
        "height"}} (at most MAX_PREVIEW_BYTES), STORING, then {"stage": "COMPLETED", "state":
        "SUCCEEDED", ..., "image": card} or {"stage": "FAILED", "failed": "planning" |
@@ -236,7 +236,7 @@ class Gallery:
             execution = await self._client.executor.start_execution(plan)
             if execution.state != ExecutionState.EXECUTION_STATE_SUCCEEDED:  # else stored already: no watch
                 yield execution_event(execution)
-                seen = (execution.state, execution.stage)
+                seen = (execution.state, execution.stage, execution.progress_percent)
                 async with contextlib.aclosing(self._client.executor.watch_execution(execution)) as changes:
                     async for change in changes:
                         execution = change.execution
@@ -245,8 +245,9 @@ class Gallery:
                                 yield preview
                         elif execution.state in ENDED:
                             break
-                        elif (execution.state, execution.stage) != seen:  # the watch opens with it as it is
-                            seen = (execution.state, execution.stage)
+                        elif (execution.state, execution.stage, execution.progress_percent) != seen:
+                            # the watch opens with it as it is; a progress step is a change
+                            seen = (execution.state, execution.stage, execution.progress_percent)
                             yield execution_event(execution)
             if execution.state != ExecutionState.EXECUTION_STATE_SUCCEEDED:
                 status = execution.error if execution.state in ENDED else WATCH_ENDED_EARLY
@@ -261,12 +262,13 @@ class Gallery:
 
 def execution_event(execution: Execution) -> dict[str, Any]:
     """One change of an execution as the page reads it: {"stage", "state", "execution",
-    "queue_position"} (stage and state without their enum prefixes)."""
+    "queue_position", "progress_percent"} (stage and state without their enum prefixes)."""
     return {
         "stage": ExecutionStage.Name(execution.stage).removeprefix("EXECUTION_STAGE_"),
         "state": ExecutionState.Name(execution.state).removeprefix("EXECUTION_STATE_"),
         "execution": execution.name,
         "queue_position": execution.queue_position,
+        "progress_percent": execution.progress_percent,
     }
 
 

@@ -23,8 +23,9 @@ script_examples/websockets_api_example.py):
 
 A render: the websocket is opened first (so no message about the prompt can be missed),
 the references are uploaded, the workflow is queued with this render's client id, the
-websocket is followed until the prompt has run (its progress and previews passed on as
-previews when someone listens), then the output's name is read from /history and its
+websocket is followed until the prompt has run (its previews passed on to
+inputs.on_preview, its "progress" messages, {"value": steps done, "max": steps}, to
+inputs.on_progress as value / max, when someone listens), then the output's name is read from /history and its
 bytes from /view. A render cancelled or over its time sends /interrupt and deletes the
 prompt from the queue, so the GPU stops working for nobody.
 
@@ -80,6 +81,8 @@ log = logging.getLogger(__name__)
 
 NAME = "comfyui"
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # one websocket message: JSON or a preview frame
+# The most steps a progress message may count (value / max as floats stays exact below it).
+_MAX_PROGRESS_STEPS = 2**31 - 1
 MAX_JSON_BYTES = 4 * 1024 * 1024  # /prompt, /upload/image and /history answers
 MAX_WORKFLOW_BYTES = 1024 * 1024
 NEGATIVE_PROMPT_KEY = "negative_prompt"  # plan metadata: what the image must not show
@@ -309,7 +312,8 @@ class ComfyUIProvider:
         return prompt_id
 
     async def _follow(self, ws: Any, prompt_id: str, inputs: RenderInputs) -> None:
-        """Read the websocket until prompt_id has run; previews to inputs.on_preview."""
+        """Read the websocket until prompt_id has run; previews to inputs.on_preview,
+        progress to inputs.on_progress."""
         async for message in ws:
             if isinstance(message, bytes):
                 self._preview(message, inputs)
@@ -323,13 +327,25 @@ class ComfyUIProvider:
                 raise _Failed(self._unavailable("sent a websocket message that is not ComfyUI's")) from None
             if data.get("prompt_id") != prompt_id:
                 continue  # the queue's status, or another client's work
-            if kind == "execution_error":
+            if kind == "progress":
+                self._progress(data, inputs)
+            elif kind == "execution_error":
                 raise _Failed(self._execution_error(data))
-            if kind == "execution_interrupted":
+            elif kind == "execution_interrupted":
                 raise _Failed(self._unavailable("interrupted the prompt (someone pressed cancel on the server)"))
-            if kind == "execution_success" or (kind == "executing" and data.get("node") is None):
+            elif kind == "execution_success" or (kind == "executing" and data.get("node") is None):
                 return
         raise _Failed(self._unavailable("closed the websocket before the prompt had run"))
+
+    @staticmethod
+    def _progress(data: dict[str, Any], inputs: RenderInputs) -> None:
+        """A sampler's {"value": steps done, "max": steps} as value / max; anything else
+        (not integers, max not above 0, value outside 0..max) is ignored."""
+        value, steps = data.get("value"), data.get("max")
+        if inputs.on_progress is None or type(value) is not int or type(steps) is not int:
+            return  # type() is: a bool is an int, and no sampler counts in booleans
+        if 0 < steps <= _MAX_PROGRESS_STEPS and 0 <= value <= steps:
+            inputs.on_progress(value / steps)
 
     def _preview(self, frame: bytes, inputs: RenderInputs) -> None:
         if inputs.on_preview is None or len(frame) < 8:

@@ -311,6 +311,8 @@ class OfflineRenderer:
                 height=max(catalogue.MIN_SIDE, height // PREVIEW_SCALE),
             )
             inputs.on_preview(preview, catalogue.MIME_TYPES["png"])
+        if inputs.on_progress is not None:  # halfway, so the embedded mode shows progress too
+            inputs.on_progress(0.5)
         try:
             data = await asyncio.to_thread(
                 _render,
@@ -324,6 +326,8 @@ class OfflineRenderer:
             )
         except ValueError as exc:  # a reference it cannot read (the plan's size was checked above)
             raise InvalidRequest([FieldViolation("plan.reference_images", str(exc))]) from None
+        if inputs.on_progress is not None:
+            inputs.on_progress(1.0)
         return RenderedImage(data, catalogue.MIME_TYPES[image_format], width, height, model=self.model)
 
 

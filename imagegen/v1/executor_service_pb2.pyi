@@ -154,7 +154,7 @@ class DeleteSessionImagesResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("name", "state", "stage", "plan", "result", "error", "create_time", "update_time", "queue_position", "session_id", "request_id")
+    __slots__ = ("name", "state", "stage", "plan", "result", "error", "create_time", "update_time", "queue_position", "session_id", "request_id", "progress_percent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class Execution(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_PERCENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: ExecutionState
     stage: ExecutionStage
@@ -177,7 +178,8 @@ class Execution(_message.Message):
     queue_position: int
     session_id: str
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., stage: _Optional[_Union[ExecutionStage, str]] = ..., plan: _Optional[_Union[_image_plan_pb2.ImageGenerationPlan, _Mapping]] = ..., result: _Optional[_Union[_image_plan_pb2.ImageGenerationResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_position: _Optional[int] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    progress_percent: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., stage: _Optional[_Union[ExecutionStage, str]] = ..., plan: _Optional[_Union[_image_plan_pb2.ImageGenerationPlan, _Mapping]] = ..., result: _Optional[_Union[_image_plan_pb2.ImageGenerationResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_position: _Optional[int] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., progress_percent: _Optional[int] = ...) -> None: ...
 
 class ExecutionPreview(_message.Message):
     __slots__ = ("image_data", "mime_type", "width", "height")

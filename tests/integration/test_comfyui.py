@@ -81,6 +81,15 @@ async def test_renders_the_shipped_workflow_and_passes_previews_on(fake: fc.Fake
     assert previews == [(preview, "image/png")]
 
 
+async def test_the_samplers_progress_is_passed_on_as_fractions_and_bad_values_are_ignored(fake: fc.FakeComfyUI) -> None:
+    bad = ((3, 0), (-1, 20), (21, 20), (1.5, 20), ("5", 20), (True, 20), (5, None), (None, None), (5, -20), (5, 2**40))
+    fake.script(fc.renders(png(), progress=((5, 20), *bad, (10, 20), (20, 20))))
+    fractions: list[float] = []
+    await comfyui(fake).render(make_plan(), RenderInputs(on_progress=fractions.append))
+    # Only the valid ones, in order.
+    assert fractions == [0.25, 0.5, 1.0]
+
+
 async def test_a_plans_seed_is_used_and_reported(fake: fc.FakeComfyUI) -> None:
     fake.script(fc.renders(png()), fc.renders(png()))
     provider = comfyui(fake)

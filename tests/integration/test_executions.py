@@ -15,13 +15,16 @@ import pytest
 from PIL import Image
 
 from clients import AsyncExecutorClient, ExecutionFailed
+from executor_service.bootstrap import build_provider
+from executor_service.config import ExecutorSettings
 from executor_service.executor import Executor
 from executor_service.providers.offline_renderer import OfflineRenderer
 from executor_service.stores.local_store import LocalObjectStore
-from imagegen.catalogue import MAX_PREVIEW_BYTES, MAX_PREVIEW_SIDE
+from imagegen.catalogue import MAX_PREVIEW_BYTES, MAX_PREVIEW_SIDE, PROGRESS_STEP_PERCENT
 from imagegen.v1.executor_service_pb2 import ExecutionStage, ExecutionState
 from imagegen.v1.image_plan_pb2 import ImageType
 from tests.conftest import PUBLIC_BASE
+from tests.support import fake_comfyui as fc
 from tests.support.executor_server import HeldProvider, running_executor
 from tests.support.plans import plan_maker
 
@@ -75,6 +78,39 @@ async def test_watch_sees_queued_running_preview_then_succeeded_in_order(offline
     index = {e.execution.stage: i for i, e in reversed(list(enumerate(events)))}
     assert index[ExecutionStage.EXECUTION_STAGE_RENDERING] < index[ExecutionStage.EXECUTION_STAGE_PREVIEW]
     assert index[ExecutionStage.EXECUTION_STAGE_PREVIEW] < index[ExecutionStage.EXECUTION_STAGE_STORING]
+    # The offline renderer reports half its render done after the preview (its 100 is not shown).
+    assert [(e.execution.stage, e.execution.progress_percent) for e in events if e.execution.progress_percent] == [
+        (ExecutionStage.EXECUTION_STAGE_RENDERING, 50)
+    ]
+    assert done.progress_percent == 0
+
+
+async def test_a_comfyui_renders_sampler_steps_become_throttled_progress_then_0_when_done(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (1024, 1024), (20, 40, 60)).save(out, format="PNG")
+    steps = 40  # a sampler step is 2.5 percent: every other one is a 5 percent step
+    with fc.FakeComfyUI() as fake:
+        fake.script(fc.renders(out.getvalue(), progress=tuple((n, steps) for n in range(steps + 1))))
+        provider = build_provider(ExecutorSettings(
+            providers=("comfyui",), comfyui_url=fake.url, comfyui_request_timeout_seconds=5.0,
+            comfyui_timeout_seconds=10.0, comfyui_checkpoint="sdxl.safetensors",
+        ))
+        async with running_executor(Executor(provider, _store(tmp_path), PUBLIC_BASE)) as target:
+            async with AsyncExecutorClient(target) as client:
+                started = await client.start_execution(make_plan())
+                events = [event async for event in client.watch_execution(started.name)]
+    progress = [e.execution for e in events if e.execution.progress_percent]
+    percents = [execution.progress_percent for execution in progress]
+    assert percents, "no progress was announced"
+    assert all(e.state == S.EXECUTION_STATE_RUNNING and e.stage == ExecutionStage.EXECUTION_STAGE_RENDERING for e in progress)
+    # Rising in steps of at least 5, never 100 while rendering: 19 at most for 41 reports.
+    assert all(b - a >= PROGRESS_STEP_PERCENT for a, b in zip([0, *percents], percents))
+    assert percents[-1] < 100 and len(percents) <= 100 // PROGRESS_STEP_PERCENT - 1
+    assert set(percents) <= set(range(PROGRESS_STEP_PERCENT, 100, PROGRESS_STEP_PERCENT))
+    storing = [e.execution for e in events if e.execution.stage == ExecutionStage.EXECUTION_STAGE_STORING]
+    assert storing and all(e.progress_percent == 0 for e in storing)
+    done = events[-1].execution
+    assert done.state == S.EXECUTION_STATE_SUCCEEDED and done.progress_percent == 0
 
 
 async def test_an_execution_runs_on_when_its_starter_leaves(held) -> None:

@@ -121,6 +121,8 @@ async def test_a_prompt_shows_its_stages_then_its_image_from_proxy_url(site: Sit
     )  # fmt: skip
     preview = await page.get_attribute("#gallery figure img.preview", "src")
     assert preview.startswith("data:image/webp;base64,")
+    # The offline renderer reports its render half done after the preview: on the stage, once.
+    await page.wait_for_selector('#stages li[data-stage="RENDERING"][data-progress="50"]', timeout=30_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.wait_for_selector('#stages li[data-stage="STORING"]', timeout=30_000)
     assert not await page.is_visible("#gallery figure.pending .painting")

@@ -36,6 +36,7 @@ class Renders:
     image: bytes
     previews: tuple[bytes, ...] = ()  # PNG previews sent as binary frames
     history: Any = None  # a /history answer instead of the real one
+    progress: tuple[tuple[Any, Any], ...] = ()  # (value, max) of the progress messages, as given
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,12 @@ def sends_text(text: str) -> SendsText:
     return SendsText(text)
 
 
-def renders(image: bytes, *, previews: tuple[bytes, ...] = (), history: Any = None) -> Renders:
-    return Renders(image, previews, history)
+def renders(
+    image: bytes, *, previews: tuple[bytes, ...] = (), history: Any = None, progress: tuple[tuple[Any, Any], ...] = ()
+) -> Renders:
+    """progress: (value, max) pairs sent as "progress" messages after the previews, in place
+    of the usual 1 of 2 (before the previews) and 2 of 2; any values, valid or not."""
+    return Renders(image, previews, history, progress)
 
 
 def answers(status: int, body: Any = None, headers: dict | None = None) -> Answers:
@@ -204,7 +209,8 @@ class FakeComfyUI:
             return
         await send("execution_start", timestamp=0)
         await send("executing", node="3", display_node="3")
-        await send("progress", value=1, max=2, node="3")
+        if not (isinstance(outcome, Renders) and outcome.progress):
+            await send("progress", value=1, max=2, node="3")
         if isinstance(outcome, Hangs):
             return
         if isinstance(outcome, Fails):
@@ -215,7 +221,8 @@ class FakeComfyUI:
         for preview in outcome.previews:
             if ws is not None and not ws.closed:
                 await ws.send_bytes(struct.pack(">II", 1, 2) + preview)
-        await send("progress", value=2, max=2, node="3")
+        for value, steps in outcome.progress or ((2, 2),):
+            await send("progress", value=value, max=steps, node="3")
         filename = f"imagegen_{prompt_id[:8]}_.png"
         self._outputs[filename] = outcome.image
         self._history[prompt_id] = outcome.history if outcome.history is not None else {

@@ -127,6 +127,7 @@ def test_docs_catalogue_page_is_generated_from_the_catalogue() -> None:
         ("planner_service.proto", f"at most {catalogue.MAX_REFERENCE_IMAGES}."),
         ("executor_service.proto", f"1 to {catalogue.MAX_EXECUTIONS_PAGE_SIZE}; {catalogue.DEFAULT_EXECUTIONS_PAGE_SIZE} when unset"),
         ("executor_service.proto", f"at most {catalogue.MAX_PREVIEW_SIDE} pixels on the long side and {catalogue.MAX_PREVIEW_BYTES // 1024} KiB"),
+        ("executor_service.proto", f"moving in steps of at least {catalogue.PROGRESS_STEP_PERCENT};"),
     ],
 )
 def test_the_proto_comments_state_the_catalogue_limits(proto: str, phrase: str) -> None:

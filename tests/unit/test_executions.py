@@ -1,5 +1,6 @@
 """The executions use case's pure parts: previews downsized to the catalogue's bounds,
-page tokens bound to their session, names, and the settings that size it."""
+page tokens bound to their session, names, the progress throttle, and the settings that
+size it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 from PIL import Image
 
 from executor_service.config import ExecutorSettings
-from executor_service.executions import Executions, _listing, execution_id
+from executor_service.executions import Executions, ProgressSteps, _listing, execution_id
 from executor_service.ports import PageCursor
 from executor_service.previews import downsize
-from imagegen.catalogue import MAX_PREVIEW_BYTES, MAX_PREVIEW_SIDE
+from imagegen.catalogue import MAX_PREVIEW_BYTES, MAX_PREVIEW_SIDE, PROGRESS_STEP_PERCENT
 from imagegen.errors import InvalidRequest
 from imagegen_runtime.settings import ConfigError
 
@@ -74,3 +75,27 @@ def test_execution_settings_are_read_and_checked() -> None:
     for variable, value in (("EXECUTOR_EXECUTION_TTL_SECONDS", "0"), ("EXECUTOR_EXECUTION_WORKERS", "0")):
         with pytest.raises(ConfigError, match=variable):
             ExecutorSettings.from_env({variable: value})
+
+
+def test_progress_is_recorded_in_whole_percent_steps_and_never_100_while_rendering() -> None:
+    recorded: list[int] = []
+    steps = ProgressSteps(recorded.append)
+    for n in range(1001):  # a sampler of 1000 steps, each told
+        steps(n / 1000)
+    assert recorded == list(range(PROGRESS_STEP_PERCENT, 100, PROGRESS_STEP_PERCENT))
+
+
+@pytest.mark.parametrize("fraction", [float("nan"), float("inf"), float("-inf"), -0.5, 0.01, 1.0, 7.0])
+def test_progress_that_is_not_a_step_forward_below_100_is_not_recorded(fraction: float) -> None:
+    recorded: list[int] = []
+    steps = ProgressSteps(recorded.append)
+    steps(fraction)
+    assert recorded == []
+
+
+def test_progress_going_back_is_not_recorded_until_it_passes_the_last_step() -> None:
+    recorded: list[int] = []
+    steps = ProgressSteps(recorded.append)
+    for fraction in (0.4, 0.1, 0.3, 0.42, 0.45, 0.999):  # a second sampler starting over, then done
+        steps(fraction)
+    assert recorded == [40, 45, 99]

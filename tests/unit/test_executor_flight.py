@@ -15,7 +15,8 @@ from imagegen.fingerprint import with_fingerprint
 from imagegen.v1.executor_service_pb2 import ExecutionStage
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan
 from tests.support.executor_server import HeldProvider
-from tests.unit.test_executor import CountingProvider, files_under, make_plan
+from executor_service.ports import NO_INPUTS, RenderedImage, RenderInputs
+from tests.unit.test_executor import PNG, CountingProvider, files_under, make_plan
 
 KEY = "table-3/creature/" + "a" * 32 + ".png"
 
@@ -176,3 +177,48 @@ async def test_followers_of_a_failed_render_are_not_counted_as_reuses(tmp_path: 
     await asyncio.wait(calls)
     assert all(isinstance(call.exception(), ProviderUnavailable) for call in calls)
     assert observer.reuses == [] and failing.calls == 1
+
+
+class ProgressingProvider(CountingProvider):
+    """Reports 0.25 then 1.0 when told to, recording whether it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[bool] = []
+
+    async def render(self, plan: ImageGenerationPlan, inputs: RenderInputs = NO_INPUTS) -> RenderedImage:
+        self.asked.append(inputs.on_progress is not None)
+        if inputs.on_progress is not None:
+            inputs.on_progress(0.25)
+        await super().render(plan, inputs)
+        if inputs.on_progress is not None:
+            inputs.on_progress(1.0)
+        return RenderedImage(PNG, "image/png", 1024, 1024, model="count-1")
+
+
+async def test_the_provider_is_told_to_report_progress_only_when_a_caller_listens(tmp_path: Path) -> None:
+    provider = ProgressingProvider()
+    executor = Executor(provider, LocalObjectStore(tmp_path / "store", bucket="images"), "https://game.test/images")
+    await executor.execute(make_plan(session_id="quiet-1"))
+    heard: list[float] = []
+    await executor.execute(make_plan(session_id="loud-1"), on_progress=heard.append)
+    assert provider.asked == [False, True]
+    assert heard == [0.25, 1.0]
+
+
+async def test_every_caller_of_a_shared_render_that_listens_hears_its_progress(tmp_path: Path) -> None:
+    provider = ProgressingProvider()
+    provider.gate = asyncio.Event()
+    executor = Executor(provider, LocalObjectStore(tmp_path / "store", bucket="images"), "https://game.test/images")
+    first: list[float] = []
+    second: list[float] = []
+    calls = [asyncio.ensure_future(executor.execute(request(), on_progress=first.append))]
+    await provider.started.wait()
+    joined = asyncio.Event()  # a late joiner hears the stage reached as it joins
+    calls.append(asyncio.ensure_future(
+        executor.execute(request(), on_stage=lambda _: joined.set(), on_progress=second.append)
+    ))
+    await asyncio.wait_for(joined.wait(), 5)
+    provider.gate.set()
+    await asyncio.gather(*calls)
+    assert provider.calls == 1 and first == [0.25, 1.0] and second == [1.0]

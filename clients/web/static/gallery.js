@@ -92,6 +92,18 @@ function pendingFor(name, prompt) {
   return pending;
 }
 
+// How much of the render is done (progress_percent, 0 while unknown) on the pending figure,
+// and with stages (this page's own execution) on its RENDERING stage too.
+function showProgress(pending, update, stages) {
+  if (!(update.progress_percent > 0)) return;
+  pending.querySelector(".painting").textContent = `painting… ${update.progress_percent}%`;
+  const rendering = stages ? document.querySelector('#stages li[data-stage="RENDERING"]') : null;
+  if (rendering) {
+    rendering.dataset.progress = String(update.progress_percent);
+    rendering.textContent = `rendering ${update.progress_percent}%`;
+  }
+}
+
 function showPreview(pending, preview) {
   const img = pending.querySelector("img.preview");
   img.src = preview.url;
@@ -138,8 +150,9 @@ async function load() {
 
 function stage(name, state) {
   const stages = document.getElementById("stages");
-  // One item a stage: several previews, or a state change within a stage, add none.
-  if (stages.lastElementChild?.dataset.stage === name) return;
+  // One item a stage: several previews, the render's progress between them, or a state
+  // change within a stage, add none.
+  if ([...stages.children].some((item) => item.dataset.stage === name)) return;
   for (const item of stages.children) item.classList.add("done");
   const item = document.createElement("li");
   item.textContent = name.toLowerCase();
@@ -221,6 +234,7 @@ async function generate(event) {
         const pending = pendingFor(name, form.prompt.value);
         pending.querySelector(".prompt").textContent = form.prompt.value;
         if (update.stage === "PREVIEW") showPreview(pending, update.preview);
+        showProgress(pending, update, true);
       }
     }
   } finally {
@@ -244,6 +258,7 @@ function follow() {
     else {
       const pending = pendingFor(update.execution, update.prompt);
       if (update.stage === "PREVIEW") showPreview(pending, update.preview);
+      showProgress(pending, update, false);
     }
   });
 }

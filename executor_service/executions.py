@@ -35,12 +35,14 @@ from google.rpc import code_pb2, status_pb2
 from executor_service.executor import Executor, accepted_plan
 from executor_service.page_tokens import NotOurs, PageTokens
 from executor_service.ports import (
+    TERMINAL_STATES,
+    DetachedRunObserver,
     ExecutionEnd,
     ExecutionEvent,
     ExecutionQueue,
-    DetachedRunObserver,
     NoDetachedRunObserver,
     PageCursor,
+    end_cancelled,
 )
 from executor_service.previews import downsize
 from imagegen.catalogue import (
@@ -57,11 +59,6 @@ from imagegen.validation import session_id_violations
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({
-    ExecutionState.EXECUTION_STATE_SUCCEEDED,
-    ExecutionState.EXECUTION_STATE_FAILED,
-    ExecutionState.EXECUTION_STATE_CANCELLED,
-})
 # CancelExecution waits this long for the worker to end a RUNNING execution before it
 # answers with the execution as it then is.
 DEFAULT_CANCEL_WAIT_SECONDS = 10.0
@@ -85,7 +82,7 @@ _END: dict[int, ExecutionEnd] = {
 
 
 def is_terminal(execution: Execution) -> bool:
-    return execution.state in TERMINAL
+    return execution.state in TERMINAL_STATES
 
 
 def execution_id(name: str) -> str:
@@ -348,8 +345,7 @@ class Executions:
         final.CopyFrom(execution)
         final.progress_percent = 0
         if task.cancelled():
-            final.state = ExecutionState.EXECUTION_STATE_CANCELLED
-            final.error.CopyFrom(status_pb2.Status(code=code_pb2.CANCELLED, message="the execution was cancelled"))
+            end_cancelled(final)
         elif (error := task.exception()) is not None:
             if not isinstance(error, ImagegenError):
                 log.error("execution %s failed unexpectedly", wanted, exc_info=error)

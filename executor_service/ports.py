@@ -9,8 +9,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from google.rpc import code_pb2, status_pb2
+
 from imagegen.catalogue import ProviderCapabilities
-from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview
+from imagegen.v1.executor_service_pb2 import Execution, ExecutionPreview, ExecutionState
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageGenerationResult
 
 
@@ -295,6 +297,24 @@ class ExecutionCoordination(Protocol):
 
 
 # -- Executions that outlive the call (executor_service.executions) ----------------------
+
+
+# The states an execution never leaves (docs/executions.md, the state machine).
+TERMINAL_STATES = frozenset({
+    ExecutionState.EXECUTION_STATE_SUCCEEDED,
+    ExecutionState.EXECUTION_STATE_FAILED,
+    ExecutionState.EXECUTION_STATE_CANCELLED,
+})
+
+
+def end_cancelled(execution: Execution) -> None:
+    """Set execution to its CANCELLED end (nothing stored): the state, the CANCELLED status,
+    no queue position, no progress, updated now."""
+    execution.state = ExecutionState.EXECUTION_STATE_CANCELLED
+    execution.queue_position = 0
+    execution.progress_percent = 0
+    execution.error.CopyFrom(status_pb2.Status(code=code_pb2.CANCELLED, message="the execution was cancelled"))
+    execution.update_time.GetCurrentTime()
 
 
 @dataclass(frozen=True)

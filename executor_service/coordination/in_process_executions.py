@@ -16,10 +16,9 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 
-from google.rpc import code_pb2
 
 from executor_service.coordination.request_records import check_binding
-from executor_service.ports import ExecutionEvent, PageCursor, RunExecution
+from executor_service.ports import TERMINAL_STATES, ExecutionEvent, PageCursor, RunExecution, end_cancelled
 from imagegen.v1.executor_service_pb2 import Execution, ExecutionState
 
 log = logging.getLogger(__name__)
@@ -29,11 +28,6 @@ DEFAULT_TTL_SECONDS = 86_400
 DEFAULT_MAX_RECORDS = 10_000
 WATCHER_BACKLOG = 256  # events a watcher may fall behind by
 
-_TERMINAL = (
-    ExecutionState.EXECUTION_STATE_SUCCEEDED,
-    ExecutionState.EXECUTION_STATE_FAILED,
-    ExecutionState.EXECUTION_STATE_CANCELLED,
-)
 
 
 class _Watchers:
@@ -132,7 +126,7 @@ class InProcessExecutionQueue:
     async def save(self, event: ExecutionEvent) -> bool:
         execution_id = _id(event.execution)
         found = self._records.get(execution_id)
-        if found is None or found[0].state in _TERMINAL:
+        if found is None or found[0].state in TERMINAL_STATES:
             return False
         self._keep(execution_id, event.execution)
         self._tell(ExecutionEvent(_copy(event.execution), event.preview))
@@ -140,17 +134,14 @@ class InProcessExecutionQueue:
 
     async def request_cancel(self, execution_id: str) -> Execution | None:
         found = await self.get(execution_id)
-        if found is None or found.state in _TERMINAL:
+        if found is None or found.state in TERMINAL_STATES:
             return found
         running = self._running.get(execution_id)
         if running is not None:
             running.set()  # its worker cancels the render and records CANCELLED
             return found
         self._queued.pop(execution_id, None)
-        found.state = ExecutionState.EXECUTION_STATE_CANCELLED
-        found.queue_position = 0
-        found.error.code, found.error.message = code_pb2.CANCELLED, "the execution was cancelled"
-        found.update_time.GetCurrentTime()
+        end_cancelled(found)
         await self.save(ExecutionEvent(found))
         return await self.get(execution_id)
 

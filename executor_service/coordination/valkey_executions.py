@@ -41,11 +41,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import DecodeError
-from google.rpc import code_pb2
 from redis.exceptions import ResponseError
 
 from executor_service.coordination.request_records import check_binding
-from executor_service.ports import ExecutionEvent, PageCursor, RunExecution
+from executor_service.ports import TERMINAL_STATES, ExecutionEvent, PageCursor, RunExecution, end_cancelled
 from imagegen.errors import ExecutionsUnavailable
 from imagegen.v1.executor_service_pb2 import Execution, ExecutionState, WatchExecutionResponse
 from imagegen_runtime.valkey import CoordinationUnavailable, Valkey
@@ -56,11 +55,6 @@ _T = TypeVar("_T")
 GROUP = "workers"
 DEFAULT_LEASE_SECONDS = 15.0
 WATCH_IDLE_SECONDS = 2.0  # a watcher that hears nothing this long reads the record again
-_TERMINAL = (
-    ExecutionState.EXECUTION_STATE_SUCCEEDED,
-    ExecutionState.EXECUTION_STATE_FAILED,
-    ExecutionState.EXECUTION_STATE_CANCELLED,
-)
 
 # KEYS record, ended, session index; ARGV execution, ttl ms, create us, id, terminal (1/0), event, channels...
 _CREATE = """
@@ -170,7 +164,7 @@ class ValkeyExecutionQueue:
 
     async def create(self, execution: Execution) -> None:
         execution_id = _id(execution)
-        terminal = execution.state in _TERMINAL
+        terminal = execution.state in TERMINAL_STATES
         queued = execution.state == ExecutionState.EXECUTION_STATE_QUEUED
         keys = [self._record(execution_id), self._ended(execution_id), self._session_index(execution.session_id)]
         args = [
@@ -252,7 +246,7 @@ class ValkeyExecutionQueue:
     async def save(self, event: ExecutionEvent) -> bool:
         execution = event.execution
         execution_id = _id(execution)
-        terminal = execution.state in _TERMINAL
+        terminal = execution.state in TERMINAL_STATES
         stored = Execution()
         stored.CopyFrom(execution)
         message = WatchExecutionResponse(execution=execution, preview=event.preview).SerializeToString()
@@ -263,7 +257,7 @@ class ValkeyExecutionQueue:
 
     async def request_cancel(self, execution_id: str) -> Execution | None:
         found = await self.get(execution_id)
-        if found is None or found.state in _TERMINAL:
+        if found is None or found.state in TERMINAL_STATES:
             return found
 
         async def flag(client):  # type: ignore[no-untyped-def]
@@ -278,10 +272,7 @@ class ValkeyExecutionQueue:
         if local is not None:
             local.set()
         if was_queued:  # no worker has it: end it here
-            found.state = ExecutionState.EXECUTION_STATE_CANCELLED
-            found.queue_position = 0
-            found.error.code, found.error.message = code_pb2.CANCELLED, "the execution was cancelled"
-            found.update_time.GetCurrentTime()
+            end_cancelled(found)
             await self.save(ExecutionEvent(found))
         return await self.get(execution_id)
 
@@ -298,9 +289,9 @@ class ValkeyExecutionQueue:
             found = await self._get_many(ids)
             running: set[str] = set()
             for execution_id, execution in zip(ids, found, strict=True):
-                if execution is not None and execution.state not in _TERMINAL:
+                if execution is not None and execution.state not in TERMINAL_STATES:
                     after = await self.request_cancel(execution_id)
-                    if after is not None and after.state not in _TERMINAL:
+                    if after is not None and after.state not in TERMINAL_STATES:
                         running.add(execution_id)
             bindings = [(e.request_id, _id(e)) for e in found if e is not None and e.request_id]
 

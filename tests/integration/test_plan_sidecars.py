@@ -11,7 +11,6 @@ import datetime as dt
 import io
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -27,9 +26,8 @@ from imagegen.catalogue import MAX_PLAN_SIDECAR_BYTES, MAX_PROMPT_CHARS
 from imagegen.fingerprint import with_fingerprint
 from imagegen.json_mapping import plan_to_dict
 from imagegen.v1.image_plan_pb2 import ImageGenerationPlan, ImageType
-from imagegen_runtime.serving import RunningServer
 from tests.conftest import PUBLIC_BASE
-from tests.integration.test_image_lifecycle import S3, minio_store, s3_settings
+from tests.integration.test_image_lifecycle import S3, client, minio_store, s3_settings, server  # noqa: F401 - fixtures
 from tests.support.plans import make_plan
 
 pytestmark = pytest.mark.integration
@@ -48,19 +46,6 @@ def rich_plan(session_id: str, **fields: object) -> ImageGenerationPlan:
 
 def accepted(plan: ImageGenerationPlan) -> dict:
     return plan_to_dict(with_fingerprint(plan))
-
-
-@pytest.fixture
-async def server(s3_server: S3, s3_bucket: str) -> AsyncIterator[RunningServer]:
-    running = await create_server(s3_settings(s3_server, s3_bucket))
-    yield running
-    await running.stop(None)
-
-
-@pytest.fixture
-async def client(server: RunningServer) -> AsyncIterator[AsyncExecutorClient]:
-    async with AsyncExecutorClient(f"127.0.0.1:{server.port}", timeout=60) as executor:
-        yield executor
 
 
 def bucket_keys(s3: S3, bucket: str) -> set[str]:

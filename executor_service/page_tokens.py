@@ -20,6 +20,9 @@ import secrets
 from imagegen.catalogue import MAX_PAGE_TOKEN_CHARS
 
 _DIGEST_BYTES = 32
+# Every token starts with a letter: base64url may start with "-", which a command line
+# (argparse's `--page-token TOKEN`, most getopt parsers) takes for an option.
+PREFIX = "p"
 
 
 class NotOurs(Exception):
@@ -35,12 +38,15 @@ class PageTokens:
 
     def issue(self, position: tuple[int, str], listing: str) -> str:
         body = json.dumps([listing, position[0], position[1]], separators=(",", ":")).encode()
-        return _b64(self._sign(body) + body)
+        return PREFIX + _b64(self._sign(body) + body)
 
     def open(self, token: str, listing: str) -> tuple[int, str]:
         """The position after which the next page starts; NotOurs otherwise."""
         if len(token) > MAX_PAGE_TOKEN_CHARS:  # longer than any this issues: not read
             raise NotOurs("too long")
+        if not token.startswith(PREFIX):
+            raise NotOurs("not a page token")
+        token = token.removeprefix(PREFIX)
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):

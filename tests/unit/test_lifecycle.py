@@ -19,7 +19,7 @@ from executor_service.coordination.in_process import InProcessCoordination
 from executor_service.coordination.quotas import SessionQuotas
 from executor_service.coordination.valkey import ValkeyCoordination
 from executor_service.executor import Executor
-from executor_service.page_tokens import NotOurs, PageTokens
+from executor_service.page_tokens import PREFIX, NotOurs, PageTokens
 from executor_service.ports import QuotaLimit, Usage
 from executor_service.pricing import MAX_ESTIMATE_MICROS, Price, PriceTable
 from executor_service.stores.local_store import LocalObjectStore
@@ -168,6 +168,17 @@ def test_a_page_token_opens_only_for_its_listing_and_key_and_unchanged() -> None
     with pytest.raises(NotOurs):
         PageTokens(b"another key").open(token, "s/")
     assert PageTokens(b"k" * 32).open(token, "s/") == (123, "s/portrait/a.png")  # replicas sharing the key
+
+
+def test_no_page_token_looks_like_a_command_line_option() -> None:
+    """base64url may begin with "-", which `imagegen images --page-token TOKEN` would take
+    for an option: every token begins with a letter, and one without it does not open."""
+    tokens = PageTokens(b"k" * 32)
+    issued = [tokens.issue((micros, f"s/item/{micros:032x}.png"), "s/") for micros in range(2000)]
+    assert all(token[0].isalpha() for token in issued)
+    assert tokens.open(issued[7], "s/") == (7, f"s/item/{7:032x}.png")
+    with pytest.raises(NotOurs):
+        tokens.open(issued[7].removeprefix(PREFIX), "s/")
 
 
 def test_the_longest_page_token_fits_the_catalogues_limit_and_a_longer_one_is_not_read() -> None:
